@@ -1,0 +1,157 @@
+"""Composition root: Settings → engine, key, services, and the ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
+
+from twostep.config import Settings
+from twostep.core.clock import Clock, SystemClock
+from twostep.core.passwords import PasswordHasher
+from twostep.core.secretbox import SecretBox
+from twostep.keyfile import ensure_data_dir, load_or_create_key
+from twostep.services import login
+from twostep.services.context import Context
+from twostep.storage import migrate
+from twostep.storage.db import Database, make_engine
+from twostep.web.app import build_app
+from twostep.web.deps import WebState
+from twostep.web.sessions import CookiePolicy
+
+log = logging.getLogger("twostep")
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+class FileOffsetClock:
+    """Test-only clock: the system time plus an offset kept in a file, shared by every worker."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset(self) -> float:
+        try:
+            return float(self.path.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0.0
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset())
+
+    def set_offset(self, seconds: float) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(repr(float(seconds)))
+        tmp.replace(self.path)
+
+
+def prepare_database(settings: Settings) -> Database:
+    """The engine, with the schema migrated (default SQLite) or checked (any other URL).
+
+    Raises:
+        SchemaOutdated: the database needs `twostep migrate`.
+    """
+    ensure_data_dir(settings.data_dir)
+    engine = make_engine(settings.resolved_database_url)
+    if settings.is_default_sqlite:
+        migrate.upgrade(engine)
+    elif not migrate.is_up_to_date(engine):
+        engine.dispose()
+        raise SchemaOutdated(
+            "The database schema is not up to date. Run `twostep migrate` with the same TWOSTEP_DATABASE_URL."
+        )
+    return Database(engine)
+
+
+def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
+    key = load_or_create_key(settings.key_path)
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+    return Context(
+        db=db,
+        clock=clock,
+        hasher=hasher,
+        box=SecretBox(key),
+        issuer=settings.issuer,
+        origin=settings.origin,
+        rp_id=settings.rp_id,
+    )
+
+
+class ClockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offset_seconds: StrictInt | StrictFloat
+
+
+def _test_clock_router(clock: FileOffsetClock) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.post("/_test/clock")
+    def set_clock(body: ClockIn) -> dict[str, object]:
+        clock.set_offset(float(body.offset_seconds))
+        return {"now": clock.now().isoformat()}
+
+    @router.get("/_test/clock")
+    def get_clock() -> dict[str, object]:
+        return {"now": clock.now().isoformat(), "offset_seconds": clock.offset()}
+
+    return router
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The whole application for these settings."""
+    settings = settings or Settings()
+    db = prepare_database(settings)
+    extra: list[APIRouter] = []
+    if clock is None:
+        if settings.enable_test_clock:
+            file_clock = FileOffsetClock(settings.data_dir / "test-clock-offset")
+            extra.append(_test_clock_router(file_clock))
+            clock = file_clock
+        else:
+            clock = SystemClock()
+    ctx = build_context(settings, db, clock)
+    web_state = WebState(
+        ctx=ctx,
+        cookies=CookiePolicy(secure=settings.secure_cookies),
+        trusted_proxies=list(settings.trusted_proxy_networks()),
+        csrf_key=load_or_create_key(settings.key_path),
+    )
+
+    async def background() -> AsyncIterator[None]:
+        task = asyncio.create_task(_maintenance(ctx, settings))
+        try:
+            yield
+        finally:
+            task.cancel()
+            db.dispose()
+
+    return build_app(web_state, extra_routers=extra, background=background)
+
+
+async def _maintenance(ctx: Context, settings: Settings) -> None:
+    """Periodic work every worker may do; the database makes each item happen once."""
+    while True:
+        try:
+            await asyncio.to_thread(login.sweep_abandoned, ctx)
+        except Exception:  # keep serving; the next round retries
+            log.exception("maintenance round failed")
+        await asyncio.sleep(settings.outbox_poll_seconds)
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers."""
+    return create_app(Settings())
+
+
+__all__ = ["Request", "create_app", "create_app_from_env"]

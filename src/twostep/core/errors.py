@@ -1,0 +1,154 @@
+"""The error tree of twostep. Each class carries the stable ``code`` of docs/api.md.
+
+TwostepError
+├── InvalidRequest            invalid_request (422)
+├── InvalidCredentials        invalid_credentials (401)
+├── NotSignedIn               not_signed_in (401)
+├── NoPendingLogin            no_pending_login (401)
+├── InvalidCode               invalid_code (401: sign-in and verify access)
+│   └── InvalidEnrollmentCode invalid_code (400: enrolment), may carry clock_skew_seconds
+├── PasskeyRejected           passkey_rejected (401: sign-in and verify access)
+│   └── PasskeyRegistrationRejected passkey_rejected (400: enrolment)
+├── TooManyAttempts           too_many_attempts (429), carries retry_after
+├── VerifyAccessRequired      verify_access_required (403)
+├── CrossSiteRequest          cross_site_request (403)
+├── UsernameTaken             username_taken (409)
+├── NameTaken                 name_taken (409)
+├── WeakPassword              weak_password (422), carries the reason
+├── TwoFactorNotEnabled       two_factor_not_enabled (409)
+├── EnrollmentExpired         enrollment_expired (410)
+├── NotFound                  not_found (404)
+├── UnsupportedMediaType      unsupported_media_type (415)
+└── PayloadTooLarge           payload_too_large (413)
+
+Services raise these; only ``twostep.web.errors`` turns them into HTTP responses.
+"""
+
+from __future__ import annotations
+
+
+class TwostepError(Exception):
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person."""
+
+    code = "error"
+    message = "Something went wrong."
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def extra(self) -> dict[str, object]:
+        """Fields added to the error body besides ``error`` and ``message``."""
+        return {}
+
+
+class InvalidRequest(TwostepError):
+    code = "invalid_request"
+    message = "The request is not valid."
+
+
+class InvalidCredentials(TwostepError):
+    code = "invalid_credentials"
+    message = "The username or password is not correct."
+
+
+class NotSignedIn(TwostepError):
+    code = "not_signed_in"
+    message = "You are not signed in."
+
+
+class NoPendingLogin(TwostepError):
+    code = "no_pending_login"
+    message = "There is no sign-in waiting for a second factor. Sign in with your password first."
+
+
+class InvalidCode(TwostepError):
+    code = "invalid_code"
+    message = "The code is not valid."
+
+
+class InvalidEnrollmentCode(InvalidCode):
+    """A wrong code while confirming a new authenticator app (400, not 401)."""
+
+    def __init__(self, message: str | None = None, *, clock_skew_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.clock_skew_seconds = clock_skew_seconds
+
+    def extra(self) -> dict[str, object]:
+        if self.clock_skew_seconds is None:
+            return {}
+        return {"clock_skew_seconds": self.clock_skew_seconds}
+
+
+class PasskeyRejected(TwostepError):
+    code = "passkey_rejected"
+    message = "The passkey could not be verified."
+
+
+class PasskeyRegistrationRejected(PasskeyRejected):
+    """A passkey refused while adding it (400, not 401)."""
+
+    message = "The passkey could not be added."
+
+
+class TooManyAttempts(TwostepError):
+    code = "too_many_attempts"
+    message = "Too many attempts. Wait a little and try again."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    def extra(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}
+
+
+class VerifyAccessRequired(TwostepError):
+    code = "verify_access_required"
+    message = "Confirm it is you before making this change."
+
+
+class CrossSiteRequest(TwostepError):
+    code = "cross_site_request"
+    message = "This request came from another site and was refused."
+
+
+class UsernameTaken(TwostepError):
+    code = "username_taken"
+    message = "That username is taken."
+
+
+class NameTaken(TwostepError):
+    code = "name_taken"
+    message = "You already have a second factor with that name."
+
+
+class WeakPassword(TwostepError):
+    code = "weak_password"
+    message = "Choose a stronger password."
+
+
+class TwoFactorNotEnabled(TwostepError):
+    code = "two_factor_not_enabled"
+    message = "Two-step verification is not turned on."
+
+
+class EnrollmentExpired(TwostepError):
+    code = "enrollment_expired"
+    message = "This setup has expired. Start again."
+
+
+class NotFound(TwostepError):
+    code = "not_found"
+    message = "Not found."
+
+
+class UnsupportedMediaType(TwostepError):
+    code = "unsupported_media_type"
+    message = "Send JSON with Content-Type: application/json."
+
+
+class PayloadTooLarge(TwostepError):
+    code = "payload_too_large"
+    message = "The request body is larger than 64 KiB."

@@ -1,0 +1,48 @@
+"""Backoff policies (security.md §0.7): a few free failures, then waits that double up to a cap."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """After ``free`` consecutive failures each further attempt waits ``first_delay`` seconds,
+    doubling up to ``max_delay``; with ``cap`` set, no attempt at all once that many failures."""
+
+    free: int
+    first_delay: int = 30
+    max_delay: int = 3600
+    cap: int | None = None
+    forget_after: timedelta | None = None
+
+    def delays(self) -> list[int]:
+        """The waits after failure number free, free+1, ... until the cap is reached."""
+        out: list[int] = []
+        delay = self.first_delay
+        while delay < self.max_delay:
+            out.append(delay)
+            delay *= 2
+        return out
+
+    def wait_after(self, failures: int) -> int:
+        """Seconds to wait after ``failures`` consecutive failures."""
+        if failures < self.free:
+            return 0
+        return int(min(self.max_delay, self.first_delay * 2 ** (failures - self.free)))
+
+
+def retry_after_seconds(next_at: datetime, now: datetime) -> int:
+    """Whole seconds until ``next_at`` (at least 1) for the Retry-After header."""
+    return max(1, math.ceil((next_at - now).total_seconds()))
+
+
+# Second factors and verify access share one counter per account (SEC-26, SEC-29).
+SECOND_FACTOR = Backoff(free=5, cap=100)
+# Recovery codes share that counter but stay usable past the cap of 100 (NIST "disable" → recovery).
+RECOVERY = Backoff(free=5)
+# Passwords: per username (known or not, so no account enumeration) and per client address.
+PASSWORD_USER = Backoff(free=5, cap=None)
+PASSWORD_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))

@@ -1,0 +1,76 @@
+"""Sign-up."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from sqlalchemy.exc import IntegrityError
+
+from twostep.core.errors import InvalidRequest, UsernameTaken
+from twostep.core.passkeys import generate_user_handle
+from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
+from twostep.services.context import Client, Context
+from twostep.services.notifications import record
+from twostep.storage import accounts
+
+_USERNAME = re.compile(r"^[\w.@+-]{3,64}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_username(raw: str) -> str | None:
+    """NFKC then casefold; None unless 3 to 64 characters of letters, digits and . _ @ + -."""
+    if len(raw) > 256:
+        return None
+    value = unicodedata.normalize("NFKC", raw).casefold()
+    value = unicodedata.normalize("NFKC", value)
+    if not _USERNAME.fullmatch(value):
+        return None
+    return value
+
+
+def register(ctx: Context, *, username: str, password: str, email: str | None, client: Client) -> str:
+    """Create an account and return its normalized username.
+
+    Raises:
+        InvalidRequest: a malformed username or e-mail address.
+        WeakPassword: the password policy of security.md §0.1 refused the password.
+        UsernameTaken: someone has that username.
+    """
+    normalized = normalize_username(username)
+    if normalized is None:
+        raise InvalidRequest("A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces).")
+    if email is not None:
+        email = email.strip()
+        if email == "":
+            email = None
+        elif len(email) > 254 or not _EMAIL.fullmatch(email):
+            raise InvalidRequest("That e-mail address does not look right.")
+    if len(password) > MAX_INPUT_CHARS:
+        check_password_policy(password[: MAX_INPUT_CHARS + 1], username=normalized)
+    check_password_policy(password, username=normalized)
+    password_hash = ctx.hasher.hash(password)
+    now = ctx.now()
+    display = unicodedata.normalize("NFKC", username)
+    try:
+        with ctx.db.transaction() as conn:
+            account_id = accounts.insert(
+                conn,
+                username=normalized,
+                display_name=display,
+                password_hash=password_hash,
+                email=email,
+                user_handle=generate_user_handle(),
+                now=now,
+            )
+            record(
+                conn,
+                account_id=account_id,
+                type_="account_created",
+                client=client,
+                now=now,
+                origin=ctx.origin,
+            )
+    except IntegrityError as exc:
+        raise UsernameTaken() from exc
+    return normalized

@@ -1,0 +1,58 @@
+"""What every use case needs: the database, the clock, the hasher, the secret box and the site's identity."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from twostep.core.clock import Clock
+from twostep.core.passwords import PasswordHasher
+from twostep.core.secretbox import SecretBox
+from twostep.storage.db import Database
+
+PENDING_LOGIN_TTL = timedelta(minutes=5)
+SESSION_IDLE = timedelta(minutes=30)
+SESSION_ABSOLUTE = timedelta(hours=12)
+VERIFIED_ACCESS_TTL = timedelta(minutes=10)
+TOTP_ENROLLMENT_TTL = timedelta(minutes=15)
+CHALLENGE_TTL = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is asking: the client address (after trusted-proxy resolution) and the browser."""
+
+    ip: str
+    user_agent: str
+
+
+@dataclass
+class Context:
+    db: Database
+    clock: Clock
+    hasher: PasswordHasher
+    box: SecretBox
+    issuer: str
+    origin: str
+    rp_id: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+def new_id() -> str:
+    """An opaque, non-sequential identifier (factor ids, enrolment ids, session public ids)."""
+    return secrets.token_urlsafe(16)
+
+
+def new_session_token() -> tuple[str, str]:
+    """A 256-bit session id and the SHA-256 under which it is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

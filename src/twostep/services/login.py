@@ -1,0 +1,278 @@
+"""Sign-in: the password step, then the second step with an authenticator app or a recovery code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twostep.core.errors import InvalidCode, InvalidCredentials, NoPendingLogin, TooManyAttempts
+from twostep.core.passwords import MAX_INPUT_CHARS
+from twostep.core.throttle import (
+    PASSWORD_ADDRESS,
+    PASSWORD_USER,
+    RECOVERY,
+    SECOND_FACTOR,
+    retry_after_seconds,
+)
+from twostep.services import second_factor as sf
+from twostep.services.accounts import normalize_username
+from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token
+from twostep.services.notifications import record
+from twostep.services.sessions import create_active, create_pending, pending
+from twostep.storage import accounts, factors, recovery, throttle
+from twostep.storage import sessions as session_store
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """``status`` is "signed_in" or "second_factor_required"; ``token`` is the new cookie value."""
+
+    status: str
+    token: str
+    methods: list[str]
+    recovery_codes_remaining: int | None = None
+
+
+def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
+    out: list[str] = [kind for kind in ("totp", "passkey") if kind in kinds]
+    if out and recovery_remaining > 0:
+        out.append("recovery_code")
+    return out
+
+
+def password_keys(username_key: str, ip: str) -> tuple[str, str]:
+    return f"pw-user:{username_key}", f"pw-ip:{ip}"
+
+
+def check_password(ctx: Context, *, username: str, password: str, client: Client) -> accounts.AccountRow:
+    """The first factor, throttled per username (known or not) and per client address (SEC-28).
+
+    Raises:
+        TooManyAttempts: either counter must wait; the password was not checked.
+        InvalidCredentials: unknown user or wrong password, indistinguishable (SEC-05).
+    """
+    now = ctx.now()
+    normalized = normalize_username(username)
+    user_key, ip_key = password_keys(normalized or username[:64].casefold(), client.ip)
+    with ctx.db.transaction() as conn:
+        by_ip = throttle.reserve_attempt(conn, key=ip_key, policy=PASSWORD_ADDRESS, now=now)
+        by_user = (
+            throttle.reserve_attempt(conn, key=user_key, policy=PASSWORD_USER, now=now)
+            if by_ip.blocked_until is None
+            else None
+        )
+        blocked = by_ip.blocked_until or (by_user.blocked_until if by_user else None)
+        if blocked is not None and by_ip.blocked_until is None:
+            throttle.refund_attempt(conn, key=ip_key)
+        account = accounts.by_username(conn, normalized) if normalized and blocked is None else None
+    if blocked is not None:
+        raise TooManyAttempts(retry_after_seconds(blocked, now))
+    if len(password) > MAX_INPUT_CHARS or account is None:
+        ctx.hasher.dummy_verify(password[:MAX_INPUT_CHARS])
+        raise InvalidCredentials()
+    if not ctx.hasher.verify(account.password_hash, password):
+        with ctx.db.transaction() as conn:
+            record(
+                conn,
+                account_id=account.id,
+                type_="password_failed",
+                client=client,
+                now=now,
+                origin=ctx.origin,
+            )
+        raise InvalidCredentials()
+    with ctx.db.transaction() as conn:
+        throttle.reset(conn, key=user_key)
+        throttle.refund_attempt(conn, key=ip_key)
+        if ctx.hasher.needs_rehash(account.password_hash):
+            accounts.set_password_hash(conn, account.id, ctx.hasher.hash(password))
+    return account
+
+
+def password_step(
+    ctx: Context, *, username: str, password: str, client: Client, current_token: str | None
+) -> LoginResult:
+    """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
+
+    Raises:
+        TooManyAttempts, InvalidCredentials: see check_password.
+    """
+    account = check_password(ctx, username=username, password=password, client=client)
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        if current_token and len(current_token) <= 128:
+            session_store.delete_one(conn, token_hash=hash_token(current_token))
+        kinds = factors.kinds(conn, account.id)
+        if not kinds:
+            token = create_active(conn, account_id=account.id, now=now, client=client, second_factor=None)
+            record(
+                conn,
+                account_id=account.id,
+                type_="signed_in",
+                client=client,
+                now=now,
+                detail={"method": "password"},
+                origin=ctx.origin,
+            )
+            return LoginResult("signed_in", token, [])
+        methods = methods_for(kinds, recovery.remaining(conn, account.id))
+        token = create_pending(conn, account_id=account.id, now=now, client=client)
+    return LoginResult("second_factor_required", token, methods)
+
+
+def _failed(
+    ctx: Context,
+    *,
+    account_id: int,
+    pending_hash: str,
+    client: Client,
+    method: str,
+    replay: bool,
+    failures: int,
+) -> None:
+    """Record a failed second step; the first failure of a pending sign-in is told to the owner (SEC-07)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        if replay:
+            record(
+                conn,
+                account_id=account_id,
+                type_="totp_replay",
+                client=client,
+                now=now,
+                detail={"method": method},
+                origin=ctx.origin,
+                notify=False,
+            )
+        first = session_store.mark_alerted(conn, token_hash=pending_hash)
+        sf.record_failure(
+            conn,
+            account_id=account_id,
+            failures=failures,
+            client=client,
+            now=now,
+            origin=ctx.origin,
+            type_="second_factor_failed",
+            detail={"method": method},
+            notify=first,
+        )
+
+
+def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
+    """POST /login/totp: finish a pending sign-in with a code from an authenticator app.
+
+    Raises:
+        NoPendingLogin, TooManyAttempts, InvalidCode (wrong, replayed, or from a removed factor).
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        pend = pending(conn, token=token, now=now)
+        failures = sf.reserve(conn, account_id=pend.account_id, policy=SECOND_FACTOR, now=now)
+        rows = sf.load_totp(conn, pend.account_id)
+    try:
+        match = sf.match_totp(ctx, rows, code, now)
+        with ctx.db.transaction() as conn:
+            sf.consume_totp(conn, match, now)
+            if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
+                raise NoPendingLogin()
+            new_token = create_active(
+                conn, account_id=pend.account_id, now=now, client=client, second_factor="totp"
+            )
+            sf.succeeded(conn, pend.account_id)
+            record(
+                conn,
+                account_id=pend.account_id,
+                type_="signed_in",
+                client=client,
+                now=now,
+                detail={"method": "totp", "factor_id": match.factor_id},
+                origin=ctx.origin,
+            )
+    except InvalidCode as exc:
+        _failed(
+            ctx,
+            account_id=pend.account_id,
+            pending_hash=pend.token_hash,
+            client=client,
+            method="totp",
+            replay=isinstance(exc, sf.Replay),
+            failures=failures,
+        )
+        raise InvalidCode() from None
+    return LoginResult("signed_in", new_token, [])
+
+
+def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
+    """POST /login/recovery-code: finish a pending sign-in with a recovery code; access counts as verified.
+
+    Raises:
+        NoPendingLogin, TooManyAttempts, InvalidCode.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        pend = pending(conn, token=token, now=now)
+        failures = sf.reserve(conn, account_id=pend.account_id, policy=RECOVERY, now=now)
+        candidate = sf.find_recovery(conn, account_id=pend.account_id, code=code)
+    try:
+        candidate = sf.check_recovery(candidate)
+        with ctx.db.transaction() as conn:
+            sf.consume_recovery(conn, candidate, now)
+            if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
+                raise NoPendingLogin()
+            new_token = create_active(
+                conn,
+                account_id=pend.account_id,
+                now=now,
+                client=client,
+                second_factor="recovery_code",
+                verified_until=now + VERIFIED_ACCESS_TTL,
+            )
+            sf.succeeded(conn, pend.account_id)
+            remaining = recovery.remaining(conn, pend.account_id)
+            record(
+                conn,
+                account_id=pend.account_id,
+                type_="recovery_code_used",
+                client=client,
+                now=now,
+                detail={"remaining": remaining},
+                origin=ctx.origin,
+            )
+            record(
+                conn,
+                account_id=pend.account_id,
+                type_="signed_in",
+                client=client,
+                now=now,
+                detail={"method": "recovery_code"},
+                origin=ctx.origin,
+            )
+    except InvalidCode:
+        _failed(
+            ctx,
+            account_id=pend.account_id,
+            pending_hash=pend.token_hash,
+            client=client,
+            method="recovery_code",
+            replay=False,
+            failures=failures,
+        )
+        raise InvalidCode() from None
+    return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining)
+
+
+def sweep_abandoned(ctx: Context) -> int:
+    """End expired pending sign-ins; each one never told about gives one event and e-mail (SEC-07)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        gone = session_store.take_abandoned(conn, now=now)
+        for account_id, alerted, ip, user_agent in gone:
+            if not alerted:
+                record(
+                    conn,
+                    account_id=account_id,
+                    type_="second_factor_abandoned",
+                    client=Client(ip, user_agent),
+                    now=now,
+                    origin=ctx.origin,
+                )
+    return len(gone)

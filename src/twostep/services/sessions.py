@@ -1,0 +1,224 @@
+"""Server-side sessions: whose cookie it is, and the step-ups that rotate its id (SEC-04, SEC-48..51)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from twostep.core.errors import NoPendingLogin, NotFound, NotSignedIn, VerifyAccessRequired
+from twostep.services.context import (
+    PENDING_LOGIN_TTL,
+    SESSION_ABSOLUTE,
+    SESSION_IDLE,
+    Client,
+    Context,
+    hash_token,
+    new_id,
+    new_session_token,
+)
+from twostep.services.notifications import record
+from twostep.storage import sessions as store
+from twostep.storage.sessions import SessionRow
+
+
+@dataclass(frozen=True)
+class CurrentSession:
+    """A signed-in session, as the request that presented its cookie sees it."""
+
+    token_hash: str
+    public_id: str
+    account_id: int
+    username: str
+    display_name: str
+    signed_in_at: datetime
+    second_factor: str | None
+    verified_until: datetime | None
+    reauth_until: datetime | None
+
+    def access_verified(self, now: datetime) -> bool:
+        return self.verified_until is not None and self.verified_until > now
+
+
+def create_active(
+    conn: Connection,
+    *,
+    account_id: int,
+    now: datetime,
+    client: Client,
+    second_factor: str | None,
+    verified_until: datetime | None = None,
+) -> str:
+    """Insert a signed-in session and return its cookie value."""
+    token, token_hash = new_session_token()
+    store.insert(
+        conn,
+        SessionRow(
+            token_hash=token_hash,
+            public_id=new_id(),
+            account_id=account_id,
+            kind="active",
+            created_at=now,
+            signed_in_at=now,
+            last_seen_at=now,
+            expires_at=now + SESSION_ABSOLUTE,
+            second_factor=second_factor,
+            verified_until=verified_until,
+            reauth_until=None,
+            alerted=False,
+            ip=client.ip,
+            user_agent=client.user_agent,
+        ),
+    )
+    return token
+
+
+def create_pending(conn: Connection, *, account_id: int, now: datetime, client: Client) -> str:
+    """Insert a pending sign-in (password accepted, second factor owed) and return its cookie value."""
+    token, token_hash = new_session_token()
+    store.insert(
+        conn,
+        SessionRow(
+            token_hash=token_hash,
+            public_id=new_id(),
+            account_id=account_id,
+            kind="pending",
+            created_at=now,
+            signed_in_at=now,
+            last_seen_at=now,
+            expires_at=now + PENDING_LOGIN_TTL,
+            second_factor=None,
+            verified_until=None,
+            reauth_until=None,
+            alerted=False,
+            ip=client.ip,
+            user_agent=client.user_agent,
+        ),
+    )
+    return token
+
+
+def authenticate(ctx: Context, token: str | None) -> CurrentSession:
+    """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
+
+    Raises:
+        NotSignedIn: no cookie, an unknown, ended, expired or pending session.
+    """
+    if not token or len(token) > 128:
+        raise NotSignedIn()
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        found = store.touch_active(
+            conn, token_hash=hash_token(token), now=now, idle_cutoff=now - SESSION_IDLE
+        )
+    if found is None:
+        raise NotSignedIn()
+    row, username, display_name = found
+    return CurrentSession(
+        token_hash=row.token_hash,
+        public_id=row.public_id,
+        account_id=row.account_id,
+        username=username,
+        display_name=display_name,
+        signed_in_at=row.signed_in_at,
+        second_factor=row.second_factor,
+        verified_until=row.verified_until,
+        reauth_until=row.reauth_until,
+    )
+
+
+def pending(conn: Connection, *, token: str | None, now: datetime) -> SessionRow:
+    """The pending sign-in of this cookie.
+
+    Raises:
+        NoPendingLogin: none, or it expired.
+    """
+    if not token or len(token) > 128:
+        raise NoPendingLogin()
+    row = store.get_pending(conn, token_hash=hash_token(token), now=now)
+    if row is None:
+        raise NoPendingLogin()
+    return row
+
+
+def require_verified(session: CurrentSession, now: datetime) -> None:
+    """Raises:
+    VerifyAccessRequired: access was not verified in this session within the last 10 minutes.
+    """
+    if not session.access_verified(now):
+        raise VerifyAccessRequired()
+
+
+def logout(ctx: Context, token: str | None) -> None:
+    """Destroy the session of this cookie (signed in or pending), server-side."""
+    if not token or len(token) > 128:
+        return
+    with ctx.db.transaction() as conn:
+        store.delete_one(conn, token_hash=hash_token(token))
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: str
+    current: bool
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str
+    user_agent: str
+
+
+def list_sessions(ctx: Context, session: CurrentSession) -> list[SessionView]:
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        rows = store.list_active(conn, account_id=session.account_id, now=now, idle_cutoff=now - SESSION_IDLE)
+    return [
+        SessionView(
+            r.public_id, r.token_hash == session.token_hash, r.created_at, r.last_seen_at, r.ip, r.user_agent
+        )
+        for r in rows
+    ]
+
+
+def end_session(ctx: Context, session: CurrentSession, public_id: str, client: Client) -> None:
+    """End one of the account's sessions (verify access).
+
+    Raises:
+        VerifyAccessRequired, NotFound.
+    """
+    now = ctx.now()
+    require_verified(session, now)
+    with ctx.db.transaction() as conn:
+        if not store.delete_by_public_id(conn, account_id=session.account_id, public_id=public_id[:64]):
+            raise NotFound()
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="session_ended",
+            client=client,
+            now=now,
+            detail={"session": public_id[:64]},
+            origin=ctx.origin,
+        )
+
+
+def end_other_sessions(ctx: Context, session: CurrentSession, client: Client) -> int:
+    """End every session of the account but this one (verify access).
+
+    Raises:
+        VerifyAccessRequired.
+    """
+    now = ctx.now()
+    require_verified(session, now)
+    with ctx.db.transaction() as conn:
+        ended = store.delete_others(conn, account_id=session.account_id, keep_hash=session.token_hash)
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="other_sessions_ended",
+            client=client,
+            now=now,
+            detail={"count": ended},
+            origin=ctx.origin,
+        )
+    return ended

@@ -1,0 +1,205 @@
+"""Verify access: re-run sign-in for the signed-in user, bound to this session, 10 minutes (SEC-43..45)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from twostep.core.errors import InvalidCode, NotSignedIn, VerifyAccessRequired
+from twostep.core.throttle import RECOVERY, SECOND_FACTOR
+from twostep.services import second_factor as sf
+from twostep.services.context import (
+    PENDING_LOGIN_TTL,
+    VERIFIED_ACCESS_TTL,
+    Client,
+    Context,
+    new_session_token,
+)
+from twostep.services.login import check_password, methods_for
+from twostep.services.notifications import record
+from twostep.services.sessions import CurrentSession
+from twostep.storage import accounts, factors, recovery
+from twostep.storage import sessions as session_store
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """``status`` "verified" or "second_factor_required"; ``token`` is the rotated cookie value."""
+
+    status: str
+    token: str
+    methods: list[str]
+    verified_until: datetime | None
+    recovery_codes_remaining: int | None = None
+
+
+def _step_up(
+    ctx: Context,
+    conn: Connection,
+    session: CurrentSession,
+    *,
+    verified_until: datetime | None,
+    reauth_until: datetime | None,
+) -> str:
+    token, token_hash = new_session_token()
+    if not session_store.step_up(
+        conn,
+        old_hash=session.token_hash,
+        new_hash=token_hash,
+        now=ctx.now(),
+        verified_until=verified_until,
+        reauth_until=reauth_until,
+    ):
+        raise NotSignedIn()
+    return token
+
+
+def with_password(ctx: Context, session: CurrentSession, *, password: str, client: Client) -> VerifyResult:
+    """POST /verify-access: the password, with the sign-in counters.
+
+    Raises:
+        TooManyAttempts, InvalidCredentials, NotSignedIn.
+    """
+    check_password(ctx, username=session.username, password=password, client=client)
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        kinds = factors.kinds(conn, session.account_id)
+        if not kinds:
+            until = now + VERIFIED_ACCESS_TTL
+            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="access_verified",
+                client=client,
+                now=now,
+                detail={"method": "password"},
+                origin=ctx.origin,
+            )
+            return VerifyResult("verified", token, [], until)
+        methods = methods_for(kinds, recovery.remaining(conn, session.account_id))
+        token = _step_up(
+            ctx, conn, session, verified_until=session.verified_until, reauth_until=now + PENDING_LOGIN_TTL
+        )
+    return VerifyResult("second_factor_required", token, methods, None)
+
+
+def _require_password_step(session: CurrentSession, now: datetime) -> None:
+    if session.reauth_until is None or session.reauth_until <= now:
+        raise VerifyAccessRequired("Enter your password first.")
+
+
+def _failed(
+    ctx: Context, session: CurrentSession, *, client: Client, method: str, failures: int, replay: bool
+) -> None:
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        if replay:
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="totp_replay",
+                client=client,
+                now=now,
+                detail={"method": method, "during": "verify_access"},
+                origin=ctx.origin,
+            )
+        sf.record_failure(
+            conn,
+            account_id=session.account_id,
+            failures=failures,
+            client=client,
+            now=now,
+            origin=ctx.origin,
+            type_="verify_access_failed",
+            detail={"method": method},
+            notify=False,
+        )
+
+
+def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Client) -> VerifyResult:
+    """POST /verify-access/totp, after the password step.
+
+    Raises:
+        VerifyAccessRequired (no password step), TooManyAttempts, InvalidCode.
+    """
+    now = ctx.now()
+    _require_password_step(session, now)
+    with ctx.db.transaction() as conn:
+        failures = sf.reserve(conn, account_id=session.account_id, policy=SECOND_FACTOR, now=now)
+        rows = sf.load_totp(conn, session.account_id)
+    try:
+        match = sf.match_totp(ctx, rows, code, now)
+        with ctx.db.transaction() as conn:
+            sf.consume_totp(conn, match, now)
+            until = now + VERIFIED_ACCESS_TTL
+            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            sf.succeeded(conn, session.account_id)
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="access_verified",
+                client=client,
+                now=now,
+                detail={"method": "totp", "factor_id": match.factor_id},
+                origin=ctx.origin,
+            )
+    except InvalidCode as exc:
+        _failed(
+            ctx, session, client=client, method="totp", failures=failures, replay=isinstance(exc, sf.Replay)
+        )
+        raise InvalidCode() from None
+    return VerifyResult("verified", token, [], until)
+
+
+def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, client: Client) -> VerifyResult:
+    """POST /verify-access/recovery-code, after the password step; the code is consumed.
+
+    Raises:
+        VerifyAccessRequired, TooManyAttempts, InvalidCode.
+    """
+    now = ctx.now()
+    _require_password_step(session, now)
+    with ctx.db.transaction() as conn:
+        failures = sf.reserve(conn, account_id=session.account_id, policy=RECOVERY, now=now)
+        candidate = sf.find_recovery(conn, account_id=session.account_id, code=code)
+    try:
+        candidate = sf.check_recovery(candidate)
+        with ctx.db.transaction() as conn:
+            sf.consume_recovery(conn, candidate, now)
+            until = now + VERIFIED_ACCESS_TTL
+            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            sf.succeeded(conn, session.account_id)
+            remaining = recovery.remaining(conn, session.account_id)
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="recovery_code_used",
+                client=client,
+                now=now,
+                detail={"remaining": remaining, "during": "verify_access"},
+                origin=ctx.origin,
+            )
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="access_verified",
+                client=client,
+                now=now,
+                detail={"method": "recovery_code"},
+                origin=ctx.origin,
+            )
+    except InvalidCode:
+        _failed(ctx, session, client=client, method="recovery_code", failures=failures, replay=False)
+        raise InvalidCode() from None
+    return VerifyResult("verified", token, [], until, recovery_codes_remaining=remaining)
+
+
+def account_of(ctx: Context, session: CurrentSession) -> accounts.AccountRow:
+    with ctx.db.transaction() as conn:
+        account = accounts.by_id(conn, session.account_id)
+    if account is None:
+        raise NotSignedIn()
+    return account

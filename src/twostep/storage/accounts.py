@@ -1,0 +1,84 @@
+"""Accounts table access."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, select, update
+
+from twostep.storage.tables import accounts
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: int
+    username: str
+    display_name: str
+    password_hash: str
+    email: str | None
+    user_handle: bytes
+
+    def __repr__(self) -> str:
+        return f"AccountRow(id={self.id}, username={self.username!r})"
+
+
+_COLUMNS = (
+    accounts.c.id,
+    accounts.c.username,
+    accounts.c.display_name,
+    accounts.c.password_hash,
+    accounts.c.email,
+    accounts.c.user_handle,
+)
+
+
+def _row(row: Row[*tuple[Any, ...]] | None) -> AccountRow | None:
+    return None if row is None else AccountRow(**row._mapping)
+
+
+def insert(
+    conn: Connection,
+    *,
+    username: str,
+    display_name: str,
+    password_hash: str,
+    email: str | None,
+    user_handle: bytes,
+    now: datetime,
+) -> int:
+    """Insert an account; raises IntegrityError when the username is taken."""
+    result = conn.execute(
+        accounts.insert()
+        .values(
+            username=username,
+            display_name=display_name,
+            password_hash=password_hash,
+            email=email,
+            user_handle=user_handle,
+            created_at=now,
+        )
+        .returning(accounts.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def by_username(conn: Connection, username: str) -> AccountRow | None:
+    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.username == username)).first())
+
+
+def by_id(conn: Connection, account_id: int) -> AccountRow | None:
+    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.id == account_id)).first())
+
+
+def by_user_handle(conn: Connection, user_handle: bytes) -> AccountRow | None:
+    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.user_handle == user_handle)).first())
+
+
+def set_password_hash(conn: Connection, account_id: int, password_hash: str) -> None:
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(password_hash=password_hash))
+
+
+def delete_account(conn: Connection, account_id: int) -> bool:
+    return conn.execute(delete(accounts).where(accounts.c.id == account_id)).rowcount == 1

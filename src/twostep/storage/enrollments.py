@@ -1,0 +1,50 @@
+"""Pending TOTP enrolments (15 minutes, secret sealed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select
+
+from twostep.storage.tables import totp_enrollments
+
+
+def insert(
+    conn: Connection,
+    *,
+    enrollment_id: str,
+    account_id: int,
+    sealed_secret: bytes,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    conn.execute(
+        totp_enrollments.insert().values(
+            id=enrollment_id,
+            account_id=account_id,
+            secret=sealed_secret,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+
+
+def get(conn: Connection, *, enrollment_id: str, account_id: int) -> tuple[bytes, datetime] | None:
+    row = conn.execute(
+        select(totp_enrollments.c.secret, totp_enrollments.c.expires_at).where(
+            totp_enrollments.c.id == enrollment_id, totp_enrollments.c.account_id == account_id
+        )
+    ).first()
+    return None if row is None else (bytes(row.secret), row.expires_at)
+
+
+def delete_one(conn: Connection, *, enrollment_id: str) -> bool:
+    return conn.execute(delete(totp_enrollments).where(totp_enrollments.c.id == enrollment_id)).rowcount == 1
+
+
+def delete_expired(conn: Connection, *, now: datetime) -> None:
+    conn.execute(delete(totp_enrollments).where(totp_enrollments.c.expires_at <= now))
+
+
+def delete_for_account(conn: Connection, account_id: int) -> None:
+    conn.execute(delete(totp_enrollments).where(totp_enrollments.c.account_id == account_id))

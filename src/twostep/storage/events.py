@@ -1,0 +1,54 @@
+"""Security events (the account's audit log) and the notification outbox."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from twostep.storage.tables import security_events
+
+
+@dataclass(frozen=True)
+class EventRow:
+    type: str
+    at: datetime
+    ip: str
+    user_agent: str
+    detail: dict[str, Any]
+
+
+def insert(
+    conn: Connection,
+    *,
+    account_id: int,
+    type_: str,
+    at: datetime,
+    ip: str,
+    user_agent: str,
+    detail: dict[str, Any],
+) -> None:
+    conn.execute(
+        security_events.insert().values(
+            account_id=account_id, type=type_, at=at, ip=ip, user_agent=user_agent, detail=json.dumps(detail)
+        )
+    )
+
+
+def list_for(conn: Connection, account_id: int, *, limit: int = 200) -> list[EventRow]:
+    rows = conn.execute(
+        select(
+            security_events.c.type,
+            security_events.c.at,
+            security_events.c.ip,
+            security_events.c.user_agent,
+            security_events.c.detail,
+        )
+        .where(security_events.c.account_id == account_id)
+        .order_by(security_events.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [EventRow(r.type, r.at, r.ip, r.user_agent, json.loads(r.detail)) for r in rows]

@@ -1,0 +1,253 @@
+"""Second factors: authenticator apps (TOTP) and passkeys, one table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, func, or_, select, update
+
+from twostep.storage.tables import factors
+
+
+@dataclass(frozen=True)
+class FactorRow:
+    id: str
+    account_id: int
+    type: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    aaguid: str | None
+    backup_state: bool | None
+
+
+@dataclass(frozen=True)
+class TotpRow:
+    id: str
+    sealed_secret: bytes
+    last_step: int | None
+
+    def __repr__(self) -> str:
+        return f"TotpRow(id={self.id!r}, last_step={self.last_step})"
+
+
+@dataclass(frozen=True)
+class PasskeyRow:
+    id: str
+    account_id: int
+    credential_id: bytes
+    public_key: bytes
+    sign_count: int
+    backup_eligible: bool
+    transports: list[str]
+
+
+_LISTED = (
+    factors.c.id,
+    factors.c.account_id,
+    factors.c.type,
+    factors.c.name,
+    factors.c.created_at,
+    factors.c.last_used_at,
+    factors.c.aaguid,
+    factors.c.backup_state,
+)
+
+
+def list_for(conn: Connection, account_id: int) -> list[FactorRow]:
+    rows = conn.execute(
+        select(*_LISTED)
+        .where(factors.c.account_id == account_id)
+        .order_by(factors.c.created_at, factors.c.id)
+    ).all()
+    return [FactorRow(**r._mapping) for r in rows]
+
+
+def get(conn: Connection, *, account_id: int, factor_id: str) -> FactorRow | None:
+    row = conn.execute(
+        select(*_LISTED).where(factors.c.account_id == account_id, factors.c.id == factor_id)
+    ).first()
+    return None if row is None else FactorRow(**row._mapping)
+
+
+def kinds(conn: Connection, account_id: int) -> set[str]:
+    rows = conn.execute(select(factors.c.type).where(factors.c.account_id == account_id).distinct()).all()
+    return {r.type for r in rows}
+
+
+def count(conn: Connection, account_id: int, *, type_: str | None = None) -> int:
+    stmt = select(func.count()).select_from(factors).where(factors.c.account_id == account_id)
+    if type_ is not None:
+        stmt = stmt.where(factors.c.type == type_)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def totp_for(conn: Connection, account_id: int) -> list[TotpRow]:
+    rows = conn.execute(
+        select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
+            factors.c.account_id == account_id, factors.c.type == "totp"
+        )
+    ).all()
+    return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
+
+
+def advance_totp_step(conn: Connection, *, factor_id: str, step: int, now: datetime) -> bool:
+    """Compare-and-set of the last used time step: True only for the one request that moves it forward."""
+    result = conn.execute(
+        update(factors)
+        .where(
+            factors.c.id == factor_id,
+            or_(factors.c.totp_last_step.is_(None), factors.c.totp_last_step < step),
+        )
+        .values(totp_last_step=step, last_used_at=now)
+    )
+    return result.rowcount == 1
+
+
+def insert_totp(
+    conn: Connection,
+    *,
+    factor_id: str,
+    account_id: int,
+    name: str,
+    sealed_secret: bytes,
+    last_step: int,
+    now: datetime,
+) -> None:
+    """Raises IntegrityError when the name is taken for this account."""
+    conn.execute(
+        factors.insert().values(
+            id=factor_id,
+            account_id=account_id,
+            type="totp",
+            name=name,
+            created_at=now,
+            last_used_at=None,
+            totp_secret=sealed_secret,
+            totp_last_step=last_step,
+        )
+    )
+
+
+def insert_passkey(
+    conn: Connection,
+    *,
+    factor_id: str,
+    account_id: int,
+    name: str,
+    credential_id: bytes,
+    public_key: bytes,
+    algorithm: int,
+    sign_count: int,
+    transports: list[str],
+    aaguid: str,
+    backup_eligible: bool,
+    backup_state: bool,
+    user_verified: bool,
+    now: datetime,
+) -> None:
+    """Raises IntegrityError when the name or the credential id is taken."""
+    conn.execute(
+        factors.insert().values(
+            id=factor_id,
+            account_id=account_id,
+            type="passkey",
+            name=name,
+            created_at=now,
+            credential_id=credential_id,
+            public_key=public_key,
+            algorithm=algorithm,
+            sign_count=sign_count,
+            transports=json.dumps(transports),
+            aaguid=aaguid,
+            backup_eligible=backup_eligible,
+            backup_state=backup_state,
+            user_verified=user_verified,
+        )
+    )
+
+
+def passkeys_for(conn: Connection, account_id: int) -> list[PasskeyRow]:
+    return _passkeys(conn, factors.c.account_id == account_id)
+
+
+def passkey_by_credential_id(conn: Connection, credential_id: bytes) -> PasskeyRow | None:
+    found = _passkeys(conn, factors.c.credential_id == credential_id)
+    return found[0] if found else None
+
+
+def _passkeys(conn: Connection, where: object) -> list[PasskeyRow]:
+    rows = conn.execute(
+        select(
+            factors.c.id,
+            factors.c.account_id,
+            factors.c.credential_id,
+            factors.c.public_key,
+            factors.c.sign_count,
+            factors.c.backup_eligible,
+            factors.c.transports,
+        ).where(factors.c.type == "passkey", where)  # type: ignore[arg-type]
+    ).all()
+    return [
+        PasskeyRow(
+            r.id,
+            r.account_id,
+            r.credential_id,
+            r.public_key,
+            int(r.sign_count),
+            bool(r.backup_eligible),
+            json.loads(r.transports or "[]"),
+        )
+        for r in rows
+    ]
+
+
+def record_passkey_use(
+    conn: Connection,
+    *,
+    factor_id: str,
+    expected_sign_count: int,
+    new_sign_count: int,
+    backup_state: bool,
+    user_verified: bool,
+    now: datetime,
+) -> bool:
+    """Store the new counter only if nobody moved it meanwhile (compare-and-set)."""
+    result = conn.execute(
+        update(factors)
+        .where(factors.c.id == factor_id, factors.c.sign_count == expected_sign_count)
+        .values(
+            sign_count=new_sign_count,
+            backup_state=backup_state,
+            user_verified=factors.c.user_verified | user_verified,
+            last_used_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def rename(conn: Connection, *, account_id: int, factor_id: str, name: str) -> bool:
+    """Raises IntegrityError when the name is taken."""
+    result = conn.execute(
+        update(factors).where(factors.c.account_id == account_id, factors.c.id == factor_id).values(name=name)
+    )
+    return result.rowcount == 1
+
+
+def delete_one(conn: Connection, *, account_id: int, factor_id: str) -> FactorRow | None:
+    row = conn.execute(
+        delete(factors)
+        .where(factors.c.account_id == account_id, factors.c.id == factor_id)
+        .returning(*_LISTED)
+    ).first()
+    return None if row is None else FactorRow(**row._mapping)
+
+
+def delete_all(conn: Connection, account_id: int) -> int:
+    return int(conn.execute(delete(factors).where(factors.c.account_id == account_id)).rowcount)
+
+
+def names(conn: Connection, account_id: int) -> set[str]:
+    return {r.name for r in conn.execute(select(factors.c.name).where(factors.c.account_id == account_id))}

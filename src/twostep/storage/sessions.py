@@ -1,0 +1,180 @@
+"""Server-side sessions: only the SHA-256 of the cookie value is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, select, update
+
+from twostep.storage.tables import accounts, sessions
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    token_hash: str
+    public_id: str
+    account_id: int
+    kind: str
+    created_at: datetime
+    signed_in_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    second_factor: str | None
+    verified_until: datetime | None
+    reauth_until: datetime | None
+    alerted: bool
+    ip: str
+    user_agent: str
+
+
+_COLUMNS = (
+    sessions.c.token_hash,
+    sessions.c.public_id,
+    sessions.c.account_id,
+    sessions.c.kind,
+    sessions.c.created_at,
+    sessions.c.signed_in_at,
+    sessions.c.last_seen_at,
+    sessions.c.expires_at,
+    sessions.c.second_factor,
+    sessions.c.verified_until,
+    sessions.c.reauth_until,
+    sessions.c.alerted,
+    sessions.c.ip,
+    sessions.c.user_agent,
+)
+
+
+def insert(conn: Connection, row: SessionRow) -> None:
+    conn.execute(sessions.insert().values(**row.__dict__))
+
+
+def touch_active(
+    conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime
+) -> tuple[SessionRow, str, str] | None:
+    """Mark activity on a live signed-in session; None when unknown, idle too long or past its end."""
+    row = conn.execute(
+        update(sessions)
+        .where(
+            sessions.c.token_hash == token_hash,
+            sessions.c.kind == "active",
+            sessions.c.last_seen_at > idle_cutoff,
+            sessions.c.expires_at > now,
+        )
+        .values(last_seen_at=now)
+        .returning(*_COLUMNS)
+    ).first()
+    if row is None:
+        return None
+    names = conn.execute(
+        select(accounts.c.username, accounts.c.display_name).where(accounts.c.id == row.account_id)
+    ).one()
+    return SessionRow(**row._mapping), names.username, names.display_name
+
+
+def get(conn: Connection, *, token_hash: str) -> SessionRow | None:
+    row = conn.execute(select(*_COLUMNS).where(sessions.c.token_hash == token_hash)).first()
+    return None if row is None else SessionRow(**row._mapping)
+
+
+def get_pending(conn: Connection, *, token_hash: str, now: datetime) -> SessionRow | None:
+    row = conn.execute(
+        select(*_COLUMNS).where(
+            sessions.c.token_hash == token_hash, sessions.c.kind == "pending", sessions.c.expires_at > now
+        )
+    ).first()
+    return None if row is None else SessionRow(**row._mapping)
+
+
+def consume_pending(conn: Connection, *, token_hash: str, now: datetime) -> int | None:
+    """Single use of a pending sign-in: DELETE ... RETURNING decides which request gets it."""
+    return conn.execute(
+        delete(sessions)
+        .where(sessions.c.token_hash == token_hash, sessions.c.kind == "pending", sessions.c.expires_at > now)
+        .returning(sessions.c.account_id)
+    ).scalar()
+
+
+def step_up(
+    conn: Connection,
+    *,
+    old_hash: str,
+    new_hash: str,
+    now: datetime,
+    verified_until: datetime | None,
+    reauth_until: datetime | None,
+) -> bool:
+    """Give an active session a new id and new verify-access state; the old id stops working at once."""
+    result = conn.execute(
+        update(sessions)
+        .where(sessions.c.token_hash == old_hash, sessions.c.kind == "active")
+        .values(
+            token_hash=new_hash, verified_until=verified_until, reauth_until=reauth_until, last_seen_at=now
+        )
+    )
+    return result.rowcount == 1
+
+
+def mark_alerted(conn: Connection, *, token_hash: str) -> bool:
+    """True once per pending sign-in: the first failed second step is the one that is notified."""
+    result = conn.execute(
+        update(sessions)
+        .where(sessions.c.token_hash == token_hash, sessions.c.alerted.is_(False))
+        .values(alerted=True)
+    )
+    return result.rowcount == 1
+
+
+def take_abandoned(conn: Connection, *, now: datetime) -> list[tuple[int, bool, str, str]]:
+    """Remove expired pending sign-ins: (account id, already alerted, ip, user agent) of each."""
+    rows = conn.execute(
+        delete(sessions)
+        .where(sessions.c.kind == "pending", sessions.c.expires_at <= now)
+        .returning(sessions.c.account_id, sessions.c.alerted, sessions.c.ip, sessions.c.user_agent)
+    ).all()
+    return [(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
+
+
+def delete_one(conn: Connection, *, token_hash: str) -> None:
+    conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
+
+
+def list_active(
+    conn: Connection, *, account_id: int, now: datetime, idle_cutoff: datetime
+) -> list[SessionRow]:
+    rows = conn.execute(
+        select(*_COLUMNS)
+        .where(
+            sessions.c.account_id == account_id,
+            sessions.c.kind == "active",
+            sessions.c.expires_at > now,
+            sessions.c.last_seen_at > idle_cutoff,
+        )
+        .order_by(sessions.c.created_at.desc())
+    ).all()
+    return [SessionRow(**r._mapping) for r in rows]
+
+
+def delete_by_public_id(conn: Connection, *, account_id: int, public_id: str) -> bool:
+    result = conn.execute(
+        delete(sessions).where(sessions.c.account_id == account_id, sessions.c.public_id == public_id)
+    )
+    return result.rowcount == 1
+
+
+def delete_others(conn: Connection, *, account_id: int, keep_hash: str) -> int:
+    result = conn.execute(
+        delete(sessions).where(sessions.c.account_id == account_id, sessions.c.token_hash != keep_hash)
+    )
+    return int(result.rowcount)
+
+
+def delete_expired(conn: Connection, *, now: datetime, idle_cutoff: datetime) -> int:
+    result = conn.execute(
+        delete(sessions).where(
+            (sessions.c.expires_at <= now)
+            | ((sessions.c.kind == "active") & (sessions.c.last_seen_at <= idle_cutoff))
+        )
+    )
+    return int(result.rowcount)

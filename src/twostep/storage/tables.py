@@ -1,0 +1,171 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations under migrations/ create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from twostep.storage.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # NFKC + casefold: the identity. `display_name` keeps what the person typed.
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(64), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("email", String(254), nullable=True),
+    # WebAuthn user handle: 64 random bytes, no personal data.
+    Column("user_handle", LargeBinary(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Attempt counters, one row per key ("pw-user:<name>", "pw-ip:<addr>", "mfa:<account id>").
+throttles = Table(
+    "throttles",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("next_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # SHA-256 of the cookie value; the value itself is never stored.
+    Column("token_hash", String(64), primary_key=True),
+    # An opaque id for GET/DELETE /sessions/{id}; not the token.
+    Column("public_id", String(32), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # "pending": password accepted, second factor owed; "active": signed in.
+    Column("kind", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("signed_in_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("second_factor", String(16), nullable=True),
+    Column("verified_until", UTCDateTime, nullable=True),
+    # Verify access: password accepted, second factor still owed until this time.
+    Column("reauth_until", UTCDateTime, nullable=True),
+    # A pending sign-in whose owner was already told that the second factor failed.
+    Column("alerted", Boolean, nullable=False, default=False),
+    Column("ip", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    Index("ix_sessions_account", "account_id"),
+)
+
+factors = Table(
+    "factors",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    # TOTP: the secret sealed with AES-GCM (aad names the row), and the last accepted time step.
+    Column("totp_secret", LargeBinary, nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
+    # Passkeys.
+    Column("credential_id", LargeBinary(1023), nullable=True, unique=True),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("algorithm", Integer, nullable=True),
+    Column("sign_count", BigInteger, nullable=True),
+    Column("transports", Text, nullable=True),
+    Column("aaguid", String(36), nullable=True),
+    Column("backup_eligible", Boolean, nullable=True),
+    Column("backup_state", Boolean, nullable=True),
+    Column("user_verified", Boolean, nullable=True),
+    UniqueConstraint("account_id", "name", name="uq_factors_account_name"),
+    Index("ix_factors_account", "account_id"),
+)
+
+totp_enrollments = Table(
+    "totp_enrollments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_totp_enrollments_account", "account_id"),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # The first two characters of the code, in clear, so one attempt costs one slow hash.
+    Column("selector", String(8), nullable=False),
+    Column("code_hash", String(255), nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    UniqueConstraint("account_id", "selector", name="uq_recovery_codes_account_selector"),
+)
+
+# WebAuthn challenges: single use (DELETE ... RETURNING), 5 minutes, bound to the session.
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("session_key", String(64), nullable=False),
+    Column("purpose", String(24), nullable=False),
+    Column("challenge", LargeBinary(64), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_challenges_session", "session_key", "purpose"),
+)
+
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(48), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("ip", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_security_events_account", "account_id", "id"),
+)
+
+# Durable outbox of notification e-mails, delivered by the server with retries.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("message_id", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+)

@@ -1,0 +1,158 @@
+"""Request and response bodies of docs/api.md. Strings are strict (no coercion from numbers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+Short = Annotated[StrictStr, Field(max_length=256)]
+Secret = Annotated[StrictStr, Field(max_length=4096)]
+
+
+class In(BaseModel):
+    """Unknown fields are ignored: a client cannot switch anything on by adding one (SEC-03 d)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Empty(In):
+    pass
+
+
+class AccountIn(In):
+    username: Short
+    password: Secret
+    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+
+
+class LoginIn(In):
+    username: Short
+    password: Secret
+
+
+class CodeIn(In):
+    code: Short
+
+
+class PasswordIn(In):
+    password: Secret
+
+
+class ConfirmTotpIn(In):
+    name: Short
+    code: Short
+
+
+class RenameIn(In):
+    name: Short
+
+
+class PasskeyIn(In):
+    name: Short = ""
+    credential: dict[str, Any] | StrictStr
+
+
+class PasskeyAssertionIn(In):
+    credential: dict[str, Any] | StrictStr
+
+
+class ChangePasswordIn(In):
+    current_password: Secret
+    new_password: Secret
+
+
+class Error(BaseModel):
+    error: str
+    message: str
+
+
+class AccountOut(BaseModel):
+    username: str
+
+
+class LoginOut(BaseModel):
+    status: Literal["signed_in", "second_factor_required"]
+    methods: list[str] | None = None
+    recovery_codes_remaining: int | None = None
+
+
+class SessionOut(BaseModel):
+    username: str
+    signed_in_at: datetime
+    second_factor: str | None
+    access_verified_until: datetime | None
+
+
+class VerifyOut(BaseModel):
+    status: Literal["verified", "second_factor_required"]
+    verified_until: datetime | None = None
+    methods: list[str] | None = None
+    recovery_codes_remaining: int | None = None
+
+
+class FactorOut(BaseModel):
+    id: str
+    type: Literal["totp", "passkey"]
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    authenticator: str | None = None
+    synced: bool | None = None
+
+
+class FactorsOut(BaseModel):
+    two_factor_enabled: bool
+    factors: list[FactorOut]
+    recovery_codes_remaining: int
+
+
+class TotpEnrollmentOut(BaseModel):
+    enrollment_id: str
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+    expires_at: datetime
+
+
+class FactorAddedOut(BaseModel):
+    factor: FactorOut
+    recovery_codes: list[str] | None = None
+
+
+class FactorWrap(BaseModel):
+    factor: FactorOut
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str]
+
+
+class PublicKeyOut(BaseModel):
+    publicKey: dict[str, Any]
+
+
+class EventOut(BaseModel):
+    type: str
+    at: datetime
+    ip: str
+    user_agent: str
+    detail: dict[str, Any]
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+
+
+class SessionItemOut(BaseModel):
+    id: str
+    current: bool
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str
+    user_agent: str
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionItemOut]

@@ -1,0 +1,55 @@
+"""The ASGI application: routers, guards, error handlers (built by twostep.app from Settings)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from twostep import __version__
+from twostep.web import errors
+from twostep.web.api import auth, factors
+from twostep.web.deps import WebState
+from twostep.web.pages import routes as pages
+from twostep.web.security import API_PREFIX, GuardMiddleware
+
+STATIC_DIR = __file__.rsplit("/", 1)[0] + "/static"
+
+
+def build_app(
+    web_state: WebState,
+    *,
+    extra_routers: list[APIRouter] | None = None,
+    background: Callable[[], AsyncIterator[None]] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if background is None:
+            yield
+            return
+        async for _ in background():
+            yield
+
+    app = FastAPI(
+        title="twostep",
+        version=__version__,
+        description="Two-step verification for web accounts: the JSON API of docs/api.md.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.web = web_state
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(auth.router, tags=["sign-in"])
+    api.include_router(factors.router, tags=["second factors"])
+    for router in extra_routers or []:
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    errors.install(app)
+    app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
+    return app

@@ -1,0 +1,54 @@
+"""What routes get from the application: the service context, the cookie, the client, the session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from twostep.services.context import Client, Context
+from twostep.services.sessions import CurrentSession, authenticate
+from twostep.web.security import client_address
+from twostep.web.sessions import CookiePolicy
+
+
+@dataclass
+class WebState:
+    ctx: Context
+    cookies: CookiePolicy
+    trusted_proxies: list[object]
+    csrf_key: bytes
+
+
+def state(request: Request) -> WebState:
+    ws = request.app.state.web
+    assert isinstance(ws, WebState)
+    return ws
+
+
+def ctx_of(request: Request) -> Context:
+    return state(request).ctx
+
+
+def client_of(request: Request) -> Client:
+    ws = state(request)
+    ip = client_address(request, ws.trusted_proxies)  # type: ignore[arg-type]
+    return Client(ip=ip, user_agent=request.headers.get("user-agent", "")[:512])
+
+
+def token_of(request: Request) -> str | None:
+    return state(request).cookies.read(request)
+
+
+def current_session(request: Request) -> CurrentSession:
+    """Dependency: the signed-in session; a pending sign-in is not signed in (SEC-01)."""
+    cached = getattr(request.state, "twostep_session", None)
+    if isinstance(cached, CurrentSession):
+        return cached
+    session = authenticate(ctx_of(request), token_of(request))
+    request.state.twostep_session = session
+    return session
+
+
+SignedIn = Annotated[CurrentSession, Depends(current_session)]

@@ -1,0 +1,179 @@
+"""Request guards and headers for every route: body size, JSON only, same-site, no-store (SEC-52..54)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+MAX_BODY = 64 * 1024
+API_PREFIX = "/api/v1"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+def is_cross_site(headers: dict[str, str], origin: str) -> bool:
+    """A request from another site: an Origin other than ours, or Sec-Fetch-Site: cross-site."""
+    if headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    sent = headers.get("origin")
+    if sent is None:
+        return False
+    return sent.rstrip("/") != origin
+
+
+def _json_error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": code, "message": message}).encode()
+
+
+class GuardMiddleware:
+    """Pure ASGI: refuses oversize bodies, non-JSON API writes and cross-site writes; adds headers."""
+
+    def __init__(self, app: ASGIApp, *, origin: str) -> None:
+        self.app = app
+        self.origin = origin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        method: str = scope.get("method", "GET")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+        refusal = self._refusal(path, method, headers, is_api)
+        if refusal is not None:
+            await self._send_error(send, *refusal)
+            return
+        receive = self._limited(receive, send)
+        no_store = not path.startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = list(message.get("headers", []))
+                names = {k.lower() for k, _ in raw}
+                raw += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                if no_store:
+                    raw = [(k, v) for k, v in raw if k.lower() != b"cache-control"]
+                    raw.append((b"cache-control", b"no-store"))
+                message["headers"] = raw
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except _BodyTooLarge:
+            await self._send_error(
+                send, *_json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
+            )
+
+    def _refusal(
+        self, path: str, method: str, headers: dict[str, str], is_api: bool
+    ) -> tuple[int, bytes] | None:
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > MAX_BODY
+            except ValueError:
+                return _json_error(400, "invalid_request", "Content-Length is not a number.")
+            if too_big:
+                return _json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
+        if method in STATE_CHANGING and is_cross_site(headers, self.origin):
+            return _json_error(
+                403, "cross_site_request", "This request came from another site and was refused."
+            )
+        if is_api and method in WITH_BODY:
+            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json":
+                return _json_error(
+                    415, "unsupported_media_type", "Send JSON with Content-Type: application/json."
+                )
+        return None
+
+    def _limited(self, receive: Receive, send: Send) -> Receive:
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY:
+                    raise _BodyTooLarge()
+            return message
+
+        return limited_receive
+
+    async def _send_error(self, send: Send, status: int, body: bytes) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *SECURITY_HEADERS,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def client_address(request: Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The peer address, or the right-most untrusted X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted:
+        return peer
+    chain = [peer]
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    chain = [*hops, peer]
+    for hop in reversed(chain):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop[:64]
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return chain[0][:64]
+
+
+def csrf_token(key: bytes, session_token: str) -> str:
+    """A synchronizer token bound to the session (changes with it), for the HTML forms (SEC-52)."""
+    return hmac.new(key, b"csrf:" + session_token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_ok(key: bytes, session_token: str | None, sent: str | None) -> bool:
+    if not session_token or not sent:
+        return False
+    return hmac.compare_digest(csrf_token(key, session_token), sent)
+
+
+def origin_host(origin: str) -> str:
+    return urlsplit(origin).netloc
