@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def new_authenticator(**kwargs: Any) -> SoftAuthenticator:
     return SoftAuthenticator(RP_ID, ORIGIN, **kwargs)
 
 
-def options_for(user_handle: bytes | None = None, exclude: list[bytes] | None = None) -> passkeys.CeremonyOptions:
+def options_for(
+    user_handle: bytes | None = None, exclude: list[bytes] | None = None
+) -> passkeys.CeremonyOptions:
     return registration_options(
         rp_id=RP_ID,
         rp_name="twostep",
@@ -88,7 +91,7 @@ def register(credential: object, challenge: bytes, **kwargs: Any) -> RegisteredP
 
 
 def refused_registration(auth: SoftAuthenticator, *, require_uv: bool = False, **overrides: Any) -> None:
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.create(challenge, user_handle=b"u" * 64, store=False, **overrides)
     with pytest.raises(PasskeyRegistrationRejected):
         register(credential, challenge, require_user_verification=require_uv)
@@ -129,7 +132,7 @@ def assert_(
 def refused_assertion(
     auth: SoftAuthenticator, passkey: RegisteredPasskey, *, require_uv: bool = False, **overrides: Any
 ) -> PasskeyRejected:
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge, **overrides)
     with pytest.raises(PasskeyRejected) as caught:
         assert_(credential, challenge, passkey, require_uv=require_uv)
@@ -228,7 +231,7 @@ def test_SEC_38_soft_authenticator_honours_exclude_credentials() -> None:
         auth.create(options.options)
 
 
-# ------------------------------------------------------------------------------------ registration happy paths
+# ---------------------------------------------------------------------------------- registration happy paths
 
 
 def test_registration_happy_path_es256() -> None:
@@ -254,7 +257,7 @@ def test_registration_happy_path_other_algorithms(algorithm: int) -> None:
     passkey = register(auth.create(options.options), options.challenge)
     assert passkey.algorithm == algorithm
     assert passkey.backup_eligible and passkey.backup_state
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     result = assert_(auth.get(challenge), challenge, passkey)
     assert result.new_sign_count == 1
 
@@ -262,7 +265,7 @@ def test_registration_happy_path_other_algorithms(algorithm: int) -> None:
 def test_registration_accepts_json_text_and_aaguid_and_bom() -> None:
     aaguid = bytes.fromhex("fbfc3007154e4ecc8c0b6e020557d7bd")
     auth = new_authenticator(aaguid=aaguid)
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     passkey = register(json.dumps(auth.create(challenge, user_handle=b"h" * 64)), challenge)
     assert passkey.aaguid == "fbfc3007-154e-4ecc-8c0b-6e020557d7bd"
     assert provider_name(passkey.aaguid) == "Apple Passwords"
@@ -308,8 +311,8 @@ def test_WA_R09_w3c_vector_registration_refused_when_uv_required() -> None:
 
 
 def test_WA_R01_an_assertion_posted_for_registration_is_refused() -> None:
-    auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    auth, _ = enrolled()
+    challenge = secrets.token_bytes(32)
     assertion = auth.get(challenge)
     with pytest.raises(PasskeyRegistrationRejected):
         register(assertion, challenge)
@@ -430,7 +433,7 @@ def test_WA_R06_cross_origin_and_top_origin_are_refused(overrides: dict[str, Any
 
 def test_WA_R06_cross_origin_absent_is_accepted() -> None:
     auth = new_authenticator()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     assert register(auth.create(challenge, user_handle=b"u" * 64, cross_origin=OMIT), challenge)
 
 
@@ -448,7 +451,7 @@ def test_WA_R09_user_verification_when_required() -> None:
     refused_registration(new_authenticator(), require_uv=True, uv=False)
     # accepted when UV is only preferred, recorded as not verified
     auth = new_authenticator(user_verified=False)
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     passkey = register(auth.create(challenge, user_handle=b"u" * 64), challenge)
     assert passkey.user_verified is False
 
@@ -468,7 +471,10 @@ def test_WA_R10_backup_state_without_backup_eligibility_is_refused() -> None:
         pytest.param({"algorithm": RS256, "alg_label": -7}, id="RSA-key-labelled-ES256"),
         pytest.param({"private_key": ec.generate_private_key(ec.SECP384R1())}, id="P-384-key-labelled-ES256"),
         pytest.param({"private_key": ec.generate_private_key(ec.SECP384R1()), "alg_label": -35}, id="ES384"),
-        pytest.param({"cose_key": cbor2.dumps({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32})}, id="off-curve"),
+        pytest.param(
+            {"cose_key": cbor2.dumps({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32})},
+            id="off-curve",
+        ),
         pytest.param({"cose_key": cbor2.dumps({1: 2, 3: -7})}, id="incomplete-key"),
         pytest.param({"cose_key": cbor2.dumps({3: -7})}, id="no-kty"),
     ],
@@ -491,12 +497,18 @@ def test_WA_R11_small_rsa_key_is_refused() -> None:
         pytest.param({"fmt": 7}, id="non-string-fmt"),
         pytest.param({"fmt": "fido-u2f"}, id="u2f-without-statement"),
         pytest.param({"fmt": "packed"}, id="packed-without-statement"),
-        pytest.param({"attestation": "packed", "mutate_signature": lambda s: flip_bit(s, -1)}, id="packed-bad-sig"),
-        pytest.param({"attestation": "packed", "mutate_signature": lambda s: s[:-3]}, id="packed-truncated-sig"),
+        pytest.param(
+            {"attestation": "packed", "mutate_signature": lambda s: flip_bit(s, -1)}, id="packed-bad-sig"
+        ),
+        pytest.param(
+            {"attestation": "packed", "mutate_signature": lambda s: s[:-3]}, id="packed-truncated-sig"
+        ),
         pytest.param(
             {"attestation": "packed", "signing_key": generate_private_key()}, id="packed-signed-by-other-key"
         ),
-        pytest.param({"attestation": "packed", "alg_label": -7, "algorithm": EDDSA}, id="packed-alg-mismatch"),
+        pytest.param(
+            {"attestation": "packed", "alg_label": -7, "algorithm": EDDSA}, id="packed-alg-mismatch"
+        ),
         pytest.param({"fmt": "none", "att_stmt": {"sig": b"\x30\x00"}}, id="none-with-sig"),
         pytest.param({"fmt": "none", "att_stmt": {"foo": 1}}, id="none-with-unknown-member"),
         pytest.param({"fmt": "none", "att_stmt": []}, id="none-with-array-statement"),
@@ -511,7 +523,7 @@ def test_WA_R13_attestation_is_not_required_policy_none() -> None:
     assert options_for().options["attestation"] == "none"
     auth = new_authenticator()
     for attestation in ("none", "packed"):
-        challenge = passkeys.secrets.token_bytes(32)
+        challenge = secrets.token_bytes(32)
         credential = auth.create(challenge, user_handle=b"u" * 64, attestation=attestation)
         assert register(credential, challenge).credential_id == auth.last.credential_id
 
@@ -520,7 +532,7 @@ def test_WA_R14_credential_id_at_most_1023_bytes() -> None:
     refused_registration(new_authenticator(), credential_id_length=MAX_CREDENTIAL_ID_BYTES + 1)
     refused_registration(new_authenticator(), credential_id_length=65535)
     auth = new_authenticator()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     passkey = register(auth.create(challenge, user_handle=b"u" * 64, credential_id_length=1023), challenge)
     assert len(passkey.credential_id) == 1023
 
@@ -539,8 +551,10 @@ def test_WA_R16_garbage_extensions_are_refused_not_crashing() -> None:
 
 def test_WA_R16_unknown_well_formed_extensions_are_ignored() -> None:
     auth = new_authenticator()
-    challenge = passkeys.secrets.token_bytes(32)
-    credential = auth.create(challenge, user_handle=b"u" * 64, extensions={"unknownExt": b"\x00", "credProtect": 2})
+    challenge = secrets.token_bytes(32)
+    credential = auth.create(
+        challenge, user_handle=b"u" * 64, extensions={"unknownExt": b"\x00", "credProtect": 2}
+    )
     assert register(credential, challenge).credential_id == auth.last.credential_id
 
 
@@ -563,7 +577,7 @@ def test_registration_credential_ids_and_type_must_agree(overrides: dict[str, An
 
 def test_registration_base64url_must_be_strict() -> None:
     auth = new_authenticator()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.create(challenge, user_handle=b"u" * 64, store=False, credential_id_length=16)
     padded = json.loads(json.dumps(credential))
     padded["response"]["clientDataJSON"] += "=" * (-len(padded["response"]["clientDataJSON"]) % 4 or 4)
@@ -580,13 +594,13 @@ def test_registration_base64url_must_be_strict() -> None:
 def test_registration_random_corruption_never_crashes() -> None:
     rng = random.Random(38)
     auth = new_authenticator()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.create(challenge, user_handle=b"u" * 64, store=False, attestation="packed")
     for _ in range(300):
         field = rng.choice(["attestationObject", "clientDataJSON"])
 
-        def corrupt(data: bytes) -> bytes:
-            data = bytearray(data)
+        def corrupt(original: bytes) -> bytes:
+            data = bytearray(original)
             for _ in range(rng.randint(1, 4)):
                 action = rng.random()
                 position = rng.randrange(len(data))
@@ -613,22 +627,26 @@ def test_registration_random_corruption_never_crashes() -> None:
 def test_assertion_happy_path() -> None:
     auth, passkey = enrolled()
     options = authentication_options(
-        rp_id=RP_ID, allow_credentials=[(passkey.credential_id, passkey.transports)], user_verification="preferred"
+        rp_id=RP_ID,
+        allow_credentials=[(passkey.credential_id, passkey.transports)],
+        user_verification="preferred",
     )
     credential = auth.get(options.options)
     result = assert_(credential, options.challenge, passkey)
-    assert result == VerifiedAssertion(new_sign_count=1, backup_eligible=False, backup_state=False, user_verified=True)
+    assert result == VerifiedAssertion(
+        new_sign_count=1, backup_eligible=False, backup_state=False, user_verified=True
+    )
     assert credential_id_of(credential) == passkey.credential_id
     assert user_handle_of(credential) == auth.last.user_handle
     # a second assertion, with the stored count updated by the caller
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     again = assert_(auth.get(challenge), challenge, passkey, stored_sign_count=1, require_uv=True)
     assert again.new_sign_count == 2 and again.user_verified
 
 
 def test_assertion_accepts_json_text_and_null_user_handle() -> None:
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge, user_handle=None)
     assert user_handle_of(credential) is None
     assert assert_(json.dumps(credential), challenge, passkey).new_sign_count == 1
@@ -638,7 +656,7 @@ def test_assertion_accepts_json_text_and_null_user_handle() -> None:
 def test_assertion_synced_passkey_zero_counter_is_accepted() -> None:
     auth, passkey = enrolled(sign_count_step=0, backup_eligible=True, backup_state=True)
     for _ in range(3):
-        challenge = passkeys.secrets.token_bytes(32)
+        challenge = secrets.token_bytes(32)
         result = assert_(auth.get(challenge), challenge, passkey, stored_sign_count=0)
         assert result.new_sign_count == 0 and result.backup_eligible and result.backup_state
 
@@ -660,7 +678,9 @@ def test_assertion_w3c_vector_verifies_when_uv_preferred() -> None:
         stored_backup_eligible=True,
         require_user_verification=False,
     )
-    assert result == VerifiedAssertion(new_sign_count=0, backup_eligible=True, backup_state=True, user_verified=False)
+    assert result == VerifiedAssertion(
+        new_sign_count=0, backup_eligible=True, backup_state=True, user_verified=False
+    )
 
 
 def test_WA_A11_w3c_vector_refused_when_uv_required() -> None:
@@ -694,19 +714,19 @@ def test_soft_authenticator_signs_like_the_w3c_vector() -> None:
         expected_origin="https://example.org",
         expected_rp_id="example.org",
     )
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     result = assert_(
         auth.get(challenge), challenge, passkey, origin="https://example.org", rp_id="example.org"
     )
     assert result.new_sign_count == 1
 
 
-# ------------------------------------------------------------------------------------ SEC-40 assertion negatives
+# -------------------------------------------------------------------------------- SEC-40 assertion negatives
 
 
 def test_WA_A01_an_attestation_posted_for_sign_in_is_refused() -> None:
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     attestation = auth.create(challenge, user_handle=b"u" * 64, store=False)
     with pytest.raises(PasskeyRejected):
         assert_(attestation, challenge, passkey)
@@ -778,7 +798,7 @@ def test_WA_A10_user_presence_is_required() -> None:
 def test_WA_A11_user_verification_when_required() -> None:
     auth, passkey = enrolled()
     refused_assertion(auth, passkey, require_uv=True, uv=False)
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     result = assert_(auth.get(challenge, uv=False), challenge, passkey, require_uv=False, stored_sign_count=1)
     assert result.user_verified is False
 
@@ -793,7 +813,7 @@ def test_WA_A13_backup_eligibility_must_equal_the_stored_value() -> None:
     refused_assertion(auth, passkey, be=False, bs=False)  # stored BE=1, assertion BE=0
     auth2, passkey2 = enrolled()
     refused_assertion(auth2, passkey2, be=True)  # stored BE=0, assertion BE=1
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     # BS may change freely while BE stays (a passkey that becomes backed up)
     assert assert_(auth.get(challenge, bs=False), challenge, passkey).backup_state is False
 
@@ -814,7 +834,7 @@ def test_WA_A13_backup_eligibility_must_equal_the_stored_value() -> None:
 )
 def test_WA_A14_signature_must_verify(case: str) -> None:
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge, client_data_extra={"pad": "aaaa"})
     if case == "authData-bit":
         credential = tamper(credential, "authenticatorData", lambda d: flip_bit(d, 36))
@@ -840,9 +860,9 @@ def test_WA_A14_signature_must_verify(case: str) -> None:
 
 
 def test_WA_A14_signature_checked_against_the_stored_key() -> None:
-    auth, passkey = enrolled()
+    auth, _ = enrolled()
     _, other = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge)
     with pytest.raises(PasskeyRejected):
         verify_authentication(
@@ -875,7 +895,7 @@ def test_WA_A14_signature_checked_against_the_stored_key() -> None:
 )
 def test_WA_A15_sign_count_must_increase(stored: int, received: int, accepted: bool) -> None:
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge, sign_count=received)
     if accepted:
         assert assert_(credential, challenge, passkey, stored_sign_count=stored).new_sign_count == received
@@ -889,7 +909,7 @@ def test_WA_A15_sign_count_must_increase(stored: int, received: int, accepted: b
 
 def test_WA_A15_regression_reported_only_for_a_valid_signature() -> None:
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = tamper(auth.get(challenge, sign_count=3), "signature", lambda d: flip_bit(d, -1))
     with pytest.raises(PasskeyRejected) as caught:
         assert_(credential, challenge, passkey, stored_sign_count=10)
@@ -916,7 +936,12 @@ def test_WA_A15_regression_reported_only_for_a_valid_signature() -> None:
             "id": "AA",
             "rawId": "AA",
             "type": "public-key",
-            "response": {"clientDataJSON": "e30", "authenticatorData": "AA", "signature": "AA", "userHandle": 5},
+            "response": {
+                "clientDataJSON": "e30",
+                "authenticatorData": "AA",
+                "signature": "AA",
+                "userHandle": 5,
+            },
         },
     ],
 )
@@ -929,13 +954,13 @@ def test_malformed_assertions_are_refused_not_crashing(credential: object) -> No
 def test_assertion_random_corruption_never_crashes() -> None:
     rng = random.Random(40)
     auth, passkey = enrolled()
-    challenge = passkeys.secrets.token_bytes(32)
+    challenge = secrets.token_bytes(32)
     credential = auth.get(challenge)
     for _ in range(300):
         field = rng.choice(["authenticatorData", "clientDataJSON", "signature"])
 
-        def corrupt(data: bytes) -> bytes:
-            data = bytearray(data)
+        def corrupt(original: bytes) -> bytes:
+            data = bytearray(original)
             position = rng.randrange(len(data))
             if rng.random() < 0.7:
                 data[position] ^= 1 << rng.randrange(8)
@@ -956,7 +981,12 @@ def test_credential_id_of_and_user_handle_of() -> None:
     assert credential_id_of(credential) == auth.last.credential_id
     assert credential_id_of(json.dumps(credential)) == auth.last.credential_id
     assert user_handle_of(credential) == auth.last.user_handle
-    for bad in (None, {}, {"rawId": "a=", "id": "a=", "type": "public-key"}, {"rawId": 1, "type": "public-key"}):
+    for bad in (
+        None,
+        {},
+        {"rawId": "a=", "id": "a=", "type": "public-key"},
+        {"rawId": 1, "type": "public-key"},
+    ):
         with pytest.raises(PasskeyRejected):
             credential_id_of(bad)
     mismatch = dict(credential, id=b64url(b"other"))

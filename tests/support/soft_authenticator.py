@@ -337,7 +337,7 @@ class SoftAuthenticator:
         fmt = overrides.get("fmt")
         att_stmt = overrides.get("att_stmt")
         if overrides.get("attestation", "none") == "packed":
-            fmt = fmt or "packed"
+            fmt = "packed" if fmt is None else fmt
             if att_stmt is None:
                 signature = sign(
                     overrides.get("signing_key", private_key),
@@ -347,7 +347,11 @@ class SoftAuthenticator:
                 att_stmt = {"alg": overrides.get("alg_label", _algorithm_of(private_key)), "sig": signature}
         attestation_object = bytes(
             cbor2.dumps(
-                {"fmt": fmt or "none", "attStmt": {} if att_stmt is None else att_stmt, "authData": auth_data}
+                {
+                    "fmt": "none" if fmt is None else fmt,
+                    "attStmt": {} if att_stmt is None else att_stmt,
+                    "authData": auth_data,
+                }
             )
         )
 

@@ -45,7 +45,7 @@ class Overview:
     recovery_codes_remaining: int
 
 
-def _view(row: store.FactorRow) -> FactorView:
+def view_of(row: store.FactorRow) -> FactorView:
     if row.type == "passkey":
         return FactorView(
             row.id,
@@ -64,7 +64,7 @@ def overview(ctx: Context, session: CurrentSession) -> Overview:
     with ctx.db.transaction() as conn:
         rows = store.list_for(conn, session.account_id)
         remaining = recovery.remaining(conn, session.account_id) if rows else 0
-    return Overview(bool(rows), [_view(r) for r in rows], remaining)
+    return Overview(bool(rows), [view_of(r) for r in rows], remaining)
 
 
 def clean_name(name: str) -> str:
@@ -167,7 +167,7 @@ def confirm_totp(
                 last_step=step,
                 now=now,
             )
-            codes = _added(
+            codes = added_events(
                 conn,
                 ctx,
                 session,
@@ -182,10 +182,10 @@ def confirm_totp(
     except IntegrityError as exc:
         raise NameTaken() from exc
     assert row is not None
-    return Added(_view(row), codes)
+    return Added(view_of(row), codes)
 
 
-def _added(
+def added_events(
     conn: Connection,
     ctx: Context,
     session: CurrentSession,
@@ -247,7 +247,7 @@ def rename(ctx: Context, session: CurrentSession, *, factor_id: str, name: str, 
     except IntegrityError as exc:
         raise NameTaken() from exc
     assert row is not None
-    return _view(row)
+    return view_of(row)
 
 
 def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Client) -> bool:

@@ -1,0 +1,423 @@
+"""Passkeys: registration, the second sign-in step, passwordless sign-in and verify access (security.md F)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from twostep.core import passkeys as wa
+from twostep.core.errors import NameTaken, NotSignedIn, PasskeyRegistrationRejected, PasskeyRejected
+from twostep.core.throttle import SECOND_FACTOR
+from twostep.services import second_factor as sf
+from twostep.services.context import (
+    CHALLENGE_TTL,
+    VERIFIED_ACCESS_TTL,
+    Client,
+    Context,
+    hash_token,
+    new_id,
+    new_session_token,
+)
+from twostep.services.factors import Added, added_events, clean_name, view_of
+from twostep.services.notifications import record
+from twostep.services.sessions import CurrentSession, create_active, require_verified
+from twostep.storage import accounts, challenges, factors
+from twostep.storage import sessions as session_store
+
+log = logging.getLogger("twostep.passkeys")
+
+
+def _put_challenge(
+    conn: Connection,
+    ctx: Context,
+    *,
+    session_key: str,
+    purpose: str,
+    challenge: bytes,
+    account_id: int | None,
+) -> None:
+    challenges.put(
+        conn,
+        challenge_id=new_id(),
+        session_key=session_key,
+        purpose=purpose,
+        challenge=challenge,
+        account_id=account_id,
+        expires_at=ctx.now() + CHALLENGE_TTL,
+    )
+
+
+def registration_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
+    """POST /factors/passkey/options: a 32-byte single-use challenge, the user's passkeys excluded.
+
+    Raises:
+        VerifyAccessRequired.
+    """
+    require_verified(session, ctx.now())
+    with ctx.db.transaction() as conn:
+        account = accounts.by_id(conn, session.account_id)
+        if account is None:
+            raise NotSignedIn()
+        existing = [p.credential_id for p in factors.passkeys_for(conn, session.account_id)]
+        options = wa.registration_options(
+            rp_id=ctx.rp_id,
+            rp_name=ctx.issuer,
+            user_handle=account.user_handle,
+            username=account.username,
+            display_name=account.display_name,
+            exclude_credential_ids=existing,
+        )
+        _put_challenge(
+            conn,
+            ctx,
+            session_key=session.token_hash,
+            purpose="register",
+            challenge=options.challenge,
+            account_id=session.account_id,
+        )
+    return options.options
+
+
+def _default_name(conn: Connection, account_id: int, aaguid: str) -> str:
+    taken = factors.names(conn, account_id)
+    provider = wa.provider_name(aaguid)
+    if provider and provider not in taken:
+        return provider[:64]
+    n = factors.count(conn, account_id, type_="passkey") + 1
+    while f"Passkey {n}" in taken:
+        n += 1
+    return f"Passkey {n}"
+
+
+def register(
+    ctx: Context, session: CurrentSession, *, name: str, credential: object, client: Client
+) -> Added:
+    """POST /factors/passkey: stored only after every check passes (WA-R01..R17).
+
+    Raises:
+        VerifyAccessRequired, InvalidRequest, NameTaken, PasskeyRegistrationRejected.
+    """
+    now = ctx.now()
+    require_verified(session, now)
+    wanted = clean_name(name) if name.strip() else None
+    with ctx.db.transaction() as conn:
+        taken = challenges.take(conn, session_key=session.token_hash, purpose="register", now=now)
+    if taken is None or taken[1] != session.account_id:
+        raise PasskeyRegistrationRejected()
+    verified = wa.verify_registration(
+        credential=credential,
+        expected_challenge=taken[0],
+        expected_origin=ctx.origin,
+        expected_rp_id=ctx.rp_id,
+    )
+    factor_id = new_id()
+    try:
+        with ctx.db.transaction() as conn:
+            if factors.passkey_by_credential_id(conn, verified.credential_id) is not None:
+                raise PasskeyRegistrationRejected()  # WA-R15: registered already, to anyone
+            final_name = wanted or _default_name(conn, session.account_id, verified.aaguid)
+            first = factors.count(conn, session.account_id) == 0
+            factors.insert_passkey(
+                conn,
+                factor_id=factor_id,
+                account_id=session.account_id,
+                name=final_name,
+                credential_id=verified.credential_id,
+                public_key=verified.public_key,
+                algorithm=verified.algorithm,
+                sign_count=verified.sign_count,
+                transports=verified.transports,
+                aaguid=verified.aaguid,
+                backup_eligible=verified.backup_eligible,
+                backup_state=verified.backup_state,
+                user_verified=verified.user_verified,
+                now=now,
+            )
+            codes = added_events(
+                conn,
+                ctx,
+                session,
+                client=client,
+                now=now,
+                first=first,
+                name=final_name,
+                kind="passkey",
+                factor_id=factor_id,
+            )
+            row = factors.get(conn, account_id=session.account_id, factor_id=factor_id)
+    except IntegrityError as exc:
+        with ctx.db.transaction() as conn:
+            clash = factors.passkey_by_credential_id(conn, verified.credential_id) is not None
+        if clash:
+            raise PasskeyRegistrationRejected() from exc
+        raise NameTaken() from exc
+    assert row is not None
+    return Added(view_of(row), codes)
+
+
+@dataclass(frozen=True)
+class LoginOptions:
+    options: dict[str, object]
+    passwordless: bool
+
+
+def login_options(ctx: Context, *, token: str | None, ceremony_key: str) -> LoginOptions:
+    """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, pend.account_id)]
+            opts = wa.authentication_options(
+                rp_id=ctx.rp_id, allow_credentials=allow, user_verification="preferred"
+            )
+            _put_challenge(
+                conn,
+                ctx,
+                session_key=pend.token_hash,
+                purpose="login",
+                challenge=opts.challenge,
+                account_id=pend.account_id,
+            )
+            return LoginOptions(opts.options, passwordless=False)
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=[], user_verification="required")
+        _put_challenge(
+            conn,
+            ctx,
+            session_key=hash_token(ceremony_key),
+            purpose="passwordless",
+            challenge=opts.challenge,
+            account_id=None,
+        )
+    return LoginOptions(opts.options, passwordless=True)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    factor_id: str
+    account_id: int
+    expected_sign_count: int
+    assertion: wa.VerifiedAssertion
+
+
+def _check_assertion(
+    ctx: Context,
+    *,
+    credential: object,
+    challenge: bytes,
+    account_id: int | None,
+    require_uv: bool,
+    client: Client,
+) -> _Checked:
+    """Every WA-A row: the credential belongs to the account (A02/A03), its user handle (A04), then the
+    signature and flags. Raises PasskeyRejected for all of them alike (SEC-06)."""
+    credential_id = wa.credential_id_of(credential)
+    with ctx.db.transaction() as conn:
+        row = factors.passkey_by_credential_id(conn, credential_id)
+        account = accounts.by_id(conn, row.account_id) if row is not None else None
+    if row is None or account is None or (account_id is not None and row.account_id != account_id):
+        raise PasskeyRejected()
+    handle = wa.user_handle_of(credential)
+    if (handle is not None and handle != account.user_handle) or (account_id is None and handle is None):
+        raise PasskeyRejected()
+    with ctx.db.transaction() as conn:
+        sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=ctx.now())
+    try:
+        assertion = wa.verify_authentication(
+            credential=credential,
+            expected_challenge=challenge,
+            expected_origin=ctx.origin,
+            expected_rp_id=ctx.rp_id,
+            public_key=row.public_key,
+            stored_sign_count=row.sign_count,
+            stored_backup_eligible=row.backup_eligible,
+            require_user_verification=require_uv,
+        )
+    except wa.SignCountRegression as exc:
+        with ctx.db.transaction() as conn:
+            record(
+                conn,
+                account_id=row.account_id,
+                type_="passkey_counter_regressed",
+                client=client,
+                now=ctx.now(),
+                detail={"factor_id": row.id, "stored": exc.stored, "received": exc.received},
+                origin=ctx.origin,
+            )
+        raise PasskeyRejected() from None
+    return _Checked(row.id, row.account_id, row.sign_count, assertion)
+
+
+def _use(conn: Connection, checked: _Checked, now: datetime) -> None:
+    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile."""
+    a = checked.assertion
+    if not factors.record_passkey_use(
+        conn,
+        factor_id=checked.factor_id,
+        expected_sign_count=checked.expected_sign_count,
+        new_sign_count=a.new_sign_count,
+        backup_state=a.backup_state,
+        user_verified=a.user_verified,
+        now=now,
+    ):
+        raise PasskeyRejected()
+
+
+def login(
+    ctx: Context, *, token: str | None, ceremony_key: str | None, credential: object, client: Client
+) -> str:
+    """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in.
+
+    Raises:
+        PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            taken = challenges.take(conn, session_key=pend.token_hash, purpose="login", now=now)
+        elif ceremony_key:
+            taken = challenges.take(
+                conn, session_key=hash_token(ceremony_key), purpose="passwordless", now=now
+            )
+        else:
+            taken = None
+    if taken is None:
+        raise PasskeyRejected()
+    account_id = pend.account_id if pend is not None else None
+    try:
+        checked = _check_assertion(
+            ctx,
+            credential=credential,
+            challenge=taken[0],
+            account_id=account_id,
+            require_uv=pend is None,
+            client=client,
+        )
+        with ctx.db.transaction() as conn:
+            _use(conn, checked, now)
+            if (
+                pend is not None
+                and session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None
+            ):
+                raise PasskeyRejected()
+            if token and pend is None:
+                session_store.delete_one(conn, token_hash=hash_token(token))
+            new_token = create_active(
+                conn, account_id=checked.account_id, now=now, client=client, second_factor="passkey"
+            )
+            sf.succeeded(conn, checked.account_id)
+            record(
+                conn,
+                account_id=checked.account_id,
+                type_="signed_in",
+                client=client,
+                now=now,
+                detail={
+                    "method": "passkey" if pend else "passkey_passwordless",
+                    "factor_id": checked.factor_id,
+                },
+                origin=ctx.origin,
+            )
+    except PasskeyRejected:
+        if pend is not None:
+            with ctx.db.transaction() as conn:
+                first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
+                record(
+                    conn,
+                    account_id=pend.account_id,
+                    type_="second_factor_failed",
+                    client=client,
+                    now=now,
+                    detail={"method": "passkey"},
+                    origin=ctx.origin,
+                    notify=first,
+                )
+        raise
+    return new_token
+
+
+def _password_step_done(session: CurrentSession, now: datetime) -> bool:
+    return session.reauth_until is not None and session.reauth_until > now
+
+
+def verify_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
+    """POST /verify-access/passkey/options: user verification required unless the password was just given."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, session.account_id)]
+        uv = "preferred" if _password_step_done(session, now) else "required"
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=allow, user_verification=uv)
+        _put_challenge(
+            conn,
+            ctx,
+            session_key=session.token_hash,
+            purpose="verify",
+            challenge=opts.challenge,
+            account_id=session.account_id,
+        )
+    return opts.options
+
+
+def verify_access(
+    ctx: Context, session: CurrentSession, *, credential: object, client: Client
+) -> tuple[str, datetime]:
+    """POST /verify-access/passkey: with user verification it is enough on its own.
+
+    Raises:
+        PasskeyRejected, TooManyAttempts, NotSignedIn.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        taken = challenges.take(conn, session_key=session.token_hash, purpose="verify", now=now)
+    if taken is None:
+        raise PasskeyRejected()
+    try:
+        checked = _check_assertion(
+            ctx,
+            credential=credential,
+            challenge=taken[0],
+            account_id=session.account_id,
+            require_uv=not _password_step_done(session, now),
+            client=client,
+        )
+    except PasskeyRejected:
+        with ctx.db.transaction() as conn:
+            record(
+                conn,
+                account_id=session.account_id,
+                type_="verify_access_failed",
+                client=client,
+                now=now,
+                detail={"method": "passkey"},
+                origin=ctx.origin,
+            )
+        raise
+    until = now + VERIFIED_ACCESS_TTL
+    token, token_hash = new_session_token()
+    with ctx.db.transaction() as conn:
+        _use(conn, checked, now)
+        if not session_store.step_up(
+            conn,
+            old_hash=session.token_hash,
+            new_hash=token_hash,
+            now=now,
+            verified_until=until,
+            reauth_until=None,
+        ):
+            raise NotSignedIn()
+        sf.succeeded(conn, session.account_id)
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="access_verified",
+            client=client,
+            now=now,
+            detail={"method": "passkey", "factor_id": checked.factor_id},
+            origin=ctx.origin,
+        )
+    return token, until

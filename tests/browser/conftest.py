@@ -1,0 +1,44 @@
+"""Browser fixtures: Debian Chromium (never a downloaded browser) driven by Playwright."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_or_skip
+from tests.support.browser import LAUNCH_ARGS, chromium_path
+from tests.support.server import Server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    path = chromium_path()
+    if path is None:
+        require_or_skip("Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, args=LAUNCH_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own cookies) and page; every action times out rather than hangs."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    p = context.new_page()
+    yield p
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server for the browser tests, on http://localhost:PORT (WebAuthn refuses IP addresses)."""
+    with Server(tmp_path_factory.mktemp("web")) as srv:
+        yield srv
