@@ -39,7 +39,11 @@ debian-packages:
 	  fi; \
 	fi
 
-test: $(STAMP_TEST) debian-packages
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+test: $(STAMP_TEST) debian-packages node_modules/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 check: $(STAMP_TEST)

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
 from twostep.config import Settings
 from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
-from twostep.core.secretbox import SecretBox
-from twostep.keyfile import ensure_data_dir, load_or_create_key
-from twostep.services import login
+from twostep.core.secretbox import KeyRing, SecretBox
+from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
+from twostep.services import login, outbox
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
@@ -71,7 +71,7 @@ def prepare_database(settings: Settings) -> Database:
 
 
 def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
-    key = load_or_create_key(settings.key_path)
+    keys = load_keys(settings.key_path)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
@@ -81,7 +81,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         db=db,
         clock=clock,
         hasher=hasher,
-        box=SecretBox(key),
+        box=KeyRing(*(SecretBox(k) for k in keys)),
         issuer=settings.issuer,
         origin=settings.origin,
         rp_id=settings.rp_id,
@@ -141,9 +141,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
 async def _maintenance(ctx: Context, settings: Settings) -> None:
     """Periodic work every worker may do; the database makes each item happen once."""
+    mailer = outbox.Mailer(settings.smtp_url, settings.mail_from, settings.data_dir / "outbox")
     while True:
         try:
             await asyncio.to_thread(login.sweep_abandoned, ctx)
+            await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
         await asyncio.sleep(settings.outbox_poll_seconds)

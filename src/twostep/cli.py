@@ -1,4 +1,4 @@
-"""The `twostep` command: serve, migrate."""
+"""The `twostep` command: serve, migrate, rotate-key."""
 
 from __future__ import annotations
 
@@ -48,6 +48,33 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_key(_args: argparse.Namespace) -> int:
+    from twostep.app import SchemaOutdated, prepare_database
+    from twostep.core.secretbox import KeyRing, SecretBox, generate_key
+    from twostep.keyfile import load_keys, next_key_path, write_key
+    from twostep.services.keys import reseal_all
+
+    settings = Settings()
+    try:
+        db = prepare_database(settings)
+    except SchemaOutdated as exc:
+        print(f"twostep: {exc}", file=sys.stderr)
+        return 2
+    keys = load_keys(settings.key_path)
+    nxt = next_key_path(settings.key_path)
+    if len(keys) == 1:
+        # The next key is on disk before any secret is sealed with it: a crash loses nothing.
+        write_key(nxt, generate_key())
+        keys = load_keys(settings.key_path)
+    new_key = keys[-1]
+    count = reseal_all(db, old=KeyRing(*(SecretBox(k) for k in keys)), new=SecretBox(new_key))
+    db.dispose()
+    write_key(settings.key_path, new_key)
+    nxt.unlink()
+    print(f"twostep: {count} secrets re-sealed with a new key; the old key is no longer needed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twostep", description="Two-step verification service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     mig.set_defaults(func=_migrate)
+    rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
+    rot.set_defaults(func=_rotate_key)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -54,3 +54,16 @@ def write_key(path: Path, key: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def next_key_path(path: Path) -> Path:
+    return path.with_name(path.name + ".next")
+
+
+def load_keys(path: Path) -> list[bytes]:
+    """The current key (created on first start) and, if a rotation was interrupted, the next one."""
+    keys = [load_or_create_key(path)]
+    nxt = next_key_path(path)
+    if nxt.exists():
+        keys.append(read_key(nxt))
+    return keys

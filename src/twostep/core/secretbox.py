@@ -80,3 +80,32 @@ class SecretBox:
             return self._aead.decrypt(nonce, sealed[1 + NONCE_BYTES :], aad)
         except InvalidTag:
             raise SecretBoxError("sealed value could not be opened") from None
+
+
+class KeyRing:
+    """Seals with the current key; opens with the current key or, during a key rotation, the next one.
+
+    ``twostep rotate-key`` writes the next key beside the current one before re-sealing, so that a crash
+    at any point leaves every secret readable.
+    """
+
+    def __init__(self, current: SecretBox, *others: SecretBox) -> None:
+        self.current = current
+        self._all = (current, *others)
+
+    def seal(self, plaintext: bytes, *, aad: bytes) -> bytes:
+        return self.current.seal(plaintext, aad=aad)
+
+    def open(self, sealed: bytes, *, aad: bytes) -> bytes:
+        """Raises:
+        SecretBoxError: no key of the ring opens it.
+        """
+        for box in self._all:
+            try:
+                return box.open(sealed, aad=aad)
+            except SecretBoxError:
+                continue
+        raise SecretBoxError("no key opens this secret")
+
+    def __repr__(self) -> str:
+        return f"KeyRing(keys={len(self._all)})"

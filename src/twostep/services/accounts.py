@@ -12,7 +12,8 @@ from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
 from twostep.services.context import Client, Context
 from twostep.services.notifications import record
-from twostep.storage import accounts
+from twostep.services.sessions import CurrentSession, require_verified
+from twostep.storage import accounts, sessions
 
 _USERNAME = re.compile(r"^[\w.@+-]{3,64}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -74,3 +75,32 @@ def register(ctx: Context, *, username: str, password: str, email: str | None, c
     except IntegrityError as exc:
         raise UsernameTaken() from exc
     return normalized
+
+
+def change_password(
+    ctx: Context, session: CurrentSession, *, current_password: str, new_password: str, client: Client
+) -> None:
+    """POST /password: verify access and the current password; every other session of the account ends.
+
+    Raises:
+        VerifyAccessRequired, TooManyAttempts, InvalidCredentials (a counted password failure), WeakPassword.
+    """
+    from twostep.services.login import check_password
+
+    require_verified(session, ctx.now())
+    check_password(ctx, username=session.username, password=current_password, client=client)
+    check_password_policy(new_password, username=session.username)
+    new_hash = ctx.hasher.hash(new_password)
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        accounts.set_password_hash(conn, session.account_id, new_hash)
+        ended = sessions.delete_others(conn, account_id=session.account_id, keep_hash=session.token_hash)
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="password_changed",
+            client=client,
+            now=now,
+            detail={"other_sessions_ended": ended},
+            origin=ctx.origin,
+        )

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from twostep.core.clock import Clock
 from twostep.core.passwords import PasswordHasher
-from twostep.core.secretbox import SecretBox
+from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.storage.db import Database
 
 PENDING_LOGIN_TTL = timedelta(minutes=5)
@@ -33,7 +33,7 @@ class Context:
     db: Database
     clock: Clock
     hasher: PasswordHasher
-    box: SecretBox
+    box: SecretBox | KeyRing
     issuer: str
     origin: str
     rp_id: str

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
 from twostep.web import errors
-from twostep.web.api import auth, factors, passkeys
+from twostep.web.api import account, auth, factors, passkeys
 from twostep.web.deps import WebState
 from twostep.web.pages import routes as pages
 from twostep.web.security import API_PREFIX, GuardMiddleware
@@ -46,6 +46,7 @@ def build_app(
     api.include_router(auth.router, tags=["sign-in"])
     api.include_router(factors.router, tags=["second factors"])
     api.include_router(passkeys.router)
+    api.include_router(account.router)
     for router in extra_routers or []:
         api.include_router(router)
     app.include_router(api)

@@ -7,6 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from twostep.core.errors import NotSignedIn
 from twostep.services import accounts, login, verify_access
 from twostep.services.login import LoginResult
 from twostep.services.sessions import logout
@@ -16,13 +17,15 @@ from twostep.web.api.schemas import (
     AccountOut,
     CodeIn,
     Empty,
+    Error,
     LoginIn,
     LoginOut,
     PasswordIn,
     SessionOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, current_session, state, token_of
+from twostep.web.errors import error_response
 
 router = APIRouter()
 
@@ -133,3 +136,20 @@ def post_verify_access_recovery(body: CodeIn, request: Request, session: SignedI
         ctx_of(request), session, code=body.code, client=client_of(request)
     )
     return verify_response(request, result)
+
+
+@router.get(
+    "/forward-auth",
+    tags=["forward authentication"],
+    responses={
+        200: {"description": "Signed in; the user is in the Remote-User header"},
+        401: {"model": Error},
+    },
+)
+def get_forward_auth(request: Request) -> Response:
+    """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth: 200 + Remote-User, or 401."""
+    try:
+        session = current_session(request)
+    except NotSignedIn as exc:
+        return error_response(exc)
+    return Response(status_code=200, headers={"Remote-User": session.username})
