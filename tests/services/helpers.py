@@ -1,0 +1,72 @@
+"""Service-level helpers: an account with an authenticator app, driven by the service functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from twostep.core import totp
+from twostep.core.clock import SettableClock
+from twostep.services import accounts, factors, login, verify_access
+from twostep.services.context import Client, Context
+from twostep.services.sessions import CurrentSession, authenticate
+from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
+
+
+@dataclass
+class User:
+    username: str
+    client: Client
+    token: str = ""
+    secret: bytes = b""
+    recovery_codes: list[str] = field(default_factory=list)
+
+    def session(self, ctx: Context) -> CurrentSession:
+        return authenticate(ctx, self.token)
+
+
+def code_at(secret: bytes, when: datetime, steps: int = 0) -> str:
+    return totp.hotp(secret, totp.time_step(when) + steps)
+
+
+def signed_up(ctx: Context) -> User:
+    user = User(unique_username(), unique_client())
+    accounts.register(ctx, username=user.username, password=STRONG_PASSWORD, email=None, client=user.client)
+    user.token = login.password_step(
+        ctx, username=user.username, password=STRONG_PASSWORD, client=user.client, current_token=None
+    ).token
+    return user
+
+
+def verified(ctx: Context, user: User) -> None:
+    result = verify_access.with_password(ctx, user.session(ctx), password=STRONG_PASSWORD, client=user.client)
+    user.token = result.token
+    if result.status == "second_factor_required":
+        raise AssertionError("this helper verifies accounts without a second factor only")
+
+
+def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> User:
+    """A signed-in user whose first authenticator app was confirmed one step ago."""
+    user = signed_up(ctx)
+    verified(ctx, user)
+    enrollment = factors.begin_totp(ctx, user.session(ctx))
+    user.secret = totp.decode_secret(enrollment.secret)
+    added = factors.confirm_totp(
+        ctx,
+        user.session(ctx),
+        enrollment_id=enrollment.enrollment_id,
+        name=name,
+        code=code_at(user.secret, clock.now(), -1),
+        client=user.client,
+    )
+    assert added.recovery_codes is not None
+    user.recovery_codes = added.recovery_codes
+    return user
+
+
+def pending_login(ctx: Context, user: User) -> str:
+    result = login.password_step(
+        ctx, username=user.username, password=STRONG_PASSWORD, client=user.client, current_token=None
+    )
+    assert result.status == "second_factor_required"
+    return result.token
