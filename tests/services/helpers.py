@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
 from twostep.core import totp
 from twostep.core.clock import SettableClock
 from twostep.services import accounts, factors, login, verify_access
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
 
 
 @dataclass
