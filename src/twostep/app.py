@@ -16,7 +16,7 @@ from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
-from twostep.services import login, outbox
+from twostep.services import login, outbox, ratelimit
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         cookies=CookiePolicy(secure=settings.secure_cookies),
         trusted_proxies=list(settings.trusted_proxy_networks()),
         csrf_key=load_or_create_key(settings.key_path),
+        rate_limit_per_minute=settings.rate_limit_per_minute,
     )
 
     async def background() -> AsyncIterator[None]:
@@ -146,6 +147,7 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
         try:
             await asyncio.to_thread(login.sweep_abandoned, ctx)
             await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
+            await asyncio.to_thread(ratelimit.sweep, ctx)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
         await asyncio.sleep(settings.outbox_poll_seconds)

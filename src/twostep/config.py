@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Test-only: exposes POST /api/v1/_test/clock to move the server clock. Never set in production.
     enable_test_clock: bool = False
     log_level: str = "info"
+    # Sign-in ceremony requests allowed per client address and minute (SEC-62); 0 turns the limit off.
+    rate_limit_per_minute: int = Field(default=120, ge=0)
     outbox_poll_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("origin")

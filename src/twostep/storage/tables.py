@@ -169,3 +169,13 @@ outbox = Table(
     Column("last_error", String(500), nullable=True),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
 )
+
+# Per-address request counts of the sign-in ceremonies, one row per address and minute (SEC-62).
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("key", String(120), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_rate_windows_expires", "expires_at"),
+)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from twostep.services import ratelimit
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.security import client_address
@@ -19,6 +20,7 @@ class WebState:
     cookies: CookiePolicy
     trusted_proxies: list[object]
     csrf_key: bytes
+    rate_limit_per_minute: int = 0
 
 
 def state(request: Request) -> WebState:
@@ -49,6 +51,11 @@ def current_session(request: Request) -> CurrentSession:
     session = authenticate(ctx_of(request), token_of(request))
     request.state.twostep_session = session
     return session
+
+
+def ceremony_limit(request: Request) -> None:
+    """Dependency of the sign-in ceremony routes: the per-address limit of SEC-62."""
+    ratelimit.check(ctx_of(request), client_of(request), per_minute=state(request).rate_limit_per_minute)
 
 
 SignedIn = Annotated[CurrentSession, Depends(current_session)]

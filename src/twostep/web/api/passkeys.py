@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from twostep.services import passkeys
@@ -19,7 +19,7 @@ from twostep.web.api.schemas import (
     PublicKeyOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
+from twostep.web.deps import SignedIn, ceremony_limit, client_of, ctx_of, state, token_of
 
 router = APIRouter()
 
@@ -39,7 +39,12 @@ def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> JSONRe
     return added_response(added)
 
 
-@router.post("/login/passkey/options", response_model=PublicKeyOut, tags=["sign-in"])
+@router.post(
+    "/login/passkey/options",
+    dependencies=[Depends(ceremony_limit)],
+    response_model=PublicKeyOut,
+    tags=["sign-in"],
+)
 def post_login_options(request: Request, body: Empty | None = None) -> JSONResponse:
     cookies = state(request).cookies
     ceremony = cookies.read_ceremony(request) or secrets.token_urlsafe(32)
@@ -50,7 +55,9 @@ def post_login_options(request: Request, body: Empty | None = None) -> JSONRespo
     return response
 
 
-@router.post("/login/passkey", response_model=LoginOut, tags=["sign-in"])
+@router.post(
+    "/login/passkey", dependencies=[Depends(ceremony_limit)], response_model=LoginOut, tags=["sign-in"]
+)
 def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONResponse:
     cookies = state(request).cookies
     token = passkeys.login(
@@ -65,12 +72,22 @@ def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONRespon
     return response
 
 
-@router.post("/verify-access/passkey/options", response_model=PublicKeyOut, tags=["sign-in"])
+@router.post(
+    "/verify-access/passkey/options",
+    dependencies=[Depends(ceremony_limit)],
+    response_model=PublicKeyOut,
+    tags=["sign-in"],
+)
 def post_verify_options(request: Request, session: SignedIn, body: Empty | None = None) -> dict[str, object]:
     return {"publicKey": passkeys.verify_options(ctx_of(request), session)}
 
 
-@router.post("/verify-access/passkey", response_model=VerifyOut, tags=["sign-in"])
+@router.post(
+    "/verify-access/passkey",
+    dependencies=[Depends(ceremony_limit)],
+    response_model=VerifyOut,
+    tags=["sign-in"],
+)
 def post_verify_passkey(body: PasskeyAssertionIn, request: Request, session: SignedIn) -> JSONResponse:
     token, until = passkeys.verify_access(
         ctx_of(request), session, credential=body.credential, client=client_of(request)

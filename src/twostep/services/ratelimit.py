@@ -1,0 +1,37 @@
+"""Anti-automation at the edge: a per-address limit on sign-in ceremony requests (SEC-62).
+
+It adds to the per-account counters of the sign-in steps and never replaces them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from twostep.core.errors import TooManyAttempts
+from twostep.core.throttle import retry_after_seconds
+from twostep.services.context import Client, Context
+from twostep.storage import ratelimit
+
+WINDOW = 60
+
+
+def check(ctx: Context, client: Client, *, per_minute: int) -> None:
+    """Raises:
+    TooManyAttempts: this address sent more than ``per_minute`` ceremony requests in this minute.
+    """
+    if per_minute <= 0:
+        return
+    now = ctx.now()
+    start = int(now.timestamp()) // WINDOW * WINDOW
+    ends = datetime.fromtimestamp(start + WINDOW, UTC)
+    with ctx.db.transaction() as conn:
+        count = ratelimit.hit(conn, key=f"{client.ip}:{start}", expires_at=ends)
+    if count > per_minute:
+        raise TooManyAttempts(
+            retry_after_seconds(ends, now), "Too many requests from your address. Wait a minute."
+        )
+
+
+def sweep(ctx: Context) -> None:
+    with ctx.db.transaction() as conn:
+        ratelimit.delete_expired(conn, now=ctx.now())
