@@ -53,5 +53,54 @@ def build_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
+    _document_errors(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
     return app
+
+
+_ERROR_STATUSES = {
+    "401": "Not signed in, no pending sign-in, or a credential, code or passkey refused",
+    "403": "Verify access required, or a cross-site request",
+    "404": "Not found",
+    "409": "A conflict: name or username taken, two-step verification not on",
+    "413": "Body over 64 KiB",
+    "415": "Not JSON",
+    "422": "Invalid request or weak password",
+    "429": "Too many attempts; see Retry-After",
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Every operation documents the error shape {"error", "message"} instead of FastAPI's default 422."""
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["Error"] = {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "retry_after": {"type": "integer"},
+                "clock_skew_seconds": {"type": "integer"},
+            },
+        }
+        ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in _ERROR_STATUSES.items():
+                    responses[status] = {"description": description, **ref}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
