@@ -36,6 +36,7 @@ def postgres_url() -> Iterator[str]:
     """A database of its own for this test run, migrated, dropped at the end."""
     if not PG_URL:
         require_or_skip("PostgreSQL (TWOSTEP_TEST_POSTGRES_URL)")
+    assert PG_URL is not None
     base = make_url(PG_URL)
     name = f"twostep_t_{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")

@@ -12,11 +12,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from twostep.app import SchemaOutdated, prepare_database
+    from twostep.keyfile import load_or_create_key
 
     settings = Settings()
     try:
         # Migrate (SQLite) or check (PostgreSQL) once, before any worker starts.
         prepare_database(settings).dispose()
+        load_or_create_key(settings.key_path)  # once, before the workers start
     except SchemaOutdated as exc:
         print(f"twostep: {exc}", file=sys.stderr)
         return 2

@@ -19,13 +19,21 @@ def load_or_create_key(path: Path) -> bytes:
         RuntimeError: the file exists but does not hold a key.
     """
     ensure_data_dir(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not path.exists():
+        # Written whole under a temporary name, then linked into place: a concurrent starter either
+        # wins the link or reads the winner's complete key, never a half-written file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(generate_key().hex().encode() + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return read_key(path)
 
 

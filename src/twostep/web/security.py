@@ -151,7 +151,8 @@ def client_address(request: Request, trusted: list[ipaddress.IPv4Network | ipadd
     if not trusted:
         return peer
     chain = [peer]
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every header line: a client's own line ahead of the proxy's must not hide the proxy's hops.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     chain = [*hops, peer]
     for hop in reversed(chain):
