@@ -15,9 +15,9 @@ from twostep.core.throttle import (
 )
 from twostep.services import second_factor as sf
 from twostep.services.accounts import normalize_username
-from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token
+from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
 from twostep.services.notifications import record
-from twostep.services.sessions import create_active, create_pending, pending
+from twostep.services.sessions import create_active, create_pending, end, pending
 from twostep.storage import accounts, factors, recovery, throttle
 from twostep.storage import sessions as session_store
 
@@ -99,18 +99,20 @@ def password_step(
     account = check_password(ctx, username=username, password=password, client=client)
     now = ctx.now()
     with ctx.db.transaction() as conn:
-        if current_token and len(current_token) <= 128:
-            session_store.delete_one(conn, token_hash=hash_token(current_token))
+        end(conn, ctx, token=current_token, now=now)
         kinds = factors.kinds(conn, account.id)
         if not kinds:
-            token = create_active(conn, account_id=account.id, now=now, client=client, second_factor=None)
+            sid = new_id()
+            token = create_active(
+                conn, account_id=account.id, now=now, client=client, second_factor=None, public_id=sid
+            )
             record(
                 conn,
                 account_id=account.id,
                 type_="signed_in",
                 client=client,
                 now=now,
-                detail={"method": "password"},
+                detail={"method": "password", "session": sid},
                 origin=ctx.origin,
             )
             return LoginResult("signed_in", token, [])
@@ -175,7 +177,12 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
             if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
                 raise NoPendingLogin()
             new_token = create_active(
-                conn, account_id=pend.account_id, now=now, client=client, second_factor="totp"
+                conn,
+                account_id=pend.account_id,
+                now=now,
+                client=client,
+                second_factor="totp",
+                public_id=pend.public_id,
             )
             sf.succeeded(conn, pend.account_id)
             record(
@@ -184,7 +191,7 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
                 type_="signed_in",
                 client=client,
                 now=now,
-                detail={"method": "totp", "factor_id": match.factor_id},
+                detail={"method": "totp", "factor_id": match.factor_id, "session": pend.public_id},
                 origin=ctx.origin,
             )
     except InvalidCode as exc:
@@ -225,6 +232,7 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
                 client=client,
                 second_factor="recovery_code",
                 verified_until=now + VERIFIED_ACCESS_TTL,
+                public_id=pend.public_id,
             )
             sf.succeeded(conn, pend.account_id)
             remaining = recovery.remaining(conn, pend.account_id)
@@ -243,7 +251,7 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
                 type_="signed_in",
                 client=client,
                 now=now,
-                detail={"method": "recovery_code"},
+                detail={"method": "recovery_code", "session": pend.public_id},
                 origin=ctx.origin,
             )
     except InvalidCode:

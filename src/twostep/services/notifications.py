@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 from typing import Any
 
 from sqlalchemy import Connection
@@ -94,7 +95,7 @@ def _queue(
     lines += [
         "",
         f"When: {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
-        f"From address: {client.ip}",
+        f"Client address: {client.ip}",
         f"Browser: {client.user_agent or 'unknown'}",
         "",
         "If this was you, there is nothing to do.",
@@ -105,7 +106,7 @@ def _queue(
         "This message was sent by twostep. It never contains codes or passwords, and no one from support "
         "will ever ask you for them.",
     ]
-    domain = origin.split("://", 1)[-1] or "twostep.local"
+    domain = urlsplit(origin).hostname or "twostep.local"
     conn.execute(
         outbox.insert().values(
             recipient=account.email,

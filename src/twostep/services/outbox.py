@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +36,9 @@ class Mailer:
     smtp_url: str | None
     sender: str
     folder: Path
+
+    def sender_address(self) -> str:
+        return parseaddr(self.sender)[1] or self.sender
 
     def send(self, message: EmailMessage) -> None:
         if self.smtp_url:
@@ -69,7 +72,10 @@ class Mailer:
                 client.ehlo()
             if url.username:
                 client.login(unquote(url.username), unquote(url.password or ""))
-            client.send_message(message)
+            # sendmail with the bytes as generated (send_message would escape body lines starting "From "),
+            # with CRLF line ends: smtplib sends bytes as they are.
+            raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+            client.sendmail(self.sender_address(), [str(message["To"])], raw)
 
 
 def _message(mailer: Mailer, row: object) -> EmailMessage:

@@ -307,8 +307,14 @@ def login(
                 raise PasskeyRejected()
             if token and pend is None:
                 session_store.delete_one(conn, token_hash=hash_token(token))
+            sid = pend.public_id if pend is not None else new_id()
             new_token = create_active(
-                conn, account_id=checked.account_id, now=now, client=client, second_factor="passkey"
+                conn,
+                account_id=checked.account_id,
+                now=now,
+                client=client,
+                second_factor="passkey",
+                public_id=sid,
             )
             sf.succeeded(conn, checked.account_id)
             record(
@@ -320,6 +326,7 @@ def login(
                 detail={
                     "method": "passkey" if pend else "passkey_passwordless",
                     "factor_id": checked.factor_id,
+                    "session": sid,
                 },
                 origin=ctx.origin,
             )
@@ -417,7 +424,7 @@ def verify_access(
             type_="access_verified",
             client=client,
             now=now,
-            detail={"method": "passkey", "factor_id": checked.factor_id},
+            detail={"method": "passkey", "factor_id": checked.factor_id, "session": session.public_id},
             origin=ctx.origin,
         )
     return token, until

@@ -49,14 +49,16 @@ def create_active(
     client: Client,
     second_factor: str | None,
     verified_until: datetime | None = None,
+    public_id: str | None = None,
 ) -> str:
-    """Insert a signed-in session and return its cookie value."""
+    """Insert a signed-in session and return its cookie value; a finished pending sign-in passes its
+    ``public_id`` on, so that the security log ties the attempts of one sign-in to the session it made."""
     token, token_hash = new_session_token()
     store.insert(
         conn,
         SessionRow(
             token_hash=token_hash,
-            public_id=new_id(),
+            public_id=public_id or new_id(),
             account_id=account_id,
             kind="active",
             created_at=now,
@@ -150,12 +152,28 @@ def require_verified(session: CurrentSession, now: datetime) -> None:
         raise VerifyAccessRequired()
 
 
-def logout(ctx: Context, token: str | None) -> None:
-    """Destroy the session of this cookie (signed in or pending), server-side."""
+def end(conn: Connection, ctx: Context, *, token: str | None, now: datetime) -> None:
+    """Destroy the session of this cookie (signed in or pending), server-side. A pending sign-in ended
+    before its second step was told to the owner counts as abandoned (SEC-07): logging out does not hide it."""
     if not token or len(token) > 128:
         return
+    row = store.delete_one(conn, token_hash=hash_token(token))
+    if row is not None and row.kind == "pending" and not row.alerted:
+        record(
+            conn,
+            account_id=row.account_id,
+            type_="second_factor_abandoned",
+            client=Client(row.ip, row.user_agent),
+            now=now,
+            origin=ctx.origin,
+            detail={"session": row.public_id},
+        )
+
+
+def logout(ctx: Context, token: str | None) -> None:
+    """POST /logout: destroy this cookie's session, server-side."""
     with ctx.db.transaction() as conn:
-        store.delete_one(conn, token_hash=hash_token(token))
+        end(conn, ctx, token=token, now=ctx.now())
 
 
 @dataclass(frozen=True)

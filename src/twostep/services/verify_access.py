@@ -75,7 +75,7 @@ def with_password(ctx: Context, session: CurrentSession, *, password: str, clien
                 type_="access_verified",
                 client=client,
                 now=now,
-                detail={"method": "password"},
+                detail={"method": "password", "session": session.public_id},
                 origin=ctx.origin,
             )
             return VerifyResult("verified", token, [], until)
@@ -143,7 +143,7 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
                 type_="access_verified",
                 client=client,
                 now=now,
-                detail={"method": "totp", "factor_id": match.factor_id},
+                detail={"method": "totp", "factor_id": match.factor_id, "session": session.public_id},
                 origin=ctx.origin,
             )
     except InvalidCode as exc:
@@ -188,7 +188,7 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
                 type_="access_verified",
                 client=client,
                 now=now,
-                detail={"method": "recovery_code"},
+                detail={"method": "recovery_code", "session": session.public_id},
                 origin=ctx.origin,
             )
     except InvalidCode:

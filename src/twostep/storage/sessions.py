@@ -136,8 +136,11 @@ def take_abandoned(conn: Connection, *, now: datetime) -> list[tuple[int, bool, 
     return [(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
 
 
-def delete_one(conn: Connection, *, token_hash: str) -> None:
-    conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
+def delete_one(conn: Connection, *, token_hash: str) -> SessionRow | None:
+    row = conn.execute(
+        delete(sessions).where(sessions.c.token_hash == token_hash).returning(*_COLUMNS)
+    ).first()
+    return None if row is None else SessionRow(**row._mapping)
 
 
 def list_active(
