@@ -317,6 +317,10 @@ def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: 
     """
     now = ctx.now()
     require_verified(session, now)
+    with ctx.db.transaction() as conn:
+        enabled = store.count(conn, session.account_id) > 0
+    if not enabled:
+        raise TwoFactorNotEnabled()
     codes = recovery_codes.generate_recovery_codes()
     with ctx.db.transaction() as conn:
         if store.count(conn, session.account_id) == 0:

@@ -15,7 +15,7 @@ from twostep.core.throttle import (
 )
 from twostep.services import second_factor as sf
 from twostep.services.accounts import normalize_username
-from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
+from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, new_id
 from twostep.services.notifications import record
 from twostep.services.sessions import create_active, create_pending, end, pending
 from twostep.storage import accounts, factors, recovery, throttle
@@ -81,8 +81,9 @@ def check_password(ctx: Context, *, username: str, password: str, client: Client
             )
         raise InvalidCredentials()
     with ctx.db.transaction() as conn:
-        throttle.reset(conn, key=user_key)
+        # The same order as the reservation (address, then user): no deadlock between parallel sign-ins.
         throttle.refund_attempt(conn, key=ip_key)
+        throttle.reset(conn, key=user_key)
         if ctx.hasher.needs_rehash(account.password_hash):
             accounts.set_password_hash(conn, account.id, ctx.hasher.hash(password))
     return account

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from email.utils import format_datetime
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 

@@ -39,6 +39,7 @@ def _put_challenge(
     purpose: str,
     challenge: bytes,
     account_id: int | None,
+    allowed: list[bytes] | None = None,
 ) -> None:
     challenges.put(
         conn,
@@ -48,6 +49,7 @@ def _put_challenge(
         challenge=challenge,
         account_id=account_id,
         expires_at=ctx.now() + CHALLENGE_TTL,
+        allowed=allowed,
     )
 
 
@@ -106,11 +108,11 @@ def register(
     wanted = clean_name(name) if name.strip() else None
     with ctx.db.transaction() as conn:
         taken = challenges.take(conn, session_key=session.token_hash, purpose="register", now=now)
-    if taken is None or taken[1] != session.account_id:
+    if taken is None or taken.account_id != session.account_id:
         raise PasskeyRegistrationRejected()
     verified = wa.verify_registration(
         credential=credential,
-        expected_challenge=taken[0],
+        expected_challenge=taken.challenge,
         expected_origin=ctx.origin,
         expected_rp_id=ctx.rp_id,
     )
@@ -182,6 +184,7 @@ def login_options(ctx: Context, *, token: str | None, ceremony_key: str) -> Logi
                 purpose="login",
                 challenge=opts.challenge,
                 account_id=pend.account_id,
+                allowed=[cid for cid, _ in allow],
             )
             return LoginOptions(opts.options, passwordless=False)
         opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=[], user_verification="required")
@@ -202,34 +205,58 @@ class _Checked:
     account_id: int
     expected_sign_count: int
     assertion: wa.VerifiedAssertion
+    failures: int
+
+
+class _Refused(PasskeyRejected):
+    """A refused assertion; ``failures`` is the account's count including it (0: nothing was counted)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
 
 
 def _check_assertion(
     ctx: Context,
     *,
     credential: object,
-    challenge: bytes,
+    taken: challenges.Taken,
     account_id: int | None,
     require_uv: bool,
     client: Client,
 ) -> _Checked:
-    """Every WA-A row: the credential belongs to the account (A02/A03), its user handle (A04), then the
-    signature and flags. Raises PasskeyRejected for all of them alike (SEC-06)."""
-    credential_id = wa.credential_id_of(credential)
+    """Every WA-A row: the credential was listed (A02) and belongs to the account (A03), its user handle
+    (A04), then the signature and flags. The attempt is counted before anything is evaluated whenever the
+    account is known. Raises PasskeyRejected for all of them alike (SEC-06)."""
+    failures = 0
+    if account_id is not None:
+        with ctx.db.transaction() as conn:
+            failures = sf.reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=ctx.now())
+    try:
+        credential_id = wa.credential_id_of(credential)
+        handle = wa.user_handle_of(credential)
+    except PasskeyRejected:
+        raise _Refused(failures) from None
     with ctx.db.transaction() as conn:
         row = factors.passkey_by_credential_id(conn, credential_id)
         account = accounts.by_id(conn, row.account_id) if row is not None else None
-    if row is None or account is None or (account_id is not None and row.account_id != account_id):
-        raise PasskeyRejected()
-    handle = wa.user_handle_of(credential)
-    if (handle is not None and handle != account.user_handle) or (account_id is None and handle is None):
-        raise PasskeyRejected()
-    with ctx.db.transaction() as conn:
-        sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=ctx.now())
+    if (
+        row is None
+        or account is None
+        or (account_id is not None and row.account_id != account_id)
+        or (taken.allowed and credential_id not in taken.allowed)
+        or (handle is not None and handle != account.user_handle)
+        or (account_id is None and handle is None)
+    ):
+        raise _Refused(failures)
+    if account_id is None:
+        # Passwordless: the account is known only now.
+        with ctx.db.transaction() as conn:
+            failures = sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=ctx.now())
     try:
         assertion = wa.verify_authentication(
             credential=credential,
-            expected_challenge=challenge,
+            expected_challenge=taken.challenge,
             expected_origin=ctx.origin,
             expected_rp_id=ctx.rp_id,
             public_key=row.public_key,
@@ -248,8 +275,10 @@ def _check_assertion(
                 detail={"factor_id": row.id, "stored": exc.stored, "received": exc.received},
                 origin=ctx.origin,
             )
-        raise PasskeyRejected() from None
-    return _Checked(row.id, row.account_id, row.sign_count, assertion)
+        raise _Refused(failures) from None
+    except PasskeyRejected:
+        raise _Refused(failures) from None
+    return _Checked(row.id, row.account_id, row.sign_count, assertion, failures)
 
 
 def _use(conn: Connection, checked: _Checked, now: datetime) -> None:
@@ -293,7 +322,7 @@ def login(
         checked = _check_assertion(
             ctx,
             credential=credential,
-            challenge=taken[0],
+            taken=taken,
             account_id=account_id,
             require_uv=pend is None,
             client=client,
@@ -330,21 +359,22 @@ def login(
                 },
                 origin=ctx.origin,
             )
-    except PasskeyRejected:
+    except PasskeyRejected as exc:
         if pend is not None:
             with ctx.db.transaction() as conn:
                 first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
-                record(
+                sf.record_failure(
                     conn,
                     account_id=pend.account_id,
-                    type_="second_factor_failed",
+                    failures=exc.failures if isinstance(exc, _Refused) else 0,
                     client=client,
                     now=now,
-                    detail={"method": "passkey"},
                     origin=ctx.origin,
+                    type_="second_factor_failed",
+                    detail={"method": "passkey", "session": pend.public_id},
                     notify=first,
                 )
-        raise
+        raise PasskeyRejected() from None
     return new_token
 
 
@@ -366,6 +396,7 @@ def verify_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
             purpose="verify",
             challenge=opts.challenge,
             account_id=session.account_id,
+            allowed=[cid for cid, _ in allow],
         )
     return opts.options
 
@@ -387,23 +418,25 @@ def verify_access(
         checked = _check_assertion(
             ctx,
             credential=credential,
-            challenge=taken[0],
+            taken=taken,
             account_id=session.account_id,
             require_uv=not _password_step_done(session, now),
             client=client,
         )
-    except PasskeyRejected:
+    except PasskeyRejected as exc:
         with ctx.db.transaction() as conn:
-            record(
+            sf.record_failure(
                 conn,
                 account_id=session.account_id,
-                type_="verify_access_failed",
+                failures=exc.failures if isinstance(exc, _Refused) else 0,
                 client=client,
                 now=now,
-                detail={"method": "passkey"},
                 origin=ctx.origin,
+                type_="verify_access_failed",
+                detail={"method": "passkey", "session": session.public_id},
+                notify=False,
             )
-        raise
+        raise PasskeyRejected() from None
     until = now + VERIFIED_ACCESS_TTL
     token, token_hash = new_session_token()
     with ctx.db.transaction() as conn:

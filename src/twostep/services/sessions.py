@@ -153,8 +153,11 @@ def require_verified(session: CurrentSession, now: datetime) -> None:
 
 
 def end(conn: Connection, ctx: Context, *, token: str | None, now: datetime) -> None:
-    """Destroy the session of this cookie (signed in or pending), server-side. A pending sign-in ended
-    before its second step was told to the owner counts as abandoned (SEC-07): logging out does not hide it."""
+    """Destroy the session of this cookie (signed in or pending), server-side.
+
+    A pending sign-in ended before its owner was told of it counts as abandoned (SEC-07): logging out
+    does not hide it.
+    """
     if not token or len(token) > 128:
         return
     row = store.delete_one(conn, token_hash=hash_token(token))

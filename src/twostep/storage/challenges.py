@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete
@@ -18,6 +19,7 @@ def put(
     challenge: bytes,
     account_id: int | None,
     expires_at: datetime,
+    allowed: list[bytes] | None = None,
 ) -> None:
     """Store a challenge, replacing any earlier one of the same session and purpose."""
     conn.execute(
@@ -31,22 +33,31 @@ def put(
             challenge=challenge,
             account_id=account_id,
             expires_at=expires_at,
+            allowed=",".join(c.hex() for c in allowed) if allowed else None,
         )
     )
 
 
-def take(
-    conn: Connection, *, session_key: str, purpose: str, now: datetime
-) -> tuple[bytes, int | None] | None:
+@dataclass(frozen=True)
+class Taken:
+    challenge: bytes
+    account_id: int | None
+    allowed: frozenset[bytes]
+
+
+def take(conn: Connection, *, session_key: str, purpose: str, now: datetime) -> Taken | None:
     """Consume the challenge: DELETE ... RETURNING gives it to exactly one request."""
     row = conn.execute(
         delete(challenges)
         .where(challenges.c.session_key == session_key, challenges.c.purpose == purpose)
-        .returning(challenges.c.challenge, challenges.c.account_id, challenges.c.expires_at)
+        .returning(
+            challenges.c.challenge, challenges.c.account_id, challenges.c.expires_at, challenges.c.allowed
+        )
     ).first()
     if row is None or row.expires_at <= now:
         return None
-    return bytes(row.challenge), row.account_id
+    allowed = frozenset(bytes.fromhex(h) for h in (row.allowed or "").split(",") if h)
+    return Taken(bytes(row.challenge), row.account_id, allowed)
 
 
 def delete_expired(conn: Connection, *, now: datetime) -> None:

@@ -136,6 +136,8 @@ challenges = Table(
     Column("challenge", LargeBinary(64), nullable=False),
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
     Column("expires_at", UTCDateTime, nullable=False),
+    # The credential ids an authentication challenge listed in allowCredentials (WA-A02), hex, comma-joined.
+    Column("allowed", Text, nullable=True),
     Index("ix_challenges_session", "session_key", "purpose"),
 )
 

@@ -61,11 +61,15 @@ def reserve_attempt(conn: Connection, *, key: str, policy: Backoff, now: datetim
 
 
 def refund_attempt(conn: Connection, *, key: str) -> None:
-    """Undo one reservation without clearing earlier failures (used for per-address counters)."""
+    """Undo one reservation without clearing earlier failures (used for per-address counters).
+
+    The reservation may have started a wait; the attempt it counted was allowed, so any wait before it
+    had passed already: clearing ``next_at`` restores that state.
+    """
     conn.execute(
         throttles.update()
         .where(throttles.c.key == key, throttles.c.failures > 0)
-        .values(failures=throttles.c.failures - 1)
+        .values(failures=throttles.c.failures - 1, next_at=None)
     )
 
 

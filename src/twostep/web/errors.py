@@ -90,6 +90,9 @@ def install(app: FastAPI) -> None:
             body = error_body("not_found", "Not found.")
         elif exc.status_code == 405:
             body = error_body("method_not_allowed", "This method is not allowed here.")
+        elif exc.status_code == 400:
+            # FastAPI's body reader: bytes that are not UTF-8, JSON nested too deeply, ...
+            return JSONResponse(error_body("invalid_request", "The body is not valid JSON."), status_code=422)
         else:
             body = error_body("http_error", str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))

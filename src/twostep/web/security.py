@@ -72,6 +72,15 @@ class GuardMiddleware:
         if refusal is not None:
             await self._send_error(send, *refusal)
             return
+        if method in WITH_BODY and "content-length" not in headers:
+            # A body of unknown length (chunked) is read here, so that its size is decided before the app.
+            buffered = await self._buffer(receive)
+            if buffered is None:
+                await self._send_error(
+                    send, *_json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
+                )
+                return
+            receive = buffered
         receive = self._limited(receive, send)
         no_store = not path.startswith("/static/")
 
@@ -129,6 +138,33 @@ class GuardMiddleware:
             return message
 
         return limited_receive
+
+    async def _buffer(self, receive: Receive) -> Receive | None:
+        """The whole body, replayed to the app; None when it is over the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _send_error(self, send: Send, status: int, body: bytes) -> None:
         headers = [
