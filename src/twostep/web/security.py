@@ -29,7 +29,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
@@ -40,11 +40,18 @@ WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
 def is_cross_site(headers: dict[str, str], origin: str) -> bool:
-    """A request from another site: an Origin other than ours, or Sec-Fetch-Site: cross-site."""
-    if headers.get("sec-fetch-site", "").lower() == "cross-site":
+    """A request from another site: an Origin other than ours, or Sec-Fetch-Site: cross-site.
+
+    A browser that says the request is same-origin (or typed by the user) is believed when it sends
+    ``Origin: null``, which referrer policies can cause; any other ``null`` origin is refused.
+    """
+    fetch_site = headers.get("sec-fetch-site", "").lower()
+    if fetch_site == "cross-site":
         return True
     sent = headers.get("origin")
     if sent is None:
+        return False
+    if sent == "null" and fetch_site in ("same-origin", "none"):
         return False
     return sent.rstrip("/") != origin
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
-
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+from twostep.web.pages import account, settings, signin, verify
 
 router = APIRouter(include_in_schema=False)
-
-
-@router.get("/", response_class=HTMLResponse)
-def index(request: Request) -> HTMLResponse:
-    return TEMPLATES.TemplateResponse(request, "index.html", {})
+router.include_router(signin.router)
+router.include_router(verify.router)
+router.include_router(settings.router)
+router.include_router(account.router)

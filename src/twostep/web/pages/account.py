@@ -1,0 +1,171 @@
+"""Pages: active sessions, the security log, and changing the password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from twostep.core.errors import InvalidCredentials, NotFound, TwostepError, WeakPassword
+from twostep.services import accounts, events, sessions
+from twostep.web.deps import SignedIn, client_of, ctx_of
+from twostep.web.pages.common import (
+    HOME,
+    PageRoute,
+    check_csrf,
+    message_of,
+    redirect,
+    render,
+    url_with,
+)
+from twostep.web.pages.signin import FormStr
+from twostep.web.pages.verify import require_verified
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+SESSIONS_PATH = "/settings/sessions"
+LOG_PATH = "/settings/security-log"
+PASSWORD_PATH = "/settings/password"  # noqa: S105 (a URL path)
+
+SESSION_NOTICES = {
+    "ended": "The session was ended.",
+    "others_ended": "Every other session was signed out.",
+    "gone": "That session had already ended.",
+}
+
+EVENT_LABELS = {
+    "account_created": "Account created",
+    "signed_in": "Signed in",
+    "password_failed": "Wrong password",
+    "second_factor_failed": "Failed second step",
+    "second_factor_abandoned": "Sign-in not finished",
+    "second_factor_locked": "Second step locked after too many attempts",
+    "totp_replay": "A code was used twice",
+    "factor_added": "Second factor added",
+    "factor_renamed": "Second factor renamed",
+    "factor_removed": "Second factor removed",
+    "two_factor_enabled": "Two-step verification turned on",
+    "two_factor_disabled": "Two-step verification turned off",
+    "recovery_code_used": "Recovery code used",
+    "recovery_codes_regenerated": "New recovery codes made",
+    "access_verified": "Access verified",
+    "verify_access_failed": "Failed to verify access",
+    "session_ended": "Session ended",
+    "other_sessions_ended": "Other sessions ended",
+    "password_changed": "Password changed",
+    "passkey_counter_regressed": "Passkey counter went backwards (possible clone)",
+}
+METHOD_LABELS = {
+    "password": "password only",
+    "totp": "authentication app",
+    "passkey": "passkey",
+    "passkey_passwordless": "passkey, without password",
+    "recovery_code": "recovery code",
+}
+
+
+def describe(event_type: str, detail: dict[str, Any]) -> str:
+    """A short phrase for a security event's detail (never a secret: details hold none)."""
+    parts: list[str] = []
+    method = detail.get("method")
+    if isinstance(method, str):
+        parts.append("with " + METHOD_LABELS.get(method, method.replace("_", " ")))
+    name = detail.get("factor_name")
+    if isinstance(name, str):
+        kind = {"totp": "authentication app", "passkey": "passkey"}.get(str(detail.get("type")), "")
+        parts.append(f"“{name}”" + (f" ({kind})" if kind else ""))
+    if event_type == "recovery_code_used" and isinstance(detail.get("remaining"), int):
+        parts.append(f"{detail['remaining']} left")
+    for key in ("count", "other_sessions_ended"):
+        if isinstance(detail.get(key), int):
+            parts.append(f"{detail[key]} other session(s) signed out")
+    if detail.get("during") == "verify_access":
+        parts.append("while verifying access")
+    return ", ".join(parts)
+
+
+@router.get(SESSIONS_PATH)
+def sessions_page(request: Request, session: SignedIn, done: str = "") -> Response:
+    rows = sessions.list_sessions(ctx_of(request), session)
+    rows.sort(key=lambda s: (not s.current, -s.last_seen_at.timestamp()))
+    context = {
+        "sessions": rows,
+        "verified": session.access_verified(ctx_of(request).now()),
+        "notice": SESSION_NOTICES.get(done),
+    }
+    return render(request, "sessions.html", context, user=session)
+
+
+@router.post(SESSIONS_PATH + "/end")
+def end_one(request: Request, session: SignedIn, id: FormStr = "", csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, SESSIONS_PATH)
+    try:
+        sessions.end_session(ctx_of(request), session, id, client_of(request))
+    except NotFound:
+        return redirect(url_with(SESSIONS_PATH, done="gone"))
+    return redirect(url_with(SESSIONS_PATH, done="ended"))
+
+
+@router.post(SESSIONS_PATH + "/end-others")
+def end_others(request: Request, session: SignedIn, back: FormStr = "", csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, SESSIONS_PATH)
+    sessions.end_other_sessions(ctx_of(request), session, client_of(request))
+    if back == "two-step":
+        return redirect(url_with(HOME, done="sessions_ended"))
+    return redirect(url_with(SESSIONS_PATH, done="others_ended"))
+
+
+@router.get(LOG_PATH)
+def log_page(request: Request, session: SignedIn) -> Response:
+    rows = [
+        {
+            "label": EVENT_LABELS.get(e.type, e.type.replace("_", " ").capitalize()),
+            "type": e.type,
+            "detail": describe(e.type, e.detail),
+            "at": e.at,
+            "ip": e.ip,
+            "user_agent": e.user_agent,
+        }
+        for e in events.list_events(ctx_of(request), session)
+    ]
+    return render(request, "security_log.html", {"events": rows}, user=session)
+
+
+@router.get(PASSWORD_PATH)
+def password_page(request: Request, session: SignedIn, done: str = "") -> Response:
+    if done:
+        return render(request, "password.html", {"done": True}, user=session)
+    require_verified(request, session, PASSWORD_PATH)
+    return render(request, "password.html", {"errors": {}}, user=session)
+
+
+@router.post(PASSWORD_PATH)
+def password_post(
+    request: Request,
+    session: SignedIn,
+    current_password: FormStr = "",
+    new_password: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, PASSWORD_PATH)
+    errors: dict[str, str] = {}
+    try:
+        accounts.change_password(
+            ctx_of(request),
+            session,
+            current_password=current_password,
+            new_password=new_password,
+            client=client_of(request),
+        )
+    except InvalidCredentials:
+        errors["current"] = "Your current password is not correct."
+    except WeakPassword as exc:
+        errors["new"] = f"This password can't be used: {exc.message}"
+    except TwostepError as exc:
+        errors["form"] = message_of(exc)
+    else:
+        return redirect(url_with(PASSWORD_PATH, done="1"))
+    return render(request, "password.html", {"errors": errors}, status_code=422, user=session)

@@ -1,0 +1,223 @@
+"""What every page shares: templates, the CSRF check, safe `?next=`, redirects and errors as pages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from twostep.core.errors import NotFound, NotSignedIn, TooManyAttempts, TwostepError, VerifyAccessRequired
+from twostep.services.sessions import CurrentSession, authenticate
+from twostep.web.deps import state, token_of
+from twostep.web.security import csrf_ok, csrf_token
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+
+HOME = "/settings/two-step"
+METHODS = ("totp", "passkey", "recovery_code")
+
+
+class Redirect(Exception):
+    """Raised by a page route to answer with a 303 to ``url`` (a same-origin path)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class CsrfRefused(Exception):
+    """The form did not carry this session's synchronizer token (SEC-52)."""
+
+
+def safe_next(value: str | None, default: str = HOME) -> str:
+    """A same-origin path, or ``default``: never `//host`, `/\\host` or a scheme (no open redirect)."""
+    if not value or len(value) > 512 or not value.startswith("/"):
+        return default
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return default
+    if any(ord(c) < 33 or ord(c) == 127 for c in value):  # browsers drop tabs and newlines: "/\t/evil"
+        return default
+    return value
+
+
+def url_with(path: str, **params: str | None) -> str:
+    """``path`` with the non-empty ``params`` as a query string."""
+    query = {k: v for k, v in params.items() if v}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def parse_methods(raw: str | None) -> list[str]:
+    """The second-step methods of a redirect query (not a secret: the kinds the account has)."""
+    wanted = set((raw or "").split(","))
+    return [m for m in METHODS if m in wanted]
+
+
+def redirect(url: str, token: str | None = None, request: Request | None = None) -> RedirectResponse:
+    """A 303 to ``url``; sets the session cookie when a service returned a new token (step up)."""
+    response = RedirectResponse(url, status_code=303)
+    if token is not None and request is not None:
+        state(request).cookies.set(response, token)
+    return response
+
+
+def signed_in_or_none(request: Request) -> CurrentSession | None:
+    cached = getattr(request.state, "twostep_session", None)
+    if isinstance(cached, CurrentSession):
+        return cached
+    try:
+        session = authenticate(state(request).ctx, token_of(request))
+    except NotSignedIn:
+        return None
+    request.state.twostep_session = session
+    return session
+
+
+def csrf_for(request: Request, token: str | None = None) -> str:
+    """The synchronizer token of the current (or just issued) session cookie; empty without one."""
+    value = token if token is not None else token_of(request)
+    return csrf_token(state(request).csrf_key, value) if value else ""
+
+
+def check_csrf(request: Request, sent: str, *, session_required: bool = True) -> None:
+    """Every state-changing form: the token must match the session cookie it was rendered for.
+
+    Without a cookie, only the pre-session forms (sign up, sign in) pass, when ``session_required`` is off.
+    """
+    cookie = token_of(request)
+    if cookie is None and not session_required:
+        return
+    if not csrf_ok(state(request).csrf_key, cookie, sent or None):
+        raise CsrfRefused()
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    token: str | None = None,
+    user: CurrentSession | None = None,
+) -> HTMLResponse:
+    """Render a page; ``token`` is a cookie value issued by this very request (set it and bind CSRF to it)."""
+    ctx: dict[str, Any] = {
+        "csrf": csrf_for(request, token),
+        "user": user if user is not None else getattr(request.state, "twostep_session", None),
+        "path": request.url.path,
+    }
+    ctx.update(context or {})
+    response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
+    if token is not None:
+        state(request).cookies.set(response, token)
+    return response
+
+
+def message_of(exc: TwostepError) -> str:
+    """The sentence for a person; a throttle says how long to wait, in words."""
+    if isinstance(exc, TooManyAttempts):
+        return f"Too many attempts. For your security, wait {wait_words(exc.retry_after)} and try again."
+    return exc.message
+
+
+def wait_words(seconds: int) -> str:
+    if seconds < 60:
+        return "1 second" if seconds == 1 else f"{seconds} seconds"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
+    hours = math.ceil(minutes / 60)
+    return "about 1 hour" if hours == 1 else f"about {hours} hours"
+
+
+def skew_words(seconds: int) -> str:
+    """'Your device's clock seems about 3 minutes behind.' from clock_skew_seconds (positive: ahead)."""
+    direction = "ahead" if seconds > 0 else "behind"
+    size = abs(seconds)
+    if size < 60:
+        amount = f"{size} seconds"
+    else:
+        minutes = round(size / 60)
+        amount = "1 minute" if minutes == 1 else f"{minutes} minutes"
+    return (
+        f"Your device's clock seems about {amount} {direction}. Set it to update automatically, "
+        "then enter the new code."
+    )
+
+
+def when(value: datetime | None) -> str:
+    if value is None:
+        return "Never"
+    return value.strftime("%-d %b %Y, %H:%M UTC")
+
+
+def iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def browser_name(user_agent: str) -> str:
+    """'Chrome on Linux' from a User-Agent header; the raw value (shortened) when nothing is recognised."""
+    ua = user_agent or ""
+    browsers = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"))
+    browser = next((name for token, name in browsers if token in ua), None)
+    if browser is None and "Safari/" in ua:
+        browser = "Safari"
+    systems = (
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    )
+    system = next((name for token, name in systems if token in ua), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    if browser or system:
+        return browser or system or ""
+    return ua[:60] or "Unknown browser"
+
+
+TEMPLATES.env.filters["when"] = when
+TEMPLATES.env.filters["browser"] = browser_name
+TEMPLATES.env.filters["iso"] = iso
+
+
+def _forbidden(request: Request) -> HTMLResponse:
+    return render(request, "forbidden.html", status_code=403)
+
+
+class PageRoute(APIRoute):
+    """Turns a page's ``Redirect``, sign-in and CSRF failures into redirects and pages instead of JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except Redirect as exc:
+                return RedirectResponse(exc.url, status_code=303)
+            except CsrfRefused:
+                return _forbidden(request)
+            except NotSignedIn:
+                back = request.url.path if request.method == "GET" else None
+                if back is not None and request.url.query:
+                    back = f"{back}?{request.url.query}"
+                return RedirectResponse(url_with("/login", next=back), status_code=303)
+            except VerifyAccessRequired:
+                back = request.url.path if request.method == "GET" else HOME
+                return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
+            except TwostepError as exc:
+                status = 404 if isinstance(exc, NotFound) else 400
+                return render(request, "error.html", {"message": message_of(exc)}, status_code=status)
+
+        return handler

@@ -1,0 +1,274 @@
+"""Pages: Preferences → Two-step verification, and every change to second factors and recovery codes."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+
+from twostep.core.errors import (
+    InvalidEnrollmentCode,
+    NotFound,
+    PasskeyRejected,
+    TwoFactorNotEnabled,
+    TwostepError,
+)
+from twostep.core.totp import format_secret_for_display
+from twostep.services import factors, passkeys
+from twostep.services.factors import FactorView, TotpEnrollment
+from twostep.services.sessions import CurrentSession
+from twostep.web.deps import SignedIn, client_of, ctx_of
+from twostep.web.pages.common import (
+    HOME,
+    PageRoute,
+    check_csrf,
+    message_of,
+    redirect,
+    render,
+    skew_words,
+    url_with,
+)
+from twostep.web.pages.signin import CredentialField, FormStr, parse_credential
+from twostep.web.pages.verify import require_verified
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+NOTICES = {
+    "welcome": "Welcome! Your account is ready. Add a second factor to turn on two-step verification.",
+    "app_added": "The authentication app was added.",
+    "passkey_added": "The passkey was added.",
+    "renamed": "The name was changed.",
+    "removed": "The second factor was removed.",
+    "removed_last": "The second factor was removed. Two-step verification is now off.",
+    "turned_off": "Two-step verification is off. Every second factor and recovery code was removed.",
+    "sessions_ended": "Your other sessions were signed out.",
+}
+# After a factor goes, the user is offered to end the other sessions (SEC-46, SEC-47).
+OFFER_END_SESSIONS = {"removed", "removed_last", "turned_off"}
+
+
+def _factor(request: Request, session: CurrentSession, factor_id: str) -> FactorView:
+    for factor in factors.overview(ctx_of(request), session).factors:
+        if factor.id == factor_id:
+            return factor
+    raise NotFound()
+
+
+@router.get(HOME)
+def two_step_page(request: Request, session: SignedIn, done: str = "") -> Response:
+    view = factors.overview(ctx_of(request), session)
+    context = {
+        "view": view,
+        "notice": NOTICES.get(done),
+        "offer_end_sessions": done in OFFER_END_SESSIONS,
+        "recovery_banner": session.second_factor == "recovery_code" and done == "",
+    }
+    return render(request, "two_step.html", context, user=session)
+
+
+# ---------------------------------------------------------------------------------- authentication app
+
+APP_PATH = HOME + "/app"
+
+
+@router.get(APP_PATH)
+def app_name_page(request: Request, session: SignedIn) -> Response:
+    require_verified(request, session, APP_PATH)
+    return render(request, "app_name.html", {"name": "Authenticator app"}, user=session)
+
+
+def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
+    qr = base64.b64encode(enrollment.qr_svg.encode()).decode()
+    return {
+        "enrollment_id": enrollment.enrollment_id,
+        "name": name,
+        "qr_src": f"data:image/svg+xml;base64,{qr}",
+        "key_groups": format_secret_for_display(enrollment.secret),
+    }
+
+
+@router.post(APP_PATH)
+def app_begin(request: Request, session: SignedIn, name: FormStr = "", csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, APP_PATH)
+    try:
+        factors.clean_name(name)
+        enrollment = factors.begin_totp(ctx_of(request), session)
+    except TwostepError as exc:
+        context = {"name": name, "error": message_of(exc)}
+        return render(request, "app_name.html", context, status_code=422, user=session)
+    return render(request, "app_qr.html", _qr_context(enrollment, name), user=session)
+
+
+@router.post(APP_PATH + "/confirm")
+def app_confirm(
+    request: Request,
+    session: SignedIn,
+    enrollment_id: FormStr = "",
+    name: FormStr = "",
+    code: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, APP_PATH)
+    try:
+        added = factors.confirm_totp(
+            ctx_of(request),
+            session,
+            enrollment_id=enrollment_id,
+            name=name,
+            code=code,
+            client=client_of(request),
+        )
+    except TwostepError as exc:
+        if isinstance(exc, InvalidEnrollmentCode):
+            error = "That code is not right. Enter the six-digit code your app shows now."
+            if exc.clock_skew_seconds:
+                error = "That code is from another time. " + skew_words(exc.clock_skew_seconds)
+        else:
+            error = message_of(exc)
+        context = {"enrollment_id": enrollment_id, "name": name, "error": error, "retry": True}
+        return render(request, "app_qr.html", context, status_code=400, user=session)
+    if added.recovery_codes:
+        return recovery_codes_page(request, session, added.recovery_codes, first=True)
+    return redirect(url_with(HOME, done="app_added"))
+
+
+# ------------------------------------------------------------------------------------------- passkey
+
+PASSKEY_PATH = HOME + "/passkey"
+
+
+@router.get(PASSKEY_PATH)
+def passkey_page(request: Request, session: SignedIn) -> Response:
+    require_verified(request, session, PASSKEY_PATH)
+    return render(request, "passkey_add.html", {"name": ""}, user=session)
+
+
+@router.post(PASSKEY_PATH)
+def passkey_add(
+    request: Request,
+    session: SignedIn,
+    name: FormStr = "",
+    credential: CredentialField = "",
+    csrf: FormStr = "",
+) -> Response:
+    """The end of a registration ceremony (static/webauthn.js, /api/v1/factors/passkey/options)."""
+    check_csrf(request, csrf)
+    require_verified(request, session, PASSKEY_PATH)
+    parsed = parse_credential(credential)
+    try:
+        if parsed is None:
+            raise PasskeyRejected("The browser did not return a passkey. Try again.")
+        added = passkeys.register(
+            ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
+        )
+    except TwostepError as exc:
+        context = {"name": name, "error": message_of(exc)}
+        return render(request, "passkey_add.html", context, status_code=400, user=session)
+    if added.recovery_codes:
+        return recovery_codes_page(request, session, added.recovery_codes, first=True)
+    return redirect(url_with(HOME, done="passkey_added"))
+
+
+# ------------------------------------------------------------------------------------ rename, remove
+
+
+@router.get(HOME + "/factors/{factor_id}/rename")
+def rename_page(request: Request, session: SignedIn, factor_id: str) -> Response:
+    factor = _factor(request, session, factor_id)
+    return render(request, "rename.html", {"factor": factor, "name": factor.name}, user=session)
+
+
+@router.post(HOME + "/factors/{factor_id}/rename")
+def rename_post(
+    request: Request, session: SignedIn, factor_id: str, name: FormStr = "", csrf: FormStr = ""
+) -> Response:
+    check_csrf(request, csrf)
+    try:
+        factors.rename(ctx_of(request), session, factor_id=factor_id, name=name, client=client_of(request))
+    except TwostepError as exc:
+        factor = _factor(request, session, factor_id)
+        context = {"factor": factor, "name": name, "error": message_of(exc)}
+        return render(request, "rename.html", context, status_code=422, user=session)
+    return redirect(url_with(HOME, done="renamed"))
+
+
+@router.get(HOME + "/factors/{factor_id}/remove")
+def remove_page(request: Request, session: SignedIn, factor_id: str) -> Response:
+    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    view = factors.overview(ctx_of(request), session)
+    factor = next((f for f in view.factors if f.id == factor_id), None)
+    if factor is None:
+        raise NotFound()
+    context = {"factor": factor, "last": len(view.factors) == 1}
+    return render(request, "remove.html", context, user=session)
+
+
+@router.post(HOME + "/factors/{factor_id}/remove")
+def remove_post(request: Request, session: SignedIn, factor_id: str, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    turned_off = factors.remove(ctx_of(request), session, factor_id=factor_id, client=client_of(request))
+    return redirect(url_with(HOME, done="removed_last" if turned_off else "removed"))
+
+
+# ------------------------------------------------------------------------- recovery codes, turn off
+
+CODES_PATH = HOME + "/recovery-codes"
+OFF_PATH = HOME + "/turn-off"
+
+
+def recovery_codes_page(
+    request: Request, session: CurrentSession, codes: list[str], *, first: bool
+) -> Response:
+    """The codes, once, in the response of the POST that made them (no-store is set on every page)."""
+    text = "twostep recovery codes for " + session.username + "\n\n" + "\n".join(codes) + "\n"
+    context = {
+        "codes": codes,
+        "first": first,
+        "download_href": "data:text/plain;charset=utf-8," + quote(text),
+        "codes_text": "\n".join(codes),
+    }
+    return render(request, "recovery_codes.html", context, user=session)
+
+
+@router.get(CODES_PATH)
+def codes_confirm_page(request: Request, session: SignedIn) -> Response:
+    require_verified(request, session, CODES_PATH)
+    view = factors.overview(ctx_of(request), session)
+    if not view.two_factor_enabled:
+        return redirect(HOME)
+    return render(request, "codes_confirm.html", {"view": view}, user=session)
+
+
+@router.post(CODES_PATH)
+def codes_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, CODES_PATH)
+    try:
+        codes = factors.regenerate_recovery_codes(ctx_of(request), session, client=client_of(request))
+    except TwoFactorNotEnabled:
+        return redirect(HOME)
+    return recovery_codes_page(request, session, codes, first=False)
+
+
+@router.get(OFF_PATH)
+def off_confirm_page(request: Request, session: SignedIn) -> Response:
+    require_verified(request, session, OFF_PATH)
+    view = factors.overview(ctx_of(request), session)
+    if not view.two_factor_enabled:
+        return redirect(HOME)
+    return render(request, "turn_off.html", {"view": view}, user=session)
+
+
+@router.post(OFF_PATH)
+def off_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    require_verified(request, session, OFF_PATH)
+    try:
+        factors.disable(ctx_of(request), session, client=client_of(request))
+    except TwoFactorNotEnabled:
+        return redirect(HOME)
+    return redirect(url_with(HOME, done="turned_off"))

@@ -1,0 +1,243 @@
+"""Pages: home, sign up, sign in with its second step (code, passkey, recovery code), sign out."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+
+from twostep.core.errors import (
+    InvalidCode,
+    InvalidRequest,
+    NoPendingLogin,
+    PasskeyRejected,
+    TooManyAttempts,
+    TwostepError,
+    UsernameTaken,
+    WeakPassword,
+)
+from twostep.services import accounts, login, passkeys
+from twostep.services.sessions import logout
+from twostep.web.deps import client_of, ctx_of, state, token_of
+from twostep.web.pages.common import (
+    HOME,
+    PageRoute,
+    check_csrf,
+    message_of,
+    parse_methods,
+    redirect,
+    render,
+    safe_next,
+    signed_in_or_none,
+    url_with,
+)
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+FormStr = Annotated[str, Form(max_length=4096)]
+CredentialField = Annotated[str, Form(max_length=60_000)]
+
+
+def parse_credential(raw: str) -> dict[str, object] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@router.get("/")
+def index(request: Request) -> Response:
+    if signed_in_or_none(request) is not None:
+        return redirect(HOME)
+    return render(request, "index.html")
+
+
+@router.get("/signup")
+def signup_page(request: Request) -> Response:
+    if signed_in_or_none(request) is not None:
+        return redirect(HOME)
+    return render(request, "signup.html", {"form": {}})
+
+
+@router.post("/signup")
+def signup(
+    request: Request,
+    username: FormStr = "",
+    password: FormStr = "",
+    email: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    check_csrf(request, csrf, session_required=False)
+    form = {"username": username, "email": email}
+    errors: dict[str, str] = {}
+    ctx, client = ctx_of(request), client_of(request)
+    try:
+        accounts.register(ctx, username=username, password=password, email=email or None, client=client)
+        result = login.password_step(
+            ctx, username=username, password=password, client=client, current_token=token_of(request)
+        )
+    except WeakPassword as exc:
+        errors["password"] = f"This password can't be used: {exc.message}"
+    except UsernameTaken as exc:
+        errors["username"] = exc.message
+    except InvalidRequest as exc:
+        errors["email" if "e-mail" in exc.message else "username"] = exc.message
+    except TwostepError as exc:
+        errors["form"] = message_of(exc)
+    else:
+        return redirect(url_with(HOME, done="welcome"), result.token, request)
+    return render(request, "signup.html", {"form": form, "errors": errors}, status_code=422)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "", expired: str = "", signed_out: str = "") -> Response:
+    target = safe_next(next)
+    if signed_in_or_none(request) is not None:
+        return redirect(target)
+    notice = None
+    if expired:
+        notice = "Your sign-in took longer than 5 minutes or was cancelled. Sign in again."
+    elif signed_out:
+        notice = "You are signed out."
+    return render(request, "login.html", {"next": target, "form": {}, "notice": notice})
+
+
+@router.post("/login")
+def login_post(
+    request: Request,
+    username: FormStr = "",
+    password: FormStr = "",
+    next: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    check_csrf(request, csrf, session_required=False)
+    target = safe_next(next)
+    try:
+        result = login.password_step(
+            ctx_of(request),
+            username=username,
+            password=password,
+            client=client_of(request),
+            current_token=token_of(request),
+        )
+    except TwostepError as exc:
+        context = {"next": target, "form": {"username": username}, "error": message_of(exc)}
+        status = 429 if isinstance(exc, TooManyAttempts) else 401
+        return render(request, "login.html", context, status_code=status)
+    if result.status == "signed_in":
+        return redirect(target, result.token, request)
+    methods = ",".join(result.methods)
+    return redirect(url_with("/login/second-step", methods=methods, next=target), result.token, request)
+
+
+def _second_step_context(methods: str, next: str) -> dict[str, object]:
+    kinds = parse_methods(methods)
+    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
+
+
+@router.get("/login/second-step")
+def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
+    if signed_in_or_none(request) is not None:
+        return redirect(safe_next(next))
+    if token_of(request) is None:
+        return redirect(url_with("/login", next=safe_next(next)))
+    return render(request, "second_step.html", _second_step_context(methods, next))
+
+
+def _pending_gone(next: str) -> Response:
+    return redirect(url_with("/login", next=safe_next(next), expired="1"))
+
+
+@router.post("/login/second-step")
+def second_step_post(
+    request: Request, code: FormStr = "", methods: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+) -> Response:
+    check_csrf(request, csrf)
+    try:
+        result = login.totp_step(
+            ctx_of(request), token=token_of(request), code=code, client=client_of(request)
+        )
+    except NoPendingLogin:
+        return _pending_gone(next)
+    except TwostepError as exc:
+        context = _second_step_context(methods, next)
+        if isinstance(exc, InvalidCode):
+            context["error"] = "That code is not right. Enter the current code from your authenticator app."
+        else:
+            context["error"] = message_of(exc)
+        return render(request, "second_step.html", context, status_code=401)
+    return redirect(safe_next(next), result.token, request)
+
+
+@router.get("/login/recovery-code")
+def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
+    if token_of(request) is None:
+        return redirect(url_with("/login", next=safe_next(next)))
+    return render(request, "recovery_login.html", _second_step_context(methods, next))
+
+
+@router.post("/login/recovery-code")
+def recovery_post(
+    request: Request, code: FormStr = "", methods: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+) -> Response:
+    check_csrf(request, csrf)
+    try:
+        result = login.recovery_step(
+            ctx_of(request), token=token_of(request), code=code, client=client_of(request)
+        )
+    except NoPendingLogin:
+        return _pending_gone(next)
+    except TwostepError as exc:
+        context = _second_step_context(methods, next)
+        if isinstance(exc, InvalidCode):
+            context["error"] = "That recovery code is not right, or it was already used."
+        else:
+            context["error"] = message_of(exc)
+        return render(request, "recovery_login.html", context, status_code=401)
+    # The two-step page shows the recovery banner to a session signed in with a recovery code.
+    return redirect(HOME, result.token, request)
+
+
+@router.post("/login/passkey")
+def passkey_login(
+    request: Request,
+    credential: CredentialField = "",
+    next: FormStr = "",
+    methods: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    """The end of a passkey sign-in (second step or passwordless): the JS posts the assertion here."""
+    check_csrf(request, csrf, session_required=False)
+    cookies = state(request).cookies
+    parsed = parse_credential(credential)
+    try:
+        if parsed is None:
+            raise PasskeyRejected()
+        token = passkeys.login(
+            ctx_of(request),
+            token=token_of(request),
+            ceremony_key=cookies.read_ceremony(request),
+            credential=parsed,
+            client=client_of(request),
+        )
+    except TwostepError as exc:
+        error = message_of(exc)
+        if isinstance(exc, PasskeyRejected):
+            error = "That passkey could not be verified. Try again, or use another way to sign in."
+        if methods:
+            context = {**_second_step_context(methods, next), "error": error}
+            return render(request, "second_step.html", context, status_code=401)
+        context = {"next": safe_next(next), "form": {}, "error": error}
+        return render(request, "login.html", context, status_code=401)
+    return redirect(safe_next(next), token, request)
+
+
+@router.post("/logout")
+def logout_post(request: Request, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    logout(ctx_of(request), token_of(request))
+    response = redirect("/login?signed_out=1")
+    state(request).cookies.clear(response)
+    return response
