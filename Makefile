@@ -51,7 +51,12 @@ check: $(STAMP_TEST)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP_TEST) debian-packages
+STAMP_BENCH := $(VENV)/.installed-bench
+$(STAMP_BENCH): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP_RUN) $(STAMP_TEST) $@
+
+bench: $(STAMP_BENCH) debian-packages
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 clean:

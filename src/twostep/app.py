@@ -52,15 +52,15 @@ class FileOffsetClock:
         tmp.replace(self.path)
 
 
-def prepare_database(settings: Settings) -> Database:
-    """The engine, with the schema migrated (default SQLite) or checked (any other URL).
+def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Database:
+    """The engine, with the schema migrated (default SQLite) or checked.
 
     Raises:
         SchemaOutdated: the database needs `twostep migrate`.
     """
     ensure_data_dir(settings.data_dir)
     engine = make_engine(settings.resolved_database_url)
-    if settings.is_default_sqlite:
+    if settings.is_default_sqlite and migrate_sqlite:
         migrate.upgrade(engine)
     elif not migrate.is_up_to_date(engine):
         engine.dispose()
@@ -85,6 +85,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         issuer=settings.issuer,
         origin=settings.origin,
         rp_id=settings.rp_id,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
     )
 
 
@@ -108,10 +109,12 @@ def _test_clock_router(clock: FileOffsetClock) -> APIRouter:
     return router
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, migrate_sqlite: bool = True
+) -> FastAPI:
     """The whole application for these settings."""
     settings = settings or Settings()
-    db = prepare_database(settings)
+    db = prepare_database(settings, migrate_sqlite=migrate_sqlite)
     extra: list[APIRouter] = []
     if clock is None:
         if settings.enable_test_clock:
@@ -126,7 +129,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         cookies=CookiePolicy(secure=settings.secure_cookies),
         trusted_proxies=list(settings.trusted_proxy_networks()),
         csrf_key=load_or_create_key(settings.key_path),
-        rate_limit_per_minute=settings.rate_limit_per_minute,
     )
 
     async def background() -> AsyncIterator[None]:
@@ -154,8 +156,8 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for uvicorn workers."""
-    return create_app(Settings())
+    """Factory for uvicorn workers: `twostep serve` migrated before starting them, so they only check."""
+    return create_app(Settings(), migrate_sqlite=False)
 
 
 __all__ = ["Request", "create_app", "create_app_from_env"]

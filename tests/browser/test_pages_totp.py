@@ -76,6 +76,9 @@ def test_add_an_app_save_codes_and_sign_in_with_a_code_and_a_recovery_code(
     error = page.locator("#f-code-error")
     assert error.get_attribute("role") == "alert"
     assert "your device's clock seems about 3 minutes behind" in error.inner_text().lower()
+    # The setup is still pending: the same QR code and key are shown again with the error.
+    assert read_key(page) == key
+    assert page.locator("img.qr").count() == 1
     check_a11y(page, label="wrong code")
     page.get_by_label("Six-digit code").fill(clock.code(key))
     page.get_by_role("button", name="Turn on").click()

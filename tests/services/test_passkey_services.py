@@ -63,7 +63,9 @@ def test_WA_A03_bobs_assertion_inside_alices_pending_sign_in_is_refused(ctx: Con
     alice = with_passkey(ctx, alice_key)
     with_passkey(ctx, bob_key)
     token = pending_login(ctx, alice)
-    options = passkeys.login_options(ctx, token=token, ceremony_key=secrets.token_urlsafe(16))
+    options = passkeys.login_options(
+        ctx, token=token, ceremony_key=secrets.token_urlsafe(16), client=alice.client
+    )
     challenge = options.options["challenge"]
     with pytest.raises(PasskeyRejected):
         passkeys.login(
@@ -75,7 +77,7 @@ def test_WA_A06_the_challenge_is_single_use(ctx: Context, clock: SettableClock) 
     auth = SoftAuthenticator("localhost", ctx.origin)
     user = with_passkey(ctx, auth)
     token = pending_login(ctx, user)
-    options = passkeys.login_options(ctx, token=token, ceremony_key="x")
+    options = passkeys.login_options(ctx, token=token, ceremony_key="x", client=user.client)
     assertion = auth.get(options.options)
     assert passkeys.login(ctx, token=token, ceremony_key=None, credential=assertion, client=user.client)
     token2 = pending_login(ctx, user)
@@ -87,7 +89,7 @@ def test_WA_A16_a_failed_assertion_leaves_the_record_unchanged(ctx: Context) -> 
     auth = SoftAuthenticator("localhost", ctx.origin, sign_count_start=5)
     user = with_passkey(ctx, auth)
     token = pending_login(ctx, user)
-    options = passkeys.login_options(ctx, token=token, ceremony_key="x")
+    options = passkeys.login_options(ctx, token=token, ceremony_key="x", client=user.client)
     before = rows(ctx)
     with pytest.raises(PasskeyRejected):
         passkeys.login(

@@ -91,14 +91,15 @@ def build_otpauth_uri(*, secret: bytes, issuer: str, account: str) -> str:
 
 
 def render_qr_svg(uri: str) -> str:
-    """Return an SVG document (error correction M, quiet zone, scale 4) encoding the URI.
+    """Return an SVG document (error correction M, quiet zone, scale 4, on white) encoding the URI.
 
     Raises:
         segno.DataOverflowError: the URI is too long for a QR code.
     """
     qr = segno.make_qr(uri, error="m", boost_error=False)
     buffer = io.BytesIO()
-    qr.save(buffer, kind="svg", scale=4, border=4, xmldecl=False, encoding="utf-8")
+    # A white background: scanners need the light quiet zone even on a dark page.
+    qr.save(buffer, kind="svg", scale=4, border=4, xmldecl=False, encoding="utf-8", light="#fff")
     return buffer.getvalue().decode("utf-8")
 
 

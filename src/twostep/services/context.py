@@ -37,6 +37,8 @@ class Context:
     issuer: str
     origin: str
     rp_id: str
+    # Sign-in ceremony requests per client address and minute (SEC-62); 0: no limit.
+    rate_limit_per_minute: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     def now(self) -> datetime:

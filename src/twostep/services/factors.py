@@ -117,6 +117,20 @@ def begin_totp(ctx: Context, session: CurrentSession) -> TotpEnrollment:
     return TotpEnrollment(enrollment_id, totp.encode_secret(secret), uri, totp.render_qr_svg(uri), expires_at)
 
 
+def pending_totp(ctx: Context, session: CurrentSession, *, enrollment_id: str) -> TotpEnrollment | None:
+    """The unexpired pending enrolment of this account, to show its QR code and key again after a wrong
+    code (the secret is still unconfirmed and shown only to the account that started it)."""
+    now = ctx.now()
+    require_verified(session, now)
+    with ctx.db.transaction() as conn:
+        found = enrollments.get(conn, enrollment_id=enrollment_id[:64], account_id=session.account_id)
+    if found is None or found[1] <= now:
+        return None
+    secret = ctx.box.open(found[0], aad=aad_for("totp_enrollments", "secret", enrollment_id))
+    uri = totp.build_otpauth_uri(secret=secret, issuer=ctx.issuer, account=session.username)
+    return TotpEnrollment(enrollment_id, totp.encode_secret(secret), uri, totp.render_qr_svg(uri), found[1])
+
+
 @dataclass(frozen=True)
 class Added:
     factor: FactorView

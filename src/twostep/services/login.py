@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from twostep.core.errors import InvalidCode, InvalidCredentials, NoPendingLogin, TooManyAttempts
 from twostep.core.passwords import MAX_INPUT_CHARS
 from twostep.core.throttle import (
@@ -17,6 +19,7 @@ from twostep.services import second_factor as sf
 from twostep.services.accounts import normalize_username
 from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, new_id
 from twostep.services.notifications import record
+from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import create_active, create_pending, end, pending
 from twostep.storage import accounts, factors, recovery, throttle
 from twostep.storage import sessions as session_store
@@ -54,6 +57,7 @@ def check_password(ctx: Context, *, username: str, password: str, client: Client
     normalized = normalize_username(username)
     user_key, ip_key = password_keys(normalized or username[:64].casefold(), client.ip)
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         by_ip = throttle.reserve_attempt(conn, key=ip_key, policy=PASSWORD_ADDRESS, now=now)
         by_user = (
             throttle.reserve_attempt(conn, key=user_key, policy=PASSWORD_USER, now=now)
@@ -132,32 +136,56 @@ def _failed(
     replay: bool,
     failures: int,
 ) -> None:
+    """Record a failed second step in a transaction of its own."""
+    with ctx.db.transaction() as conn:
+        _record_failed(
+            conn,
+            ctx,
+            account_id=account_id,
+            pending_hash=pending_hash,
+            client=client,
+            method=method,
+            replay=replay,
+            failures=failures,
+        )
+
+
+def _record_failed(
+    conn: Connection,
+    ctx: Context,
+    *,
+    account_id: int,
+    pending_hash: str,
+    client: Client,
+    method: str,
+    replay: bool,
+    failures: int,
+) -> None:
     """Record a failed second step; the first failure of a pending sign-in is told to the owner (SEC-07)."""
     now = ctx.now()
-    with ctx.db.transaction() as conn:
-        if replay:
-            record(
-                conn,
-                account_id=account_id,
-                type_="totp_replay",
-                client=client,
-                now=now,
-                detail={"method": method},
-                origin=ctx.origin,
-                notify=False,
-            )
-        first = session_store.mark_alerted(conn, token_hash=pending_hash)
-        sf.record_failure(
+    if replay:
+        record(
             conn,
             account_id=account_id,
-            failures=failures,
+            type_="totp_replay",
             client=client,
             now=now,
-            origin=ctx.origin,
-            type_="second_factor_failed",
             detail={"method": method},
-            notify=first,
+            origin=ctx.origin,
+            notify=False,
         )
+    first = session_store.mark_alerted(conn, token_hash=pending_hash)
+    sf.record_failure(
+        conn,
+        account_id=account_id,
+        failures=failures,
+        client=client,
+        now=now,
+        origin=ctx.origin,
+        type_="second_factor_failed",
+        detail={"method": method},
+        notify=first,
+    )
 
 
 def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
@@ -167,14 +195,29 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
         NoPendingLogin, TooManyAttempts, InvalidCode (wrong, replayed, or from a removed factor).
     """
     now = ctx.now()
+    # One transaction: the attempt is counted (and, on PostgreSQL, the account's counter row locked)
+    # before the code is evaluated; a failure is recorded and committed before the error is raised.
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         pend = pending(conn, token=token, now=now)
         failures = sf.reserve(conn, account_id=pend.account_id, policy=SECOND_FACTOR, now=now)
-        rows = sf.load_totp(conn, pend.account_id)
-    try:
-        match = sf.match_totp(ctx, rows, code, now)
-        with ctx.db.transaction() as conn:
+        try:
+            match = sf.match_totp(ctx, sf.load_totp(conn, pend.account_id), code, now)
             sf.consume_totp(conn, match, now)
+        except InvalidCode as exc:
+            _record_failed(
+                conn,
+                ctx,
+                account_id=pend.account_id,
+                pending_hash=pend.token_hash,
+                client=client,
+                method="totp",
+                replay=isinstance(exc, sf.Replay),
+                failures=failures,
+            )
+            failed = True
+        else:
+            failed = False
             if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
                 raise NoPendingLogin()
             new_token = create_active(
@@ -195,17 +238,8 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
                 detail={"method": "totp", "factor_id": match.factor_id, "session": pend.public_id},
                 origin=ctx.origin,
             )
-    except InvalidCode as exc:
-        _failed(
-            ctx,
-            account_id=pend.account_id,
-            pending_hash=pend.token_hash,
-            client=client,
-            method="totp",
-            replay=isinstance(exc, sf.Replay),
-            failures=failures,
-        )
-        raise InvalidCode() from None
+    if failed:
+        raise InvalidCode()
     return LoginResult("signed_in", new_token, [])
 
 
@@ -217,6 +251,7 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
     """
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         pend = pending(conn, token=token, now=now)
         failures = sf.reserve(conn, account_id=pend.account_id, policy=RECOVERY, now=now)
         candidate = sf.find_recovery(conn, account_id=pend.account_id, code=code)

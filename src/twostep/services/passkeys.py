@@ -24,6 +24,7 @@ from twostep.services.context import (
 )
 from twostep.services.factors import Added, added_events, clean_name, view_of
 from twostep.services.notifications import record
+from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, create_active, require_verified
 from twostep.storage import accounts, challenges, factors
 from twostep.storage import sessions as session_store
@@ -167,10 +168,11 @@ class LoginOptions:
     passwordless: bool
 
 
-def login_options(ctx: Context, *, token: str | None, ceremony_key: str) -> LoginOptions:
+def login_options(ctx: Context, *, token: str | None, ceremony_key: str, client: Client) -> LoginOptions:
     """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
             allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, pend.account_id)]
@@ -216,43 +218,60 @@ class _Refused(PasskeyRejected):
         self.failures = failures
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What the first transaction of an assertion found: the stored credential and the attempt count."""
+
+    credential_id: bytes | None
+    handle: bytes | None
+    row: factors.PasskeyRow | None
+    user_handle: bytes | None
+    failures: int
+
+
+def _prepare(
+    conn: Connection, ctx: Context, *, credential: object, account_id: int | None, now: datetime
+) -> _Prepared:
+    """In the caller's transaction: count the attempt before anything is evaluated (the pending or signed-in
+    account; for a passwordless sign-in, the credential's account) and look the credential up."""
+    failures = 0
+    if account_id is not None:
+        failures = sf.reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=now)
+    try:
+        credential_id = wa.credential_id_of(credential)
+        handle = wa.user_handle_of(credential)
+    except PasskeyRejected:
+        return _Prepared(None, None, None, None, failures)
+    row = factors.passkey_by_credential_id(conn, credential_id)
+    account = accounts.by_id(conn, row.account_id) if row is not None else None
+    if row is not None and account is not None and account_id is None:
+        failures = sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=now)
+    return _Prepared(credential_id, handle, row, account.user_handle if account else None, failures)
+
+
 def _check_assertion(
     ctx: Context,
     *,
     credential: object,
     taken: challenges.Taken,
+    prepared: _Prepared,
     account_id: int | None,
     require_uv: bool,
     client: Client,
 ) -> _Checked:
     """Every WA-A row: the credential was listed (A02) and belongs to the account (A03), its user handle
-    (A04), then the signature and flags. The attempt is counted before anything is evaluated whenever the
-    account is known. Raises PasskeyRejected for all of them alike (SEC-06)."""
-    failures = 0
-    if account_id is not None:
-        with ctx.db.transaction() as conn:
-            failures = sf.reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=ctx.now())
-    try:
-        credential_id = wa.credential_id_of(credential)
-        handle = wa.user_handle_of(credential)
-    except PasskeyRejected:
-        raise _Refused(failures) from None
-    with ctx.db.transaction() as conn:
-        row = factors.passkey_by_credential_id(conn, credential_id)
-        account = accounts.by_id(conn, row.account_id) if row is not None else None
+    (A04), then the signature and flags. Raises PasskeyRejected for all of them alike (SEC-06)."""
+    row, failures = prepared.row, prepared.failures
     if (
         row is None
-        or account is None
+        or prepared.credential_id is None
+        or prepared.user_handle is None
         or (account_id is not None and row.account_id != account_id)
-        or (taken.allowed and credential_id not in taken.allowed)
-        or (handle is not None and handle != account.user_handle)
-        or (account_id is None and handle is None)
+        or (taken.allowed and prepared.credential_id not in taken.allowed)
+        or (prepared.handle is not None and prepared.handle != prepared.user_handle)
+        or (account_id is None and prepared.handle is None)
     ):
         raise _Refused(failures)
-    if account_id is None:
-        # Passwordless: the account is known only now.
-        with ctx.db.transaction() as conn:
-            failures = sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=ctx.now())
     try:
         assertion = wa.verify_authentication(
             credential=credential,
@@ -306,6 +325,7 @@ def login(
     """
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
             taken = challenges.take(conn, session_key=pend.token_hash, purpose="login", now=now)
@@ -315,14 +335,17 @@ def login(
             )
         else:
             taken = None
+        account_id = pend.account_id if pend is not None else None
+        if taken is not None:
+            prepared = _prepare(conn, ctx, credential=credential, account_id=account_id, now=now)
     if taken is None:
         raise PasskeyRejected()
-    account_id = pend.account_id if pend is not None else None
     try:
         checked = _check_assertion(
             ctx,
             credential=credential,
             taken=taken,
+            prepared=prepared,
             account_id=account_id,
             require_uv=pend is None,
             client=client,
@@ -382,10 +405,11 @@ def _password_step_done(session: CurrentSession, now: datetime) -> bool:
     return session.reauth_until is not None and session.reauth_until > now
 
 
-def verify_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
+def verify_options(ctx: Context, session: CurrentSession, *, client: Client) -> dict[str, object]:
     """POST /verify-access/passkey/options: user verification required unless the password was just given."""
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, session.account_id)]
         uv = "preferred" if _password_step_done(session, now) else "required"
         opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=allow, user_verification=uv)
@@ -411,7 +435,10 @@ def verify_access(
     """
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         taken = challenges.take(conn, session_key=session.token_hash, purpose="verify", now=now)
+        if taken is not None:
+            prepared = _prepare(conn, ctx, credential=credential, account_id=session.account_id, now=now)
     if taken is None:
         raise PasskeyRejected()
     try:
@@ -419,6 +446,7 @@ def verify_access(
             ctx,
             credential=credential,
             taken=taken,
+            prepared=prepared,
             account_id=session.account_id,
             require_uv=not _password_step_done(session, now),
             client=client,

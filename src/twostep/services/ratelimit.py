@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Connection
+
 from twostep.core.errors import TooManyAttempts
 from twostep.core.throttle import retry_after_seconds
 from twostep.services.context import Client, Context
@@ -15,17 +17,18 @@ from twostep.storage import ratelimit
 WINDOW = 60
 
 
-def check(ctx: Context, client: Client, *, per_minute: int) -> None:
-    """Raises:
-    TooManyAttempts: this address sent more than ``per_minute`` ceremony requests in this minute.
+def edge_limit(conn: Connection, ctx: Context, client: Client, now: datetime) -> None:
+    """Count this ceremony request in the first transaction of its use case.
+
+    Raises:
+        TooManyAttempts: this address sent more than the configured number in this minute.
     """
+    per_minute = ctx.rate_limit_per_minute
     if per_minute <= 0:
         return
-    now = ctx.now()
     start = int(now.timestamp()) // WINDOW * WINDOW
     ends = datetime.fromtimestamp(start + WINDOW, UTC)
-    with ctx.db.transaction() as conn:
-        count = ratelimit.hit(conn, key=f"{client.ip}:{start}", expires_at=ends)
+    count = ratelimit.hit(conn, key=f"{client.ip}:{start}", expires_at=ends)
     if count > per_minute:
         raise TooManyAttempts(
             retry_after_seconds(ends, now), "Too many requests from your address. Wait a minute."
@@ -35,3 +38,13 @@ def check(ctx: Context, client: Client, *, per_minute: int) -> None:
 def sweep(ctx: Context) -> None:
     with ctx.db.transaction() as conn:
         ratelimit.delete_expired(conn, now=ctx.now())
+
+
+def check(ctx: Context, client: Client) -> None:
+    """The edge limit in a transaction of its own, for routes whose use case has none before slow work.
+
+    Raises:
+        TooManyAttempts.
+    """
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, ctx.now())

@@ -19,6 +19,7 @@ from twostep.services.context import (
 )
 from twostep.services.login import check_password, methods_for
 from twostep.services.notifications import record
+from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession
 from twostep.storage import accounts, factors, recovery
 from twostep.storage import sessions as session_store
@@ -128,6 +129,7 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
     now = ctx.now()
     _require_password_step(session, now)
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         failures = sf.reserve(conn, account_id=session.account_id, policy=SECOND_FACTOR, now=now)
         rows = sf.load_totp(conn, session.account_id)
     try:
@@ -163,6 +165,7 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
     now = ctx.now()
     _require_password_step(session, now)
     with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
         failures = sf.reserve(conn, account_id=session.account_id, policy=RECOVERY, now=now)
         candidate = sf.find_recovery(conn, account_id=session.account_id, code=code)
     try:

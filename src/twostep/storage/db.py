@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 
@@ -16,8 +20,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(
             url,
             poolclass=QueuePool,
-            pool_size=pool_size,
-            max_overflow=20,
+            pool_size=min(pool_size, 5),
+            max_overflow=10,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         _configure_sqlite(engine)
@@ -35,6 +39,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA cache_size=-1024")  # 1 MiB a connection: the working set is small
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -43,11 +48,42 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _WriterLock:
+    """SQLite has one writer. Waiting for it here, on a thread lock and a file lock shared by the worker
+    processes, blocks properly instead of in SQLite's busy handler, which sleeps and retries."""
+
+    def __init__(self, path: str) -> None:
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            self._depth += 1
+            if self._depth == 1:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class Database:
     """The unit of work: ``with db.transaction() as conn`` is one use case's transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writer: _WriterLock | None = None
+        if engine.dialect.name == "sqlite":
+            database = make_url(str(engine.url)).database
+            if database and database != ":memory:":
+                self._writer = _WriterLock(database + ".lock")
 
     @property
     def dialect(self) -> str:
@@ -55,8 +91,15 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        if self._writer is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._writer.held(), self.engine.begin() as conn:
             yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

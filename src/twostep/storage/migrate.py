@@ -1,36 +1,48 @@
-"""Schema migrations with Alembic, driven from code (no alembic.ini needed)."""
+"""Schema migrations with Alembic, driven from code (no alembic.ini needed).
+
+Alembic is imported only by the functions that migrate: a serving worker checks the revision with one
+query and does not carry Alembic (and Mako) in its memory.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _config() -> Config:
+def _config() -> Any:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     return cfg
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest revision: migrations are numbered 0001, 0002, ... and each revises the one before."""
+    numbers = [
+        m.group(1) for p in (_MIGRATIONS / "versions").glob("*.py") if (m := re.match(r"(\d{4})_", p.name))
+    ]
+    return max(numbers)
 
 
 def current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    try:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:
+        return None
 
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema up to date."""
+    from alembic import command
+
     cfg = _config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -44,6 +56,8 @@ def is_up_to_date(engine: Engine) -> bool:
 
 def autogenerate(engine: Engine, message: str) -> None:
     """Developer helper: write a new revision from the difference between tables.py and the database."""
+    from alembic import command
+
     cfg = _config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -6,11 +6,12 @@ cannot evaluate more than the policy allows (SEC-27); success resets the count.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, literal, or_, select
+from sqlalchemy import Connection, bindparam, case, delete, null, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from twostep.core.throttle import Backoff
@@ -25,36 +26,58 @@ class Reservation:
     failures: int
 
 
-def reserve_attempt(conn: Connection, *, key: str, policy: Backoff, now: datetime) -> Reservation:
-    """Count one attempt for ``key`` in advance, unless ``key`` must wait."""
+@functools.lru_cache(maxsize=32)
+def _reserve_statement(dialect: str, policy: Backoff) -> Any:
+    """The upsert for one policy, built once: the times are bound parameters (it is on the hot path)."""
     t = throttles
+    when = t.c.next_at.type
     new_failures: Any = t.c.failures + 1
     if policy.forget_after is not None:
-        new_failures = case((t.c.updated_at < now - policy.forget_after, 1), else_=t.c.failures + 1)
+        new_failures = case(
+            (t.c.updated_at < bindparam("forget_before", type_=when), 1), else_=t.c.failures + 1
+        )
     ladder = [
-        (new_failures == policy.free + i, literal(now + timedelta(seconds=delay), t.c.next_at.type))
-        for i, delay in enumerate(policy.delays())
+        (new_failures == policy.free + i, bindparam(f"wait_{i}", type_=when))
+        for i in range(len(policy.delays()))
     ]
     next_at = case(
-        (new_failures < policy.free, literal(None, t.c.next_at.type)),
+        (new_failures < policy.free, null()),
         *ladder,
-        else_=literal(now + timedelta(seconds=policy.max_delay), t.c.next_at.type),
+        else_=bindparam("wait_max", type_=when),
     )
-    first_next_at = None if policy.free > 1 else now + timedelta(seconds=policy.delays()[0])
-    allowed = or_(t.c.next_at.is_(None), t.c.next_at <= now)
+    allowed = or_(t.c.next_at.is_(None), t.c.next_at <= bindparam("now", type_=when))
     if policy.cap is not None:
         allowed = allowed & (t.c.failures < policy.cap)
-    values = {"key": key, "failures": 1, "next_at": first_next_at, "updated_at": now}
-    ins = (postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)).values(values)
-    stmt = ins.on_conflict_do_update(
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    ins = insert(t).values(
+        key=bindparam("key"),
+        failures=1,
+        next_at=bindparam("first_next_at", type_=when),
+        updated_at=bindparam("now", type_=when),
+    )
+    return ins.on_conflict_do_update(
         index_elements=[t.c.key],
-        set_={"failures": new_failures, "next_at": next_at, "updated_at": now},
+        set_={"failures": new_failures, "next_at": next_at, "updated_at": bindparam("now", type_=when)},
         where=allowed,
     ).returning(t.c.failures)
-    counted = conn.execute(stmt).scalar()
+
+
+def reserve_attempt(conn: Connection, *, key: str, policy: Backoff, now: datetime) -> Reservation:
+    """Count one attempt for ``key`` in advance, unless ``key`` must wait."""
+    delays = policy.delays()
+    params: dict[str, object] = {
+        "key": key,
+        "now": now,
+        "first_next_at": None if policy.free > 1 else now + timedelta(seconds=delays[0]),
+        "wait_max": now + timedelta(seconds=policy.max_delay),
+        **{f"wait_{i}": now + timedelta(seconds=d) for i, d in enumerate(delays)},
+    }
+    if policy.forget_after is not None:
+        params["forget_before"] = now - policy.forget_after
+    counted = conn.execute(_reserve_statement(conn.dialect.name, policy), params).scalar()
     if counted is not None:
         return Reservation(None, int(counted))
-    row = conn.execute(select(t.c.next_at, t.c.failures).where(t.c.key == key)).one()
+    row = conn.execute(select(throttles.c.next_at, throttles.c.failures).where(throttles.c.key == key)).one()
     if policy.cap is not None and row.failures >= policy.cap:
         return Reservation(max(row.next_at or now, now + timedelta(seconds=policy.max_delay)), row.failures)
     return Reservation(row.next_at or now, int(row.failures))

@@ -20,7 +20,6 @@ class WebState:
     cookies: CookiePolicy
     trusted_proxies: list[object]
     csrf_key: bytes
-    rate_limit_per_minute: int = 0
 
 
 def state(request: Request) -> WebState:
@@ -55,7 +54,7 @@ def current_session(request: Request) -> CurrentSession:
 
 def ceremony_limit(request: Request) -> None:
     """Dependency of the sign-in ceremony routes: the per-address limit of SEC-62."""
-    ratelimit.check(ctx_of(request), client_of(request), per_minute=state(request).rate_limit_per_minute)
+    ratelimit.check(ctx_of(request), client_of(request))
 
 
 SignedIn = Annotated[CurrentSession, Depends(current_session)]

@@ -70,7 +70,7 @@ def create_account(body: AccountIn, request: Request) -> JSONResponse:
     return JSONResponse({"username": username}, status_code=201)
 
 
-@router.post("/login", dependencies=[Depends(ceremony_limit)], response_model=LoginOut)
+@router.post("/login", response_model=LoginOut)
 def post_login(body: LoginIn, request: Request) -> JSONResponse:
     result = login.password_step(
         ctx_of(request),
@@ -82,7 +82,7 @@ def post_login(body: LoginIn, request: Request) -> JSONResponse:
     return login_response(request, result)
 
 
-@router.post("/login/totp", dependencies=[Depends(ceremony_limit)], response_model=LoginOut)
+@router.post("/login/totp", response_model=LoginOut)
 def post_login_totp(body: CodeIn, request: Request) -> JSONResponse:
     result = login.totp_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
@@ -90,7 +90,7 @@ def post_login_totp(body: CodeIn, request: Request) -> JSONResponse:
     return login_response(request, result)
 
 
-@router.post("/login/recovery-code", dependencies=[Depends(ceremony_limit)], response_model=LoginOut)
+@router.post("/login/recovery-code", response_model=LoginOut)
 def post_login_recovery(body: CodeIn, request: Request) -> JSONResponse:
     result = login.recovery_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
@@ -116,7 +116,7 @@ def get_session(session: SignedIn) -> dict[str, object]:
     }
 
 
-@router.post("/verify-access", dependencies=[Depends(ceremony_limit)], response_model=VerifyOut)
+@router.post("/verify-access", response_model=VerifyOut)
 def post_verify_access(body: PasswordIn, request: Request, session: SignedIn) -> JSONResponse:
     result = verify_access.with_password(
         ctx_of(request), session, password=body.password, client=client_of(request)
@@ -124,13 +124,13 @@ def post_verify_access(body: PasswordIn, request: Request, session: SignedIn) ->
     return verify_response(request, result)
 
 
-@router.post("/verify-access/totp", dependencies=[Depends(ceremony_limit)], response_model=VerifyOut)
+@router.post("/verify-access/totp", response_model=VerifyOut)
 def post_verify_access_totp(body: CodeIn, request: Request, session: SignedIn) -> JSONResponse:
     result = verify_access.with_totp(ctx_of(request), session, code=body.code, client=client_of(request))
     return verify_response(request, result)
 
 
-@router.post("/verify-access/recovery-code", dependencies=[Depends(ceremony_limit)], response_model=VerifyOut)
+@router.post("/verify-access/recovery-code", response_model=VerifyOut)
 def post_verify_access_recovery(body: CodeIn, request: Request, session: SignedIn) -> JSONResponse:
     result = verify_access.with_recovery_code(
         ctx_of(request), session, code=body.code, client=client_of(request)

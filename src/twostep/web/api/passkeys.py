@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from twostep.services import passkeys
@@ -19,7 +19,7 @@ from twostep.web.api.schemas import (
     PublicKeyOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, ceremony_limit, client_of, ctx_of, state, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
 
 router = APIRouter()
 
@@ -41,23 +41,22 @@ def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> JSONRe
 
 @router.post(
     "/login/passkey/options",
-    dependencies=[Depends(ceremony_limit)],
     response_model=PublicKeyOut,
     tags=["sign-in"],
 )
 def post_login_options(request: Request, body: Empty | None = None) -> JSONResponse:
     cookies = state(request).cookies
     ceremony = cookies.read_ceremony(request) or secrets.token_urlsafe(32)
-    result = passkeys.login_options(ctx_of(request), token=token_of(request), ceremony_key=ceremony)
+    result = passkeys.login_options(
+        ctx_of(request), token=token_of(request), ceremony_key=ceremony, client=client_of(request)
+    )
     response = JSONResponse({"publicKey": result.options})
     if result.passwordless:
         cookies.set_ceremony(response, ceremony)
     return response
 
 
-@router.post(
-    "/login/passkey", dependencies=[Depends(ceremony_limit)], response_model=LoginOut, tags=["sign-in"]
-)
+@router.post("/login/passkey", response_model=LoginOut, tags=["sign-in"])
 def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONResponse:
     cookies = state(request).cookies
     token = passkeys.login(
@@ -74,17 +73,15 @@ def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONRespon
 
 @router.post(
     "/verify-access/passkey/options",
-    dependencies=[Depends(ceremony_limit)],
     response_model=PublicKeyOut,
     tags=["sign-in"],
 )
 def post_verify_options(request: Request, session: SignedIn, body: Empty | None = None) -> dict[str, object]:
-    return {"publicKey": passkeys.verify_options(ctx_of(request), session)}
+    return {"publicKey": passkeys.verify_options(ctx_of(request), session, client=client_of(request))}
 
 
 @router.post(
     "/verify-access/passkey",
-    dependencies=[Depends(ceremony_limit)],
     response_model=VerifyOut,
     tags=["sign-in"],
 )

@@ -128,7 +128,12 @@ def app_confirm(
                 error = "That code is from another time. " + skew_words(exc.clock_skew_seconds)
         else:
             error = message_of(exc)
-        context = {"enrollment_id": enrollment_id, "name": name, "error": error, "retry": True}
+        context: dict[str, object] = {"enrollment_id": enrollment_id, "name": name, "retry": True}
+        again = factors.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
+        if again is not None:
+            # Still pending: show the QR code and the key again with the error.
+            context = {**_qr_context(again, name), "retry": False}
+        context["error"] = error
         return render(request, "app_qr.html", context, status_code=400, user=session)
     if added.recovery_codes:
         return recovery_codes_page(request, session, added.recovery_codes, first=True)
