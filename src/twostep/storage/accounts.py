@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
 from twostep.storage.tables import accounts
 
@@ -64,12 +64,16 @@ def insert(
     return int(result.scalar_one())
 
 
+_BY_USERNAME = select(*_COLUMNS).where(accounts.c.username == bindparam("b_username"))
+_BY_ID = select(*_COLUMNS).where(accounts.c.id == bindparam("b_id"))
+
+
 def by_username(conn: Connection, username: str) -> AccountRow | None:
-    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.username == username)).first())
+    return _row(conn.execute(_BY_USERNAME, {"b_username": username}).first())
 
 
 def by_id(conn: Connection, account_id: int) -> AccountRow | None:
-    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.id == account_id)).first())
+    return _row(conn.execute(_BY_ID, {"b_id": account_id}).first())
 
 
 def by_user_handle(conn: Connection, user_handle: bytes) -> AccountRow | None:

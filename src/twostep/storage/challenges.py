@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete
 
 from twostep.storage.tables import challenges
 
@@ -45,15 +45,16 @@ class Taken:
     allowed: frozenset[bytes]
 
 
+_TAKE = (
+    delete(challenges)
+    .where(challenges.c.session_key == bindparam("b_key"), challenges.c.purpose == bindparam("b_purpose"))
+    .returning(challenges.c.challenge, challenges.c.account_id, challenges.c.expires_at, challenges.c.allowed)
+)
+
+
 def take(conn: Connection, *, session_key: str, purpose: str, now: datetime) -> Taken | None:
     """Consume the challenge: DELETE ... RETURNING gives it to exactly one request."""
-    row = conn.execute(
-        delete(challenges)
-        .where(challenges.c.session_key == session_key, challenges.c.purpose == purpose)
-        .returning(
-            challenges.c.challenge, challenges.c.account_id, challenges.c.expires_at, challenges.c.allowed
-        )
-    ).first()
+    row = conn.execute(_TAKE, {"b_key": session_key, "b_purpose": purpose}).first()
     if row is None or row.expires_at <= now:
         return None
     allowed = frozenset(bytes.fromhex(h) for h in (row.allowed or "").split(",") if h)

@@ -11,6 +11,8 @@ from sqlalchemy import Connection, select
 
 from twostep.storage.tables import security_events
 
+_INSERT = security_events.insert()
+
 
 @dataclass(frozen=True)
 class EventRow:
@@ -32,9 +34,15 @@ def insert(
     detail: dict[str, Any],
 ) -> None:
     conn.execute(
-        security_events.insert().values(
-            account_id=account_id, type=type_, at=at, ip=ip, user_agent=user_agent, detail=json.dumps(detail)
-        )
+        _INSERT,
+        {
+            "account_id": account_id,
+            "type": type_,
+            "at": at,
+            "ip": ip,
+            "user_agent": user_agent,
+            "detail": json.dumps(detail),
+        },
     )
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 
 from twostep.storage.tables import factors
 
@@ -84,24 +85,32 @@ def count(conn: Connection, account_id: int, *, type_: str | None = None) -> int
     return int(conn.execute(stmt).scalar_one())
 
 
+# Built once (the sign-in hot path).
+_TOTP_FOR = select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
+    factors.c.account_id == bindparam("b_account"), factors.c.type == "totp"
+)
+_ADVANCE_STEP = (
+    update(factors)
+    .where(
+        factors.c.id == bindparam("b_id"),
+        or_(factors.c.totp_last_step.is_(None), factors.c.totp_last_step < bindparam("b_step")),
+    )
+    .values(
+        totp_last_step=bindparam("b_new_step", type_=factors.c.totp_last_step.type),
+        last_used_at=bindparam("b_now", type_=factors.c.last_used_at.type),
+    )
+)
+
+
 def totp_for(conn: Connection, account_id: int) -> list[TotpRow]:
-    rows = conn.execute(
-        select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
-            factors.c.account_id == account_id, factors.c.type == "totp"
-        )
-    ).all()
+    rows = conn.execute(_TOTP_FOR, {"b_account": account_id}).all()
     return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
 
 
 def advance_totp_step(conn: Connection, *, factor_id: str, step: int, now: datetime) -> bool:
     """Compare-and-set of the last used time step: True only for the one request that moves it forward."""
     result = conn.execute(
-        update(factors)
-        .where(
-            factors.c.id == factor_id,
-            or_(factors.c.totp_last_step.is_(None), factors.c.totp_last_step < step),
-        )
-        .values(totp_last_step=step, last_used_at=now)
+        _ADVANCE_STEP, {"b_id": factor_id, "b_step": step, "b_new_step": step, "b_now": now}
     )
     return result.rowcount == 1
 
@@ -170,26 +179,39 @@ def insert_passkey(
 
 
 def passkeys_for(conn: Connection, account_id: int) -> list[PasskeyRow]:
-    return _passkeys(conn, factors.c.account_id == account_id)
+    return _passkeys(conn, _PASSKEYS_OF_ACCOUNT, {"b_account": account_id})
 
 
 def passkey_by_credential_id(conn: Connection, credential_id: bytes) -> PasskeyRow | None:
-    found = _passkeys(conn, factors.c.credential_id == credential_id)
+    found = _passkeys(conn, _PASSKEY_BY_CREDENTIAL, {"b_credential": credential_id})
     return found[0] if found else None
 
 
-def _passkeys(conn: Connection, where: object) -> list[PasskeyRow]:
-    rows = conn.execute(
-        select(
-            factors.c.id,
-            factors.c.account_id,
-            factors.c.credential_id,
-            factors.c.public_key,
-            factors.c.sign_count,
-            factors.c.backup_eligible,
-            factors.c.transports,
-        ).where(factors.c.type == "passkey", where)  # type: ignore[arg-type]
-    ).all()
+_PASSKEY_COLUMNS = select(
+    factors.c.id,
+    factors.c.account_id,
+    factors.c.credential_id,
+    factors.c.public_key,
+    factors.c.sign_count,
+    factors.c.backup_eligible,
+    factors.c.transports,
+).where(factors.c.type == "passkey")
+_PASSKEYS_OF_ACCOUNT = _PASSKEY_COLUMNS.where(factors.c.account_id == bindparam("b_account"))
+_PASSKEY_BY_CREDENTIAL = _PASSKEY_COLUMNS.where(factors.c.credential_id == bindparam("b_credential"))
+_RECORD_USE = (
+    update(factors)
+    .where(factors.c.id == bindparam("b_id"), factors.c.sign_count == bindparam("b_expected"))
+    .values(
+        sign_count=bindparam("b_count", type_=factors.c.sign_count.type),
+        backup_state=bindparam("b_backup", type_=factors.c.backup_state.type),
+        user_verified=factors.c.user_verified | bindparam("b_uv", type_=factors.c.user_verified.type),
+        last_used_at=bindparam("b_now", type_=factors.c.last_used_at.type),
+    )
+)
+
+
+def _passkeys(conn: Connection, stmt: Any, params: dict[str, object]) -> list[PasskeyRow]:
+    rows = conn.execute(stmt, params).all()
     return [
         PasskeyRow(
             r.id,
@@ -215,17 +237,15 @@ def record_passkey_use(
     now: datetime,
 ) -> bool:
     """Store the new counter only if nobody moved it meanwhile (compare-and-set)."""
-    result = conn.execute(
-        update(factors)
-        .where(factors.c.id == factor_id, factors.c.sign_count == expected_sign_count)
-        .values(
-            sign_count=new_sign_count,
-            backup_state=backup_state,
-            user_verified=factors.c.user_verified | user_verified,
-            last_used_at=now,
-        )
-    )
-    return result.rowcount == 1
+    params = {
+        "b_id": factor_id,
+        "b_expected": expected_sign_count,
+        "b_count": new_sign_count,
+        "b_backup": backup_state,
+        "b_uv": user_verified,
+        "b_now": now,
+    }
+    return conn.execute(_RECORD_USE, params).rowcount == 1
 
 
 def rename(conn: Connection, *, account_id: int, factor_id: str, name: str) -> bool:

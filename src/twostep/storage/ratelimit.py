@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from twostep.storage.tables import rate_windows
 
 
-def hit(conn: Connection, *, key: str, expires_at: datetime) -> int:
-    """Count one request in the window ``key``; returns the count including it."""
+@functools.lru_cache(maxsize=4)
+def _hit_statement(dialect: str) -> Any:
+    """Built once per dialect: it runs on every sign-in ceremony request."""
     t = rate_windows
-    ins = (postgresql.insert(t) if conn.dialect.name == "postgresql" else sqlite.insert(t)).values(
-        key=key, count=1, expires_at=expires_at
+    ins = (postgresql.insert(t) if dialect == "postgresql" else sqlite.insert(t)).values(
+        key=bindparam("b_key"), count=1, expires_at=bindparam("b_expires", type_=t.c.expires_at.type)
     )
-    stmt = ins.on_conflict_do_update(index_elements=[t.c.key], set_={"count": t.c.count + 1}).returning(
+    return ins.on_conflict_do_update(index_elements=[t.c.key], set_={"count": t.c.count + 1}).returning(
         t.c.count
     )
-    return int(conn.execute(stmt).scalar_one())
+
+
+def hit(conn: Connection, *, key: str, expires_at: datetime) -> int:
+    """Count one request in the window ``key``; returns the count including it."""
+    params = {"b_key": key, "b_expires": expires_at}
+    return int(conn.execute(_hit_statement(conn.dialect.name), params).scalar_one())
 
 
 def delete_expired(conn: Connection, *, now: datetime) -> None:

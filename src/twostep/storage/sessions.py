@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from twostep.storage.tables import accounts, sessions
 
@@ -46,8 +46,31 @@ _COLUMNS = (
 )
 
 
+# The statements of the sign-in hot path are built once, with bound parameters (bench/README.md).
+_INSERT = sessions.insert()
+_LIVE_PENDING = (
+    sessions.c.token_hash == bindparam("b_hash"),
+    sessions.c.kind == "pending",
+    sessions.c.expires_at > bindparam("b_now"),
+)
+_GET_PENDING = select(*_COLUMNS).where(*_LIVE_PENDING)
+_CONSUME_PENDING = delete(sessions).where(*_LIVE_PENDING).returning(sessions.c.account_id)
+_TOUCH = (
+    update(sessions)
+    .where(
+        sessions.c.token_hash == bindparam("b_hash"),
+        sessions.c.kind == "active",
+        sessions.c.last_seen_at > bindparam("b_idle"),
+        sessions.c.expires_at > bindparam("b_now"),
+    )
+    .values(last_seen_at=bindparam("b_seen", type_=sessions.c.last_seen_at.type))
+    .returning(*_COLUMNS)
+)
+_NAMES = select(accounts.c.username, accounts.c.display_name).where(accounts.c.id == bindparam("b_id"))
+
+
 def insert(conn: Connection, row: SessionRow) -> None:
-    conn.execute(sessions.insert().values(**row.__dict__))
+    conn.execute(_INSERT, row.__dict__)
 
 
 def touch_active(
@@ -55,21 +78,11 @@ def touch_active(
 ) -> tuple[SessionRow, str, str] | None:
     """Mark activity on a live signed-in session; None when unknown, idle too long or past its end."""
     row = conn.execute(
-        update(sessions)
-        .where(
-            sessions.c.token_hash == token_hash,
-            sessions.c.kind == "active",
-            sessions.c.last_seen_at > idle_cutoff,
-            sessions.c.expires_at > now,
-        )
-        .values(last_seen_at=now)
-        .returning(*_COLUMNS)
+        _TOUCH, {"b_hash": token_hash, "b_idle": idle_cutoff, "b_now": now, "b_seen": now}
     ).first()
     if row is None:
         return None
-    names = conn.execute(
-        select(accounts.c.username, accounts.c.display_name).where(accounts.c.id == row.account_id)
-    ).one()
+    names = conn.execute(_NAMES, {"b_id": row.account_id}).one()
     return SessionRow(**row._mapping), names.username, names.display_name
 
 
@@ -79,21 +92,13 @@ def get(conn: Connection, *, token_hash: str) -> SessionRow | None:
 
 
 def get_pending(conn: Connection, *, token_hash: str, now: datetime) -> SessionRow | None:
-    row = conn.execute(
-        select(*_COLUMNS).where(
-            sessions.c.token_hash == token_hash, sessions.c.kind == "pending", sessions.c.expires_at > now
-        )
-    ).first()
+    row = conn.execute(_GET_PENDING, {"b_hash": token_hash, "b_now": now}).first()
     return None if row is None else SessionRow(**row._mapping)
 
 
 def consume_pending(conn: Connection, *, token_hash: str, now: datetime) -> int | None:
     """Single use of a pending sign-in: DELETE ... RETURNING decides which request gets it."""
-    return conn.execute(
-        delete(sessions)
-        .where(sessions.c.token_hash == token_hash, sessions.c.kind == "pending", sessions.c.expires_at > now)
-        .returning(sessions.c.account_id)
-    ).scalar()
+    return conn.execute(_CONSUME_PENDING, {"b_hash": token_hash, "b_now": now}).scalar()
 
 
 def step_up(

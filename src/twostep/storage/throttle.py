@@ -96,9 +96,12 @@ def refund_attempt(conn: Connection, *, key: str) -> None:
     )
 
 
+_RESET = delete(throttles).where(throttles.c.key == bindparam("b_key"))
+
+
 def reset(conn: Connection, *, key: str) -> None:
     """Success: forget the consecutive failures of ``key``."""
-    conn.execute(delete(throttles).where(throttles.c.key == key))
+    conn.execute(_RESET, {"b_key": key})
 
 
 def failures(conn: Connection, *, key: str) -> int:
