@@ -37,6 +37,8 @@ from tests.support.flows import (
     session_of,
     step_of,
     totp_code,
+    verify_password,
+    verify_totp,
     wrong_code,
 )
 from tests.support.server import Server
@@ -187,3 +189,42 @@ def test_simultaneous_password_sign_ins_never_fail_with_500(multi_server: Server
     finally:
         # Leave no per-address counter behind for other tests (such counters are forgotten after 24 h).
         advance(multi_server, 25 * 3600)
+
+
+def test_removing_the_last_two_factors_at_once_turns_two_step_off_exactly_once_sec46(
+    multi_server: Server, clients: Clients
+) -> None:
+    """SEC-46/47: two sessions remove an account's last two factors at the same moment. The account's
+    factor changes are serialised, so exactly one removal sees itself last: two-step verification is off,
+    no recovery code is left behind, and `two_factor_disabled` is recorded once. 10 rounds."""
+    for _ in range(10):
+        user = new_2fa_user(multi_server, clients)
+        second = user.add_totp("Tablet")
+        other = clients.new()
+        assert login(other, user.username)["status"] == "second_factor_required"
+        later = server_time(multi_server) + 30
+        assert expect(login_totp(other, totp_code(second.secret, later)), 200) == {"status": "signed_in"}
+        assert verify_password(other)["status"] == "second_factor_required"
+        expect(verify_totp(other, totp_code(user.secret, later)), 200)
+        responses = release_together(
+            [
+                lambda: user.client.delete(f"{API}/factors/{user.factors[0].factor_id}"),
+                lambda: other.delete(f"{API}/factors/{second.factor_id}"),
+            ]
+        )
+        assert [r.status_code for r in responses] == [204, 204]
+        assert factors_of(user.client) == {
+            "two_factor_enabled": False,
+            "factors": [],
+            "recovery_codes_remaining": 0,
+        }
+        aid = account_id(multi_server, user.username)
+        assert db_rows(multi_server, "SELECT COUNT(*) FROM recovery_codes WHERE account_id = :a", a=aid) == [
+            (0,)
+        ]
+        disabled = db_rows(
+            multi_server,
+            "SELECT COUNT(*) FROM security_events WHERE account_id = :a AND type = 'two_factor_disabled'",
+            a=aid,
+        )
+        assert disabled == [(1,)]

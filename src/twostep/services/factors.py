@@ -23,7 +23,7 @@ from twostep.core.secretbox import aad_for
 from twostep.services.context import TOTP_ENROLLMENT_TTL, Client, Context, new_id
 from twostep.services.notifications import record
 from twostep.services.sessions import CurrentSession, require_verified
-from twostep.storage import enrollments, recovery
+from twostep.storage import accounts, enrollments, recovery
 from twostep.storage import factors as store
 
 
@@ -169,6 +169,7 @@ def confirm_totp(
     factor_id = new_id()
     try:
         with ctx.db.transaction() as conn:
+            accounts.lock(conn, session.account_id)
             if not enrollments.delete_one(conn, enrollment_id=enrollment_id):
                 raise NotFound("There is no such setup. Start again.")
             first = store.count(conn, session.account_id) == 0
@@ -273,6 +274,7 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
     now = ctx.now()
     require_verified(session, now)
     with ctx.db.transaction() as conn:
+        accounts.lock(conn, session.account_id)
         row = store.delete_one(conn, account_id=session.account_id, factor_id=factor_id[:64])
         if row is None:
             raise NotFound()
@@ -309,6 +311,7 @@ def disable(ctx: Context, session: CurrentSession, *, client: Client) -> None:
     now = ctx.now()
     require_verified(session, now)
     with ctx.db.transaction() as conn:
+        accounts.lock(conn, session.account_id)
         if store.delete_all(conn, session.account_id) == 0:
             raise TwoFactorNotEnabled()
         recovery.delete_all(conn, session.account_id)
@@ -337,6 +340,7 @@ def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: 
         raise TwoFactorNotEnabled()
     codes = recovery_codes.generate_recovery_codes()
     with ctx.db.transaction() as conn:
+        accounts.lock(conn, session.account_id)
         if store.count(conn, session.account_id) == 0:
             raise TwoFactorNotEnabled()
         recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])

@@ -120,6 +120,7 @@ def register(
     factor_id = new_id()
     try:
         with ctx.db.transaction() as conn:
+            accounts.lock(conn, session.account_id)
             if factors.passkey_by_credential_id(conn, verified.credential_id) is not None:
                 raise PasskeyRegistrationRejected()  # WA-R15: registered already, to anyone
             final_name = wanted or _default_name(conn, session.account_id, verified.aaguid)

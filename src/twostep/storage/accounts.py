@@ -86,3 +86,11 @@ def set_password_hash(conn: Connection, account_id: int, password_hash: str) -> 
 
 def delete_account(conn: Connection, account_id: int) -> bool:
     return conn.execute(delete(accounts).where(accounts.c.id == account_id)).rowcount == 1
+
+
+def lock(conn: Connection, account_id: int) -> None:
+    """Serialise changes to one account's factors: SELECT ... FOR UPDATE on PostgreSQL (SQLite's
+    BEGIN IMMEDIATE already lets one writer in at a time). Without it, two removals of an account's last
+    two factors could each see the other still there, and two-step verification would end up off with
+    its recovery codes left behind."""
+    conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
