@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
 
 from twostep.config import Settings
@@ -160,4 +160,4 @@ def create_app_from_env() -> FastAPI:
     return create_app(Settings(), migrate_sqlite=False)
 
 
-__all__ = ["Request", "create_app", "create_app_from_env"]
+__all__ = ["create_app", "create_app_from_env"]
