@@ -20,12 +20,11 @@ from twostep.services.context import (
     Context,
     hash_token,
     new_id,
-    new_session_token,
 )
 from twostep.services.factors import Added, added_events, clean_name, view_of
 from twostep.services.notifications import record
 from twostep.services.ratelimit import edge_limit
-from twostep.services.sessions import CurrentSession, create_active, require_verified
+from twostep.services.sessions import CurrentSession, create_active, require_verified, step_up
 from twostep.storage import accounts, challenges, factors
 from twostep.storage import sessions as session_store
 
@@ -467,18 +466,9 @@ def verify_access(
             )
         raise PasskeyRejected() from None
     until = now + VERIFIED_ACCESS_TTL
-    token, token_hash = new_session_token()
     with ctx.db.transaction() as conn:
         _use(conn, checked, now)
-        if not session_store.step_up(
-            conn,
-            old_hash=session.token_hash,
-            new_hash=token_hash,
-            now=now,
-            verified_until=until,
-            reauth_until=None,
-        ):
-            raise NotSignedIn()
+        token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
         sf.succeeded(conn, session.account_id)
         record(
             conn,

@@ -144,6 +144,32 @@ def pending(conn: Connection, *, token: str | None, now: datetime) -> SessionRow
     return row
 
 
+def step_up(
+    conn: Connection,
+    ctx: Context,
+    session: CurrentSession,
+    *,
+    verified_until: datetime | None,
+    reauth_until: datetime | None,
+) -> str:
+    """A new id for this signed-in session at a step up (SEC-04); the old id stops working at once.
+
+    Raises:
+        NotSignedIn: the session ended meanwhile.
+    """
+    token, token_hash = new_session_token()
+    if not store.step_up(
+        conn,
+        old_hash=session.token_hash,
+        new_hash=token_hash,
+        now=ctx.now(),
+        verified_until=verified_until,
+        reauth_until=reauth_until,
+    ):
+        raise NotSignedIn()
+    return token
+
+
 def require_verified(session: CurrentSession, now: datetime) -> None:
     """Raises:
     VerifyAccessRequired: access was not verified in this session within the last 10 minutes.

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
-
 from twostep.core.errors import InvalidCode, NotSignedIn, VerifyAccessRequired
 from twostep.core.throttle import RECOVERY, SECOND_FACTOR
 from twostep.services import second_factor as sf
@@ -15,14 +13,12 @@ from twostep.services.context import (
     VERIFIED_ACCESS_TTL,
     Client,
     Context,
-    new_session_token,
 )
 from twostep.services.login import check_password, methods_for
 from twostep.services.notifications import record
 from twostep.services.ratelimit import edge_limit
-from twostep.services.sessions import CurrentSession
+from twostep.services.sessions import CurrentSession, step_up
 from twostep.storage import accounts, factors, recovery
-from twostep.storage import sessions as session_store
 
 
 @dataclass(frozen=True)
@@ -34,27 +30,6 @@ class VerifyResult:
     methods: list[str]
     verified_until: datetime | None
     recovery_codes_remaining: int | None = None
-
-
-def _step_up(
-    ctx: Context,
-    conn: Connection,
-    session: CurrentSession,
-    *,
-    verified_until: datetime | None,
-    reauth_until: datetime | None,
-) -> str:
-    token, token_hash = new_session_token()
-    if not session_store.step_up(
-        conn,
-        old_hash=session.token_hash,
-        new_hash=token_hash,
-        now=ctx.now(),
-        verified_until=verified_until,
-        reauth_until=reauth_until,
-    ):
-        raise NotSignedIn()
-    return token
 
 
 def with_password(ctx: Context, session: CurrentSession, *, password: str, client: Client) -> VerifyResult:
@@ -69,7 +44,7 @@ def with_password(ctx: Context, session: CurrentSession, *, password: str, clien
         kinds = factors.kinds(conn, session.account_id)
         if not kinds:
             until = now + VERIFIED_ACCESS_TTL
-            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
             record(
                 conn,
                 account_id=session.account_id,
@@ -81,8 +56,8 @@ def with_password(ctx: Context, session: CurrentSession, *, password: str, clien
             )
             return VerifyResult("verified", token, [], until)
         methods = methods_for(kinds, recovery.remaining(conn, session.account_id))
-        token = _step_up(
-            ctx, conn, session, verified_until=session.verified_until, reauth_until=now + PENDING_LOGIN_TTL
+        token = step_up(
+            conn, ctx, session, verified_until=session.verified_until, reauth_until=now + PENDING_LOGIN_TTL
         )
     return VerifyResult("second_factor_required", token, methods, None)
 
@@ -137,7 +112,7 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
         with ctx.db.transaction() as conn:
             sf.consume_totp(conn, match, now)
             until = now + VERIFIED_ACCESS_TTL
-            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
             sf.succeeded(conn, session.account_id)
             record(
                 conn,
@@ -173,7 +148,7 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
         with ctx.db.transaction() as conn:
             sf.consume_recovery(conn, candidate, now)
             until = now + VERIFIED_ACCESS_TTL
-            token = _step_up(ctx, conn, session, verified_until=until, reauth_until=None)
+            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
             sf.succeeded(conn, session.account_id)
             remaining = recovery.remaining(conn, session.account_id)
             record(

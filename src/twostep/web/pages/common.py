@@ -14,7 +14,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from twostep.core.errors import NotFound, NotSignedIn, TooManyAttempts, TwostepError, VerifyAccessRequired
+from twostep.core.errors import (
+    InvalidCode,
+    NotFound,
+    NotSignedIn,
+    TooManyAttempts,
+    TwostepError,
+    VerifyAccessRequired,
+)
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.deps import state, token_of
 from twostep.web.security import csrf_ok, csrf_token
@@ -125,6 +132,17 @@ def message_of(exc: TwostepError) -> str:
     if isinstance(exc, TooManyAttempts):
         return f"Too many attempts. For your security, wait {wait_words(exc.retry_after)} and try again."
     return exc.message
+
+
+WRONG_CODE = "That code is not right. Enter the current code from your authenticator app."
+WRONG_RECOVERY_CODE = "That recovery code is not right, or it was already used."
+
+
+def code_error(exc: TwostepError, *, recovery: bool = False) -> str:
+    """The sentence for a refused second factor, the same at sign-in and at verify access."""
+    if isinstance(exc, InvalidCode):
+        return WRONG_RECOVERY_CODE if recovery else WRONG_CODE
+    return message_of(exc)
 
 
 def wait_words(seconds: int) -> str:

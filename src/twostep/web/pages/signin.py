@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 
 from twostep.core.errors import (
-    InvalidCode,
     InvalidRequest,
     NoPendingLogin,
     PasskeyRejected,
@@ -24,6 +23,7 @@ from twostep.web.pages.common import (
     HOME,
     PageRoute,
     check_csrf,
+    code_error,
     message_of,
     parse_methods,
     redirect,
@@ -162,11 +162,7 @@ def second_step_post(
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = _second_step_context(methods, next)
-        if isinstance(exc, InvalidCode):
-            context["error"] = "That code is not right. Enter the current code from your authenticator app."
-        else:
-            context["error"] = message_of(exc)
+        context = {**_second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
     return redirect(safe_next(next), result.token, request)
 
@@ -190,11 +186,7 @@ def recovery_post(
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = _second_step_context(methods, next)
-        if isinstance(exc, InvalidCode):
-            context["error"] = "That recovery code is not right, or it was already used."
-        else:
-            context["error"] = message_of(exc)
+        context = {**_second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
     # The two-step page shows the recovery banner to a session signed in with a recovery code.
     return redirect(HOME, result.token, request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import InvalidCode, PasskeyRejected, TwostepError, VerifyAccessRequired
+from twostep.core.errors import PasskeyRejected, TwostepError, VerifyAccessRequired
 from twostep.services import factors, passkeys, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
@@ -13,6 +13,7 @@ from twostep.web.pages.common import (
     PageRoute,
     Redirect,
     check_csrf,
+    code_error,
     message_of,
     parse_methods,
     redirect,
@@ -97,12 +98,7 @@ def verify_totp(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = _second_context(methods, next)
-        context["error"] = (
-            "That code is not right. Enter the current code from your authenticator app."
-            if isinstance(exc, InvalidCode)
-            else message_of(exc)
-        )
+        context = {**_second_context(methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
@@ -129,12 +125,7 @@ def verify_recovery(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = _second_context(methods, next)
-        context["error"] = (
-            "That recovery code is not right, or it was already used."
-            if isinstance(exc, InvalidCode)
-            else message_of(exc)
-        )
+        context = {**_second_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
