@@ -15,7 +15,11 @@ from sqlalchemy.pool import QueuePool
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3."""
+    """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3.
+
+    Bound parameters (password hashes, e-mail addresses, sealed secrets) never appear in an exception's
+    text, and so never in a log (H09).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -23,10 +27,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             pool_size=min(pool_size, 5),
             max_overflow=10,
             connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+
 
 
 def _configure_sqlite(engine: Engine) -> None:
