@@ -5,7 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from twostep.config import Settings
+
+
+class ConfigurationError(Exception):
+    """Settings that cannot be served; the message names the TWOSTEP_* variable."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment.
+
+    Raises:
+        ConfigurationError: a value is refused; the message has no input values (they may hold secrets).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = "TWOSTEP_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if where else message)
+        raise ConfigurationError("; ".join(lines)) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -14,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     from twostep.app import SchemaOutdated, prepare_database
     from twostep.keyfile import load_or_create_key
 
-    settings = Settings()
+    settings = load_settings()
     try:
         # Migrate (SQLite) or check (PostgreSQL) once, before any worker starts.
         prepare_database(settings).dispose()
@@ -41,7 +64,7 @@ def _migrate(_args: argparse.Namespace) -> int:
     from twostep.storage import migrate
     from twostep.storage.db import make_engine
 
-    settings = Settings()
+    settings = load_settings()
     ensure_data_dir(settings.data_dir)
     engine = make_engine(settings.resolved_database_url)
     migrate.upgrade(engine)
@@ -56,7 +79,7 @@ def _rotate_key(_args: argparse.Namespace) -> int:
     from twostep.keyfile import load_keys, next_key_path, write_key
     from twostep.services.keys import reseal_all
 
-    settings = Settings()
+    settings = load_settings()
     try:
         db = prepare_database(settings)
     except SchemaOutdated as exc:
@@ -90,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
     rot.set_defaults(func=_rotate_key)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"twostep: configuration refused: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 import idna
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -79,7 +80,8 @@ class Settings(BaseSettings):
     argon2_time_cost: int | None = None
     argon2_memory_cost: int | None = None
     argon2_parallelism: int | None = None
-    # Test-only: exposes POST /api/v1/_test/clock to move the server clock. Never set in production.
+    # Test-only: exposes POST /api/v1/_test/clock to move the server clock. Never set in production: refused
+    # with an https origin, and a warning at start-up (H11).
     enable_test_clock: bool = False
     log_level: str = "info"
     # Sign-in ceremony requests allowed per client address and minute (SEC-62); 0 turns the limit off.
@@ -95,6 +97,16 @@ class Settings(BaseSettings):
             # SEC-41: plain http only for local development.
             raise ValueError("TWOSTEP_ORIGIN must use https except for http://localhost")
         return origin
+
+    @model_validator(mode="after")
+    def _test_clock_only_in_development(self) -> Self:
+        if self.enable_test_clock and self.secure_cookies:
+            # H11: whoever reaches the test clock moves time for every code, session and limit.
+            raise ValueError(
+                "TWOSTEP_ENABLE_TEST_CLOCK lets anyone move the server's clock; it is for tests only and "
+                "cannot be used with an https TWOSTEP_ORIGIN. Unset it."
+            )
+        return self
 
     @property
     def rp_id(self) -> str:
