@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,6 +175,7 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: `twostep serve` migrated before starting them, so they only check."""
+    os.umask(0o077)  # H12, also when uvicorn is started without `twostep serve`
     return create_app(Settings(), migrate_sqlite=False)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pydantic import ValidationError
 
 from twostep.config import Settings
+
+# Files 0600 and directories 0700 (H12): whatever twostep, SQLite or a library creates in the data directory.
+UMASK = 0o077
 
 
 class ConfigurationError(Exception):
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
     rot.set_defaults(func=_rotate_key)
     args = parser.parse_args(argv)
+    os.umask(UMASK)
     try:
         result: int = args.func(args)
     except ConfigurationError as exc:
