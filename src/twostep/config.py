@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("twostep-data")
     smtp_url: str | None = None
     mail_from: str = "twostep <twostep@localhost>"
-    # Peers whose X-Forwarded-For is believed (SEC-26 b): comma-separated addresses or networks.
+    # Peers whose X-Forwarded-For is believed (SEC-26 b): comma-separated addresses or networks. Behind a
+    # reverse proxy it must name the proxy, or every client shares the proxy's address (H17).
     trusted_proxies: str = ""
     issuer: str = "twostep"
     # argon2id cost for passwords; None = argon2-cffi defaults (RFC 9106 second recommendation).
@@ -97,6 +98,17 @@ class Settings(BaseSettings):
             # SEC-41: plain http only for local development.
             raise ValueError("TWOSTEP_ORIGIN must use https except for http://localhost")
         return origin
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an address or a network") from None
+        return value
 
     @model_validator(mode="after")
     def _test_clock_only_in_development(self) -> Self:

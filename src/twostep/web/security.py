@@ -6,11 +6,15 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+
+log = logging.getLogger("twostep.web")
 
 MAX_BODY = 64 * 1024
 API_PREFIX = "/api/v1"
@@ -188,9 +192,58 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Once:
+    """A warning written once per worker process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.done = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+            return True
+
+
+_untrusted_forwarding = _Once()
+
+
+def _is_trusted(peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _warn_untrusted_forwarding(
+    request: Request, peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    """H17: X-Forwarded-For from a peer that is not a trusted proxy is ignored, and said once per worker."""
+    if "x-forwarded-for" not in request.headers or _is_trusted(peer, trusted):
+        return
+    if not _untrusted_forwarding.claim():
+        return
+    if trusted:
+        why = f"{peer} is not in TWOSTEP_TRUSTED_PROXIES"
+    else:
+        why = "TWOSTEP_TRUSTED_PROXIES is not set"
+    log.warning(
+        "A request from %s carries X-Forwarded-For, which is ignored because %s. If twostep runs behind a "
+        "reverse proxy, set TWOSTEP_TRUSTED_PROXIES to the proxy's address: otherwise every client has the "
+        "proxy's address and the per-address limits apply to all clients together. "
+        "(This warning is written once per worker.)",
+        peer,
+        why,
+    )
+
+
 def client_address(request: Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
     """The peer address, or the right-most untrusted X-Forwarded-For hop when the peer is a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
+    _warn_untrusted_forwarding(request, peer, trusted)
     if not trusted:
         return peer
     chain = [peer]
