@@ -269,7 +269,24 @@ def csrf_token(key: bytes, session_token: str) -> str:
 def csrf_ok(key: bytes, session_token: str | None, sent: str | None) -> bool:
     if not session_token or not sent:
         return False
-    return hmac.compare_digest(csrf_token(key, session_token), sent)
+    return _same(csrf_token(key, session_token), sent)
+
+
+def presession_csrf_token(key: bytes, presession: str) -> str:
+    """The token of a form shown before any session (sign in, sign up), bound to the pre-session cookie
+    (H14); a different message from a session's token, so that neither stands for the other."""
+    return hmac.new(key, b"csrf-presession:" + presession.encode(), hashlib.sha256).hexdigest()
+
+
+def presession_csrf_ok(key: bytes, presession: str | None, sent: str | None) -> bool:
+    if not presession or not sent:
+        return False
+    return _same(presession_csrf_token(key, presession), sent)
+
+
+def _same(expected: str, sent: str) -> bool:
+    # compare_digest refuses str with non-ASCII characters (a TypeError, a 500): compare bytes.
+    return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogatepass"))
 
 
 def origin_host(origin: str) -> str:
