@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import threading
+import unicodedata
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,12 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+def has_control(value: str) -> bool:
+    """True when ``value`` holds a control character (Unicode category Cc: C0, DEL, C1) or a lone
+    surrogate (Cs), which no text field, name or id of twostep may contain (H10)."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
 
 
 def is_cross_site(headers: dict[str, str], origin: str) -> bool:
@@ -79,6 +86,10 @@ class GuardMiddleware:
         method: str = scope.get("method", "GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+        if has_control(path):
+            # H10: no route, id or name contains a control character (`/factors/%00`): nothing is there.
+            await self._send_error(send, *_json_error(404, "not_found", "Not found."))
+            return
         refusal = self._refusal(path, method, headers, is_api)
         if refusal is not None:
             await self._send_error(send, *refusal)

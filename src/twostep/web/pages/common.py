@@ -6,13 +6,15 @@ import math
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request, Response
+from fastapi import Form, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from pydantic import AfterValidator
 
 from twostep.core.errors import (
     InvalidCode,
@@ -23,8 +25,15 @@ from twostep.core.errors import (
     VerifyAccessRequired,
 )
 from twostep.services.sessions import CurrentSession, authenticate
+from twostep.web.api.schemas import json_without_controls, secret_without_nul, text_without_controls
 from twostep.web.deps import state, token_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
+
+# The form fields of the pages, with the same rules as the JSON API's strings (H10): no control characters;
+# passwords (only ever hashed) no NUL. A refused field answers the 422 page below.
+FormStr = Annotated[str, Form(max_length=4096), AfterValidator(text_without_controls)]
+FormSecret = Annotated[str, Form(max_length=4096), AfterValidator(secret_without_nul)]
+CredentialField = Annotated[str, Form(max_length=60_000), AfterValidator(json_without_controls)]
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
@@ -233,6 +242,12 @@ def _forbidden(request: Request) -> HTMLResponse:
     return render(request, "forbidden.html", {"back": back}, status_code=403)
 
 
+def _invalid_form(request: Request) -> HTMLResponse:
+    back = FORM_PAGES.get(request.url.path, "/")
+    message = "The form could not be read: a field is too long or contains characters that cannot be used."
+    return render(request, "error.html", {"message": message, "back": back}, status_code=422)
+
+
 class PageRoute(APIRoute):
     """Turns a page's ``Redirect``, sign-in and CSRF failures into redirects and pages instead of JSON."""
 
@@ -246,6 +261,8 @@ class PageRoute(APIRoute):
                 return RedirectResponse(exc.url, status_code=303)
             except CsrfRefused:
                 return _forbidden(request)
+            except RequestValidationError:
+                return _invalid_form(request)
             except NotSignedIn:
                 back = request.url.path if request.method == "GET" else None
                 if back is not None and request.url.query:
