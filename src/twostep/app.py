@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from twostep.config import Settings
+from twostep.core import keys
 from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
@@ -142,11 +143,13 @@ def create_app(
         else:
             clock = SystemClock()
     ctx = build_context(settings, db, clock)
+    master = load_or_create_key(settings.key_path)
     web_state = WebState(
         ctx=ctx,
         cookies=CookiePolicy(secure=settings.secure_cookies),
         trusted_proxies=list(settings.trusted_proxy_networks()),
-        csrf_key=load_or_create_key(settings.key_path),
+        # H15: the form tokens have a key of their own; the master key only seals secrets.
+        csrf_key=keys.derive_key(master, keys.CSRF),
     )
 
     async def background() -> AsyncIterator[None]:
