@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated, Final
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from twostep.config import Settings
+from twostep.core import keys
 from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
@@ -31,6 +35,10 @@ class SchemaOutdated(RuntimeError):
     pass
 
 
+# H11: the test clock moves at most ten years either way, so that every date stays representable.
+MAX_TEST_CLOCK_OFFSET: Final = 10 * 366 * 24 * 3600
+
+
 class FileOffsetClock:
     """Test-only clock: the system time plus an offset kept in a file, shared by every worker."""
 
@@ -39,9 +47,12 @@ class FileOffsetClock:
 
     def offset(self) -> float:
         try:
-            return float(self.path.read_text() or 0)
+            value = float(self.path.read_text() or 0)
         except (FileNotFoundError, ValueError):
             return 0.0
+        if not math.isfinite(value) or abs(value) > MAX_TEST_CLOCK_OFFSET:
+            return 0.0  # not written by set_offset: ignored, rather than a 500 on every request
+        return value
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset())
@@ -91,7 +102,9 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
 
 class ClockIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    offset_seconds: StrictInt | StrictFloat
+    offset_seconds: Annotated[
+        float, Field(strict=True, allow_inf_nan=False, ge=-MAX_TEST_CLOCK_OFFSET, le=MAX_TEST_CLOCK_OFFSET)
+    ]
 
 
 def _test_clock_router(clock: FileOffsetClock) -> APIRouter:
@@ -116,6 +129,12 @@ def create_app(
     settings = settings or Settings()
     db = prepare_database(settings, migrate_sqlite=migrate_sqlite)
     extra: list[APIRouter] = []
+    if settings.enable_test_clock:
+        log.warning(
+            "TWOSTEP_ENABLE_TEST_CLOCK is on: anyone who reaches %s/api/v1/_test/clock can move this "
+            "server's clock. It is for tests only; never use it in production.",
+            settings.origin,
+        )
     if clock is None:
         if settings.enable_test_clock:
             file_clock = FileOffsetClock(settings.data_dir / "test-clock-offset")
@@ -124,11 +143,13 @@ def create_app(
         else:
             clock = SystemClock()
     ctx = build_context(settings, db, clock)
+    master = load_or_create_key(settings.key_path)
     web_state = WebState(
         ctx=ctx,
         cookies=CookiePolicy(secure=settings.secure_cookies),
         trusted_proxies=list(settings.trusted_proxy_networks()),
-        csrf_key=load_or_create_key(settings.key_path),
+        # H15: the form tokens have a key of their own; the master key only seals secrets.
+        csrf_key=keys.derive_key(master, keys.CSRF),
     )
 
     async def background() -> AsyncIterator[None]:
@@ -157,6 +178,7 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: `twostep serve` migrated before starting them, so they only check."""
+    os.umask(0o077)  # H12, also when uvicorn is started without `twostep serve`
     return create_app(Settings(), migrate_sqlite=False)
 
 

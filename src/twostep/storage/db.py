@@ -15,18 +15,38 @@ from sqlalchemy.pool import QueuePool
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3."""
+    """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3.
+
+    Bound parameters (password hashes, e-mail addresses, sealed secrets) never appear in an exception's
+    text, and so never in a log (H09).
+    """
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         engine = create_engine(
             url,
             poolclass=QueuePool,
             pool_size=min(pool_size, 5),
             max_overflow=10,
             connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+
+
+def _create_private(database: str | None) -> None:
+    """Create the SQLite file with mode 0600 before SQLite does (H12): SQLite gives its -wal and -shm files
+    the database file's mode, whatever the directory's mode or the process's umask."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing directory: SQLite reports it when it connects
+    os.close(fd)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -6,11 +6,16 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import threading
+import unicodedata
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+
+log = logging.getLogger("twostep.web")
 
 MAX_BODY = 64 * 1024
 API_PREFIX = "/api/v1"
@@ -37,6 +42,12 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+def has_control(value: str) -> bool:
+    """True when ``value`` holds a control character (Unicode category Cc: C0, DEL, C1) or a lone
+    surrogate (Cs), which no text field, name or id of twostep may contain (H10)."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
 
 
 def is_cross_site(headers: dict[str, str], origin: str) -> bool:
@@ -75,6 +86,10 @@ class GuardMiddleware:
         method: str = scope.get("method", "GET")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+        if has_control(path):
+            # H10: no route, id or name contains a control character (`/factors/%00`): nothing is there.
+            await self._send_error(send, *_json_error(404, "not_found", "Not found."))
+            return
         refusal = self._refusal(path, method, headers, is_api)
         if refusal is not None:
             await self._send_error(send, *refusal)
@@ -188,9 +203,58 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Once:
+    """A warning written once per worker process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.done = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+            return True
+
+
+_untrusted_forwarding = _Once()
+
+
+def _is_trusted(peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _warn_untrusted_forwarding(
+    request: Request, peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    """H17: X-Forwarded-For from a peer that is not a trusted proxy is ignored, and said once per worker."""
+    if "x-forwarded-for" not in request.headers or _is_trusted(peer, trusted):
+        return
+    if not _untrusted_forwarding.claim():
+        return
+    if trusted:
+        why = f"{peer} is not in TWOSTEP_TRUSTED_PROXIES"
+    else:
+        why = "TWOSTEP_TRUSTED_PROXIES is not set"
+    log.warning(
+        "A request from %s carries X-Forwarded-For, which is ignored because %s. If twostep runs behind a "
+        "reverse proxy, set TWOSTEP_TRUSTED_PROXIES to the proxy's address: otherwise every client has the "
+        "proxy's address and the per-address limits apply to all clients together. "
+        "(This warning is written once per worker.)",
+        peer,
+        why,
+    )
+
+
 def client_address(request: Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
     """The peer address, or the right-most untrusted X-Forwarded-For hop when the peer is a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
+    _warn_untrusted_forwarding(request, peer, trusted)
     if not trusted:
         return peer
     chain = [peer]
@@ -216,7 +280,24 @@ def csrf_token(key: bytes, session_token: str) -> str:
 def csrf_ok(key: bytes, session_token: str | None, sent: str | None) -> bool:
     if not session_token or not sent:
         return False
-    return hmac.compare_digest(csrf_token(key, session_token), sent)
+    return _same(csrf_token(key, session_token), sent)
+
+
+def presession_csrf_token(key: bytes, presession: str) -> str:
+    """The token of a form shown before any session (sign in, sign up), bound to the pre-session cookie
+    (H14); a different message from a session's token, so that neither stands for the other."""
+    return hmac.new(key, b"csrf-presession:" + presession.encode(), hashlib.sha256).hexdigest()
+
+
+def presession_csrf_ok(key: bytes, presession: str | None, sent: str | None) -> bool:
+    if not presession or not sent:
+        return False
+    return _same(presession_csrf_token(key, presession), sent)
+
+
+def _same(expected: str, sent: str) -> bool:
+    # compare_digest refuses str with non-ASCII characters (a TypeError, a 500): compare bytes.
+    return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogatepass"))
 
 
 def origin_host(origin: str) -> str:

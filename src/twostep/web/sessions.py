@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+# Every value twostep puts in a cookie is secrets.token_urlsafe(); anything else is not ours.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def _ours(value: str | None) -> str | None:
+    return value if value is not None and _TOKEN.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -17,10 +26,7 @@ class CookiePolicy:
         return "__Host-twostep_session" if self.secure else "twostep_session"
 
     def read(self, request: Request) -> str | None:
-        value = request.cookies.get(self.name)
-        if value is None or len(value) > 128:
-            return None
-        return value
+        return _ours(request.cookies.get(self.name))
 
     def set(self, response: Response, token: str) -> None:
         response.set_cookie(self.name, token, httponly=True, samesite="lax", secure=self.secure, path="/")
@@ -34,10 +40,7 @@ class CookiePolicy:
         return "__Host-twostep_ceremony" if self.secure else "twostep_ceremony"
 
     def read_ceremony(self, request: Request) -> str | None:
-        value = request.cookies.get(self.ceremony_name)
-        if value is None or len(value) > 128:
-            return None
-        return value
+        return _ours(request.cookies.get(self.ceremony_name))
 
     def set_ceremony(self, response: Response, token: str) -> None:
         response.set_cookie(
@@ -48,4 +51,22 @@ class CookiePolicy:
             secure=self.secure,
             path="/",
             max_age=300,
+        )
+
+    # The sign-in and sign-up forms are shown before any session exists: their CSRF token is bound to this
+    # random cookie instead (H14), so that another site cannot sign a browser in to the attacker's account.
+    @property
+    def presession_name(self) -> str:
+        return "__Host-twostep_presession" if self.secure else "twostep_presession"
+
+    def read_presession(self, request: Request) -> str | None:
+        return _ours(request.cookies.get(self.presession_name))
+
+    @staticmethod
+    def new_presession() -> str:
+        return secrets.token_urlsafe(32)
+
+    def set_presession(self, response: Response, value: str) -> None:
+        response.set_cookie(
+            self.presession_name, value, httponly=True, samesite="strict", secure=self.secure, path="/"
         )

@@ -1,14 +1,51 @@
-"""Request and response bodies of docs/api.md. Strings are strict (no coercion from numbers)."""
+"""Request and response bodies of docs/api.md. Strings are strict (no coercion from numbers).
+
+No text input may carry a control character (H10): names, usernames, codes and e-mail addresses refuse every
+character of Unicode category Cc (C0, DEL, C1) and lone surrogates; passwords, which are only ever hashed,
+refuse NUL and lone surrogates. Such input answers 422 ``invalid_request`` before any service runs.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
-Short = Annotated[StrictStr, Field(max_length=256)]
-Secret = Annotated[StrictStr, Field(max_length=4096)]
+from twostep.web.security import has_control
+
+
+def text_without_controls(value: str) -> str:
+    if has_control(value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def secret_without_nul(value: str) -> str:
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValueError("NUL and unpaired surrogates are not allowed")
+    return value
+
+
+def json_without_controls(value: Any) -> Any:
+    """A credential object: no string in it, key or value, at any depth, has a control character."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            text_without_controls(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+Short = Annotated[StrictStr, Field(max_length=256), AfterValidator(text_without_controls)]
+Secret = Annotated[StrictStr, Field(max_length=4096), AfterValidator(secret_without_nul)]
+Email = Annotated[StrictStr, Field(max_length=320), AfterValidator(text_without_controls)]
+Credential = Annotated[dict[str, Any] | StrictStr, AfterValidator(json_without_controls)]
 
 
 class In(BaseModel):
@@ -24,7 +61,7 @@ class Empty(In):
 class AccountIn(In):
     username: Short
     password: Secret
-    email: Annotated[StrictStr, Field(max_length=320)] | None = None
+    email: Email | None = None
 
 
 class LoginIn(In):
@@ -51,11 +88,11 @@ class RenameIn(In):
 
 class PasskeyIn(In):
     name: Short = ""
-    credential: dict[str, Any] | StrictStr
+    credential: Credential
 
 
 class PasskeyAssertionIn(In):
-    credential: dict[str, Any] | StrictStr
+    credential: Credential
 
 
 class ChangePasswordIn(In):

@@ -11,6 +11,8 @@ from twostep.services import accounts, events, sessions
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
+    FormSecret,
+    FormStr,
     PageRoute,
     check_csrf,
     message_of,
@@ -18,7 +20,6 @@ from twostep.web.pages.common import (
     render,
     url_with,
 )
-from twostep.web.pages.signin import FormStr
 from twostep.web.pages.verify import require_verified
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -145,8 +146,8 @@ def password_page(request: Request, session: SignedIn, done: str = "") -> Respon
 def password_post(
     request: Request,
     session: SignedIn,
-    current_password: FormStr = "",
-    new_password: FormStr = "",
+    current_password: FormSecret = "",
+    new_password: FormSecret = "",
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)

@@ -6,13 +6,15 @@ import math
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request, Response
+from fastapi import Form, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from pydantic import AfterValidator
 
 from twostep.core.errors import (
     InvalidCode,
@@ -23,8 +25,15 @@ from twostep.core.errors import (
     VerifyAccessRequired,
 )
 from twostep.services.sessions import CurrentSession, authenticate
+from twostep.web.api.schemas import json_without_controls, secret_without_nul, text_without_controls
 from twostep.web.deps import state, token_of
-from twostep.web.security import csrf_ok, csrf_token
+from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
+
+# The form fields of the pages, with the same rules as the JSON API's strings (H10): no control characters;
+# passwords (only ever hashed) no NUL. A refused field answers the 422 page below.
+FormStr = Annotated[str, Form(max_length=4096), AfterValidator(text_without_controls)]
+FormSecret = Annotated[str, Form(max_length=4096), AfterValidator(secret_without_nul)]
+CredentialField = Annotated[str, Form(max_length=60_000), AfterValidator(json_without_controls)]
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
@@ -88,21 +97,33 @@ def signed_in_or_none(request: Request) -> CurrentSession | None:
 
 
 def csrf_for(request: Request, token: str | None = None) -> str:
-    """The synchronizer token of the current (or just issued) session cookie; empty without one."""
+    """The synchronizer token of the current (or just issued) session cookie.
+
+    Without a session, the token of the pre-session cookie (H14), which ``render`` sets when it is new.
+    """
+    ws = state(request)
     value = token if token is not None else token_of(request)
-    return csrf_token(state(request).csrf_key, value) if value else ""
+    if value:
+        return csrf_token(ws.csrf_key, value)
+    presession = ws.cookies.read_presession(request)
+    if presession is None:
+        presession = getattr(request.state, "twostep_new_presession", None) or ws.cookies.new_presession()
+        request.state.twostep_new_presession = presession
+    return presession_csrf_token(ws.csrf_key, presession)
 
 
 def check_csrf(request: Request, sent: str, *, session_required: bool = True) -> None:
-    """Every state-changing form: the token must match the session cookie it was rendered for.
+    """Every state-changing form: the token must match the cookie it was rendered for.
 
-    Without a cookie, only the pre-session forms (sign up, sign in) pass, when ``session_required`` is off.
+    The forms of a session carry its token. The pre-session forms (sign up, sign in: ``session_required``
+    off) may carry instead the token of the pre-session cookie; without either the post is refused (H14).
     """
-    cookie = token_of(request)
-    if cookie is None and not session_required:
+    ws = state(request)
+    if csrf_ok(ws.csrf_key, token_of(request), sent or None):
         return
-    if not csrf_ok(state(request).csrf_key, cookie, sent or None):
-        raise CsrfRefused()
+    if not session_required and presession_csrf_ok(ws.csrf_key, ws.cookies.read_presession(request), sent):
+        return
+    raise CsrfRefused()
 
 
 def render(
@@ -124,6 +145,9 @@ def render(
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
     if token is not None:
         state(request).cookies.set(response, token)
+    presession = getattr(request.state, "twostep_new_presession", None)
+    if presession is not None:
+        state(request).cookies.set_presession(response, presession)
     return response
 
 
@@ -209,8 +233,19 @@ TEMPLATES.env.filters["browser"] = browser_name
 TEMPLATES.env.filters["iso"] = iso
 
 
+# Where the 403 page sends a refused form back to: its own page, reloaded with a fresh token.
+FORM_PAGES = {"/login": "/login", "/login/passkey": "/login", "/signup": "/signup"}
+
+
 def _forbidden(request: Request) -> HTMLResponse:
-    return render(request, "forbidden.html", status_code=403)
+    back = FORM_PAGES.get(request.url.path, "/")
+    return render(request, "forbidden.html", {"back": back}, status_code=403)
+
+
+def _invalid_form(request: Request) -> HTMLResponse:
+    back = FORM_PAGES.get(request.url.path, "/")
+    message = "The form could not be read: a field is too long or contains characters that cannot be used."
+    return render(request, "error.html", {"message": message, "back": back}, status_code=422)
 
 
 class PageRoute(APIRoute):
@@ -226,6 +261,8 @@ class PageRoute(APIRoute):
                 return RedirectResponse(exc.url, status_code=303)
             except CsrfRefused:
                 return _forbidden(request)
+            except RequestValidationError:
+                return _invalid_form(request)
             except NotSignedIn:
                 back = request.url.path if request.method == "GET" else None
                 if back is not None and request.url.query:

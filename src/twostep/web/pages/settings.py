@@ -21,6 +21,8 @@ from twostep.services.sessions import CurrentSession
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
+    CredentialField,
+    FormStr,
     PageRoute,
     check_csrf,
     message_of,
@@ -29,7 +31,7 @@ from twostep.web.pages.common import (
     skew_words,
     url_with,
 )
-from twostep.web.pages.signin import CredentialField, FormStr, parse_credential
+from twostep.web.pages.signin import parse_credential
 from twostep.web.pages.verify import require_verified
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)

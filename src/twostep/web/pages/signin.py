@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
     InvalidRequest,
@@ -21,6 +20,9 @@ from twostep.services.sessions import logout
 from twostep.web.deps import client_of, ctx_of, state, token_of
 from twostep.web.pages.common import (
     HOME,
+    CredentialField,
+    FormSecret,
+    FormStr,
     PageRoute,
     check_csrf,
     code_error,
@@ -34,9 +36,6 @@ from twostep.web.pages.common import (
 )
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-FormStr = Annotated[str, Form(max_length=4096)]
-CredentialField = Annotated[str, Form(max_length=60_000)]
 
 
 def parse_credential(raw: str) -> dict[str, object] | None:
@@ -65,7 +64,7 @@ def signup_page(request: Request) -> Response:
 def signup(
     request: Request,
     username: FormStr = "",
-    password: FormStr = "",
+    password: FormSecret = "",
     email: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:
@@ -108,7 +107,7 @@ def login_page(request: Request, next: str = "", expired: str = "", signed_out: 
 def login_post(
     request: Request,
     username: FormStr = "",
-    password: FormStr = "",
+    password: FormSecret = "",
     next: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:

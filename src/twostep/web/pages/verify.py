@@ -10,6 +10,9 @@ from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
+    CredentialField,
+    FormSecret,
+    FormStr,
     PageRoute,
     Redirect,
     check_csrf,
@@ -21,7 +24,7 @@ from twostep.web.pages.common import (
     safe_next,
     url_with,
 )
-from twostep.web.pages.signin import CredentialField, FormStr, parse_credential
+from twostep.web.pages.signin import parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -52,7 +55,7 @@ def verify_page(request: Request, session: SignedIn, next: str = "") -> Response
 
 @router.post("/verify-access")
 def verify_post(
-    request: Request, session: SignedIn, password: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+    request: Request, session: SignedIn, password: FormSecret = "", next: FormStr = "", csrf: FormStr = ""
 ) -> Response:
     check_csrf(request, csrf)
     try:
