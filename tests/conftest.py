@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from twostep.core import guards
 from twostep.core.clock import SettableClock
 from twostep.core.passwords import TEST_PROFILE, PasswordHasher
 from twostep.core.secretbox import SecretBox, generate_key
@@ -22,6 +23,10 @@ from twostep.storage.db import Database, make_engine
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("TWOSTEP_TEST_POSTGRES_URL")
+
+# H06: the whole suite runs with the check that no argon2id call runs inside a write transaction.
+os.environ[guards.ENV_SWITCH] = "1"
+guards.enforce(True)
 
 
 def require_or_skip(what: str) -> None:

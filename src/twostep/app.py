@@ -20,7 +20,7 @@ from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
-from twostep.services import login, outbox, ratelimit
+from twostep.services import login, maintenance, outbox
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
@@ -163,14 +163,24 @@ def create_app(
     return build_app(web_state, extra_routers=extra, background=background)
 
 
+# The sweep of expired state (H08) runs at most this often in a worker, whatever the outbox poll interval.
+SWEEP_EVERY = 30.0
+
+
 async def _maintenance(ctx: Context, settings: Settings) -> None:
-    """Periodic work every worker may do; the database makes each item happen once."""
+    """Periodic work every worker may do; the database makes each item happen once (deletes and claims are
+    conditional, so workers that run the same round at once only find less to do)."""
     mailer = outbox.Mailer(settings.smtp_url, settings.mail_from, settings.data_dir / "outbox")
+    sweep_every = min(SWEEP_EVERY, settings.outbox_poll_seconds * 5)
+    last_sweep: float | None = None
+    loop = asyncio.get_running_loop()
     while True:
         try:
             await asyncio.to_thread(login.sweep_abandoned, ctx)
             await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
-            await asyncio.to_thread(ratelimit.sweep, ctx)
+            if last_sweep is None or loop.time() - last_sweep >= sweep_every:
+                last_sweep = loop.time()
+                await asyncio.to_thread(maintenance.sweep, ctx)
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
         await asyncio.sleep(settings.outbox_poll_seconds)

@@ -142,13 +142,13 @@ def _nothing(user: User, b: Browser) -> int:
 
 def _enrolled(user: User, b: Browser) -> int:
     user.enrol_totp(b, "Phone")
-    return 2  # factor added + two-step verification on
+    return 1  # two-step verification on, with its first factor: one message (H13)
 
 
 def _two_factors(user: User, b: Browser) -> int:
     user.enrol_totp(b, "Phone")
     user.enrol_totp(b, "Tablet")
-    return 3
+    return 2
 
 
 def _enable(user: User, b: Browser, clock: Clock) -> Browser:
@@ -217,10 +217,11 @@ def _wrong_codes(count: int) -> Callable[[User, Browser, Clock], Browser]:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "two_factor_enabled": Scenario(_nothing, _enable, ("factor_added", "two_factor_enabled")),
+    # H13: one action, one message: the first factor turns two-step verification on; one message says both.
+    "two_factor_enabled": Scenario(_nothing, _enable, ("two_factor_enabled",)),
     "factor_added": Scenario(_enrolled, _add_second, ("factor_added",)),
     "factor_removed": Scenario(_two_factors, _remove_one, ("factor_removed",)),
-    "last_factor_removed": Scenario(_enrolled, _remove_last, ("factor_removed", "two_factor_disabled")),
+    "last_factor_removed": Scenario(_enrolled, _remove_last, ("two_factor_disabled",)),
     "two_factor_disabled": Scenario(_enrolled, _disable, ("two_factor_disabled",)),
     "recovery_codes_regenerated": Scenario(_enrolled, _regenerate, ("recovery_codes_regenerated",)),
     "recovery_code_used": Scenario(_enrolled, _recovery_sign_in, ("recovery_code_used",)),
@@ -273,13 +274,13 @@ def test_sec07_three_wrong_codes_then_expiry_still_one_message(
     cast.append(user)
     assert user.email is not None
     user.enrol_totp(b)
-    assert len(sink.wait_for(user.email, 2, quiet=0.3)) == 2
+    assert len(sink.wait_for(user.email, 1, quiet=0.3)) == 1
     before = clock.now()
     intruder = _wrong_codes(3)(user, b, clock)
     after = clock.now()
     clock.advance(5 * 60 + 15)  # the pending sign-in expires; the sweep runs every 0.5 s
     time.sleep(1.0)
-    got = new_messages(sink, user, 2, 1)
+    got = new_messages(sink, user, 1, 1)
     assert [event_of(m.message) for m in got] == ["second_factor_failed"]
     check_message(got[0], user=user, actor=intruder, server=mail_server, before=before, after=after)
     events = b.get("/security-events").json()["events"]
@@ -297,14 +298,14 @@ def test_sec07_abandoned_second_step_gives_one_event_and_one_message(
     cast.append(user)
     assert user.email is not None
     user.enrol_totp(b)
-    assert len(sink.wait_for(user.email, 2, quiet=0.3)) == 2
+    assert len(sink.wait_for(user.email, 1, quiet=0.3)) == 1
     intruder = user.browser()
     assert user.password_step(intruder)["status"] == "second_factor_required"
     time.sleep(1.2)
-    assert len(sink.to(user.email)) == 2, "nothing is sent while the sign-in is still pending"
+    assert len(sink.to(user.email)) == 1, "nothing is sent while the sign-in is still pending"
     before = clock.now()
     clock.advance(5 * 60 + 15)
-    got = new_messages(sink, user, 2, 1)
+    got = new_messages(sink, user, 1, 1)
     after = clock.now()
     assert [event_of(m.message) for m in got] == ["second_factor_abandoned"]
     check_message(
@@ -334,12 +335,12 @@ def test_sec07_pending_sign_in_ended_by_logout_still_counts_as_abandoned(
     cast.append(user)
     assert user.email is not None
     user.enrol_totp(b)
-    assert len(sink.wait_for(user.email, 2, quiet=0.3)) == 2
+    assert len(sink.wait_for(user.email, 1, quiet=0.3)) == 1
     intruder = user.browser()
     assert user.password_step(intruder)["status"] == "second_factor_required"
     assert intruder.post("/logout").status_code == 204
     clock.advance(5 * 60 + 15)
-    got = sink.wait_for(user.email, 3, timeout=4, quiet=0.6)[2:]
+    got = sink.wait_for(user.email, 2, timeout=4, quiet=0.6)[1:]
     types = [e["type"] for e in b.get("/security-events").json()["events"]]
     assert types.count("second_factor_abandoned") == 1, types
     assert [event_of(m.message) for m in got] == ["second_factor_abandoned"]
@@ -369,7 +370,7 @@ def test_sec55_address_line_reaches_the_reader_unmangled(
     cast.append(user)
     assert user.email is not None
     user.enrol_totp(b)
-    got = sink.wait_for(user.email, 2, quiet=0.2)
+    got = sink.wait_for(user.email, 1, quiet=0.2)
     assert got
     for msg in got:
         lines = msg.text.splitlines()
@@ -379,8 +380,9 @@ def test_sec55_address_line_reaches_the_reader_unmangled(
 # --- SMTP outage -------------------------------------------------------------------------------------
 
 
-def _cause_four_messages(user: User, b: Browser) -> tuple[list[float], Browser]:
-    """Events for four messages (factor added, 2FA on, new codes, failed second step); their durations."""
+def _cause_three_messages(user: User, b: Browser) -> tuple[list[float], Browser]:
+    """Events for three messages (2FA on with its first factor, new codes, failed second step); their
+    durations."""
     durations: list[float] = []
     t = time.monotonic()
     user.enrol_totp(b)
@@ -409,31 +411,31 @@ def test_sec55_smtp_down_then_up_every_message_arrives_exactly_once(tmp_path: Pa
         cast.append(user)
         assert user.email is not None
         user.verify_access(b)
-        durations, _ = _cause_four_messages(user, b)
+        durations, _ = _cause_three_messages(user, b)
         # Delivery is not in the request: well under the 10 s an SMTP attempt may take.
         assert max(durations) < 3.0, durations
 
         def failures(attempt: int) -> int:
             return server.log().count(f"(attempt {attempt})")
 
-        assert wait_until(lambda: failures(1) >= 4, 10), server.log()
+        assert wait_until(lambda: failures(1) >= 3, 10), server.log()
         time.sleep(1.0)
         assert failures(2) == 0, "retried before the 10 s backoff"
         clock.advance(11)
-        assert wait_until(lambda: failures(2) >= 4, 10), server.log()
+        assert wait_until(lambda: failures(2) >= 3, 10), server.log()
 
         with SmtpSink(port) as sink:
             time.sleep(1.5)
             assert sink.to(user.email) == [], "retried before the 20 s backoff"
             clock.advance(21)
-            got = sink.wait_for(user.email, 4, quiet=1.5)
+            got = sink.wait_for(user.email, 3, quiet=1.5)
             assert Counter(event_of(m.message) for m in got) == Counter(
-                ["factor_added", "two_factor_enabled", "recovery_codes_regenerated", "second_factor_failed"]
+                ["two_factor_enabled", "recovery_codes_regenerated", "second_factor_failed"]
             )
-            assert len({str(m.message["Message-ID"]) for m in got}) == 4
+            assert len({str(m.message["Message-ID"]) for m in got}) == 3
             clock.advance(3600)
             time.sleep(1.5)
-            assert len(sink.to(user.email)) == 4, "a delivered message was sent again"
+            assert len(sink.to(user.email)) == 3, "a delivered message was sent again"
             for msg in got:
                 check_no_secrets(msg, user)
         check_log(server, user)
@@ -496,16 +498,16 @@ def test_sec55_without_smtp_url_messages_are_eml_files_in_the_outbox(
         user.enrol_totp(b)
         user.regenerate_codes(b)
         after = clock.now()
-        assert wait_until(lambda: len(read_outbox(folder)) >= 3, 10)
+        assert wait_until(lambda: len(read_outbox(folder)) >= 2, 10)
         intruder_before = clock.now()
         intruder = _wrong_codes(3)(user, b, clock)
         intruder_after = clock.now()
-        assert wait_until(lambda: len(read_outbox(folder)) >= 4, 10)
+        assert wait_until(lambda: len(read_outbox(folder)) >= 3, 10)
         time.sleep(1.2)
         files = read_outbox(folder)
-        assert len(files) == 4, [m.message["Subject"] for m in files]
+        assert len(files) == 3, [m.message["Subject"] for m in files]
         assert Counter(event_of(m.message) for m in files) == Counter(
-            ["factor_added", "two_factor_enabled", "recovery_codes_regenerated", "second_factor_failed"]
+            ["two_factor_enabled", "recovery_codes_regenerated", "second_factor_failed"]
         )
         for msg in files:
             if event_of(msg.message) == "second_factor_failed":
@@ -522,5 +524,69 @@ def test_sec55_without_smtp_url_messages_are_eml_files_in_the_outbox(
         # Written once: later rounds of the delivery loop add nothing.
         clock.advance(3600)
         time.sleep(1.2)
-        assert len(read_outbox(folder)) == 4
+        assert len(read_outbox(folder)) == 3
         check_log(server, user)
+
+
+# --- H13: one action, one message; no mail flood ---------------------------------------------------------
+
+
+def test_H13_turning_two_step_on_sends_one_message_that_names_both(
+    mail_server: Server, sink: SmtpSink, clock: Clock, cast: list[User]
+) -> None:
+    """H13: adding the first factor turns two-step verification on: exactly one message, which says that
+    two-step verification is on and that a second factor (named) was added; the security log keeps both
+    events."""
+    user, b = sign_up(mail_server, clock)
+    cast.append(user)
+    assert user.email is not None
+    user.verify_access(b)
+    before = clock.now()
+    user.enrol_totp(b, "Work phone")
+    after = clock.now()
+    got = sink.wait_for(user.email, 1, quiet=2.0)
+    assert len(got) == 1, [m.message["Subject"] for m in got]
+    assert event_of(got[0].message) == "two_factor_enabled"
+    text = got[0].text
+    assert re.search(r"turned on", text, re.I) and re.search(r"second factor was added", text, re.I), text
+    assert "Factor: Work phone" in text
+    check_message(got[0], user=user, actor=b, server=mail_server, before=before, after=after)
+    types = Counter(e["type"] for e in b.get("/security-events").json()["events"])
+    assert types["factor_added"] == 1 and types["two_factor_enabled"] == 1
+
+
+def test_H13_twenty_abandoned_sign_ins_send_the_first_at_once_and_then_one_summary(
+    mail_server: Server, sink: SmtpSink, clock: Clock, cast: list[User]
+) -> None:
+    """H13: twenty abandoned sign-ins of one account within 15 minutes: the first message goes out at once
+    (no clock move), the other nineteen are held and counted, and 15 minutes after the first exactly one
+    more message says "19 times"; never zero, never twenty. The security log has all twenty."""
+    user, b = sign_up(mail_server, clock)
+    cast.append(user)
+    assert user.email is not None
+    user.enrol_totp(b)
+    assert len(sink.wait_for(user.email, 1, quiet=0.3)) == 1
+    intruder = user.browser()
+
+    def abandon() -> None:
+        assert user.password_step(intruder)["status"] == "second_factor_required"
+        assert intruder.post("/logout").status_code == 204
+
+    abandon()
+    got = sink.wait_for(user.email, 2, timeout=10, quiet=0.3)
+    assert [event_of(m.message) for m in got[1:]] == ["second_factor_abandoned"], "the first is not held"
+    assert "sums up" not in got[1].text and "times in all" not in got[1].text
+    for _ in range(19):
+        abandon()
+    time.sleep(2.5)  # five delivery rounds
+    assert len(sink.to(user.email)) == 2, "a repeat within 15 minutes went out on its own"
+    clock.advance(15 * 60 + 5)
+    got = sink.wait_for(user.email, 3, timeout=10, quiet=2.0)
+    assert len(got) == 3, [m.message["Subject"] for m in got]
+    summary = got[2]
+    assert event_of(summary.message) == "second_factor_abandoned"
+    assert "19 times since our last message" in summary.text, summary.text
+    assert intruder.ip in summary.text
+    check_no_secrets(summary, user)
+    events = b.get("/security-events").json()["events"]
+    assert sum(1 for e in events if e["type"] == "second_factor_abandoned") == 20

@@ -56,6 +56,8 @@ class Server:
             TWOSTEP_OUTBOX_POLL_SECONDS="0.5",
             # The per-address ceremony limit (SEC-62) is tested on its own; every test comes from 127.0.0.1.
             TWOSTEP_RATE_LIMIT_PER_MINUTE="0",
+            # H06: a slow hash inside a write transaction fails the request (and so the test).
+            TWOSTEP_ASSERT_NO_HASH_IN_TX="1",
         )
         if test_clock:
             self.env["TWOSTEP_ENABLE_TEST_CLOCK"] = "1"

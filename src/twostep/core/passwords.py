@@ -24,6 +24,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from twostep.core.errors import WeakPassword
+from twostep.core.guards import no_transaction_open
 
 MIN_LENGTH: Final = 15
 MAX_LENGTH: Final = 256
@@ -202,12 +203,14 @@ class PasswordHasher:
         """The argon2id PHC string of the normalised ``password``. Raises: WeakPassword if it is too long."""
         if len(password) > MAX_INPUT_CHARS:
             raise WeakPassword(TOO_LONG)
+        no_transaction_open("hashing a password")
         return self._hasher.hash(normalize_password(password))
 
     def verify(self, stored_hash: str, password: str) -> bool:
         """Whether ``password`` matches ``stored_hash`` (False if not, or if invalid). Raises: nothing."""
         if len(password) > MAX_INPUT_CHARS:
             return False
+        no_transaction_open("verifying a password")
         try:
             return self._hasher.verify(stored_hash, normalize_password(password))
         except (VerificationError, InvalidHashError):
@@ -224,6 +227,7 @@ class PasswordHasher:
         """Spend the time of one ``verify`` for an unknown account (SEC-05). Raises: nothing."""
         if len(password) > MAX_INPUT_CHARS:
             return  # ``verify`` refuses it without hashing too
+        no_transaction_open("verifying a password")
         dummy = self._dummy_hash
         if dummy is None:
             with self._dummy_lock:

@@ -15,6 +15,8 @@ from typing import Final
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from twostep.core.guards import no_transaction_open
+
 COUNT: Final = 10
 ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH: Final = 16
@@ -77,6 +79,7 @@ def generate_recovery_codes(count: int = COUNT) -> list[NewRecoveryCode]:
     """
     if not 1 <= count <= MAX_COUNT:
         raise ValueError("count must be between 1 and 100")
+    no_transaction_open("hashing recovery codes")
     result: list[NewRecoveryCode] = []
     for code in _new_plain_codes(count):
         selector, secret = split_recovery_code(code)
@@ -118,6 +121,7 @@ def verify_recovery_secret(*, secret: str, stored_hash: str) -> bool:
     Raises:
         Nothing.
     """
+    no_transaction_open("verifying a recovery code")
     try:
         return _HASHER.verify(stored_hash, secret)
     except (VerificationError, InvalidHashError):

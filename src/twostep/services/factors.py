@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +27,10 @@ from twostep.services.notifications import record
 from twostep.services.sessions import CurrentSession, require_verified
 from twostep.storage import accounts, enrollments, recovery
 from twostep.storage import factors as store
+from twostep.storage import sessions as session_store
+
+T = TypeVar("T")
+NewCodes = recovery_codes.NewRecoveryCode
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def begin_totp(ctx: Context, session: CurrentSession) -> TotpEnrollment:
     expires_at = now + TOTP_ENROLLMENT_TTL
     sealed = ctx.box.seal(secret, aad=aad_for("totp_enrollments", "secret", enrollment_id))
     with ctx.db.transaction() as conn:
-        enrollments.delete_expired(conn, now=now)
+        enrollments.delete_expired(conn, now=now, limit=100)
         enrollments.insert(
             conn,
             enrollment_id=enrollment_id,
@@ -135,9 +141,28 @@ def pending_totp(ctx: Context, session: CurrentSession, *, enrollment_id: str) -
 class Added:
     factor: FactorView
     recovery_codes: list[str] | None
+    # The first factor (two-step verification turned on): how many password-only sessions ended (H04).
+    other_sessions_ended: int | None = None
 
     def __repr__(self) -> str:
         return f"Added(factor={self.factor!r})"
+
+
+class CodesNeeded(Exception):
+    """The factor being added turned out to be the first one, and no recovery codes were made beforehand."""
+
+
+def with_codes_if_first(ctx: Context, account_id: int, write: Callable[[list[NewCodes] | None], T]) -> T:
+    """Run ``write`` (which opens its own transaction) with recovery codes made *before* it when the account
+    has no factor yet: ten argon2id hashes inside the write transaction would stall every other request (H06).
+    Should the account lose its factors meanwhile, ``write`` raises CodesNeeded and runs again with codes."""
+    with ctx.db.transaction() as conn:
+        enabled = store.count(conn, account_id) > 0
+    codes = None if enabled else recovery_codes.generate_recovery_codes()
+    try:
+        return write(codes)
+    except CodesNeeded:
+        return write(recovery_codes.generate_recovery_codes())
 
 
 def confirm_totp(
@@ -167,7 +192,9 @@ def confirm_totp(
             clock_skew_seconds=totp.diagnose_clock_skew(secret=secret, code=code, now=now)
         ) from None
     factor_id = new_id()
-    try:
+    sealed_factor = ctx.box.seal(secret, aad=aad_for("factors", "totp_secret", factor_id))
+
+    def write(codes: list[NewCodes] | None) -> Added:
         with ctx.db.transaction() as conn:
             accounts.lock(conn, session.account_id)
             if not enrollments.delete_one(conn, enrollment_id=enrollment_id):
@@ -178,11 +205,11 @@ def confirm_totp(
                 factor_id=factor_id,
                 account_id=session.account_id,
                 name=name,
-                sealed_secret=ctx.box.seal(secret, aad=aad_for("factors", "totp_secret", factor_id)),
+                sealed_secret=sealed_factor,
                 last_step=step,
                 now=now,
             )
-            codes = added_events(
+            ended = added_events(
                 conn,
                 ctx,
                 session,
@@ -192,12 +219,17 @@ def confirm_totp(
                 name=name,
                 kind="totp",
                 factor_id=factor_id,
+                codes=codes,
             )
             row = store.get(conn, account_id=session.account_id, factor_id=factor_id)
+        assert row is not None
+        shown = [c.shown for c in codes] if first and codes is not None else None
+        return Added(view_of(row), shown, ended)
+
+    try:
+        return with_codes_if_first(ctx, session.account_id, write)
     except IntegrityError as exc:
         raise NameTaken() from exc
-    assert row is not None
-    return Added(view_of(row), codes)
 
 
 def added_events(
@@ -211,30 +243,54 @@ def added_events(
     name: str,
     kind: str,
     factor_id: str,
-) -> list[str] | None:
-    """Events of a new factor; the first one turns two-step verification on and makes the recovery codes."""
+    codes: list[NewCodes] | None,
+) -> int | None:
+    """Events of a new factor. The first one turns two-step verification on: it stores the recovery codes
+    (made before the transaction, H06), ends the account's other sessions that were signed in with the
+    password alone (H04; this session counts as having used the new factor), and sends one e-mail that says
+    all of it (H13). Returns how many sessions ended (None when it was not the first factor).
+
+    Raises:
+        CodesNeeded: it is the first factor and ``codes`` is None.
+    """
+    detail = {"factor_id": factor_id, "type": kind, "factor_name": name}
+    if not first:
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="factor_added",
+            client=client,
+            now=now,
+            detail=detail,
+            origin=ctx.origin,
+        )
+        return None
+    if codes is None:
+        raise CodesNeeded()
+    recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])
+    ended = session_store.end_password_only(
+        conn, account_id=session.account_id, keep_hash=session.token_hash, second_factor=kind
+    )
     record(
         conn,
         account_id=session.account_id,
         type_="factor_added",
         client=client,
         now=now,
-        detail={"factor_id": factor_id, "type": kind, "factor_name": name},
+        detail=detail,
         origin=ctx.origin,
+        notify=False,  # the message of two_factor_enabled says it
     )
-    if not first:
-        return None
-    codes = recovery_codes.generate_recovery_codes()
-    recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])
     record(
         conn,
         account_id=session.account_id,
         type_="two_factor_enabled",
         client=client,
         now=now,
+        detail={**detail, "other_sessions_ended": ended},
         origin=ctx.origin,
     )
-    return [c.shown for c in codes]
+    return ended
 
 
 def rename(ctx: Context, session: CurrentSession, *, factor_id: str, name: str, client: Client) -> FactorView:
@@ -278,16 +334,19 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
         row = store.delete_one(conn, account_id=session.account_id, factor_id=factor_id[:64])
         if row is None:
             raise NotFound()
+        last = store.count(conn, session.account_id) == 0
+        detail = {"factor_id": row.id, "type": row.type, "factor_name": row.name}
         record(
             conn,
             account_id=session.account_id,
             type_="factor_removed",
             client=client,
             now=now,
-            detail={"factor_id": row.id, "type": row.type, "factor_name": row.name},
+            detail=detail,
             origin=ctx.origin,
+            notify=not last,  # the last one: the message of two_factor_disabled says both (H13)
         )
-        if store.count(conn, session.account_id) > 0:
+        if not last:
             return False
         recovery.delete_all(conn, session.account_id)
         record(
@@ -296,7 +355,7 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
             type_="two_factor_disabled",
             client=client,
             now=now,
-            detail={"reason": "last factor removed"},
+            detail={**detail, "reason": "last factor removed"},
             origin=ctx.origin,
         )
         return True

@@ -84,12 +84,14 @@ def check_password(ctx: Context, *, username: str, password: str, client: Client
                 origin=ctx.origin,
             )
         raise InvalidCredentials()
+    # The new hash is made before the transaction: no slow hash while it is open (H06).
+    rehashed = ctx.hasher.hash(password) if ctx.hasher.needs_rehash(account.password_hash) else None
     with ctx.db.transaction() as conn:
         # The same order as the reservation (address, then user): no deadlock between parallel sign-ins.
         throttle.refund_attempt(conn, key=ip_key)
         throttle.reset(conn, key=user_key)
-        if ctx.hasher.needs_rehash(account.password_hash):
-            accounts.set_password_hash(conn, account.id, ctx.hasher.hash(password))
+        if rehashed is not None:
+            accounts.set_password_hash(conn, account.id, rehashed)
     return account
 
 

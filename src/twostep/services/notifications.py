@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection
 
 from twostep.services.context import Client
-from twostep.storage import accounts, events
-from twostep.storage.tables import outbox
+from twostep.storage import accounts, events, outbox
+
+# H13: at most one message of a kind to an account in this time; repeats are counted into the next one.
+COALESCE_WINDOW = timedelta(minutes=15)
 
 # SEC-55: the events that are told to the account holder by e-mail.
 NOTIFIED: dict[str, str] = {
@@ -29,7 +31,8 @@ NOTIFIED: dict[str, str] = {
 }
 
 _WHAT: dict[str, str] = {
-    "two_factor_enabled": "Two-step verification was turned on for your account.",
+    "two_factor_enabled": "Two-step verification was turned on for your account: a second factor was added, "
+    "and signing in now takes your password and a second factor.",
     "two_factor_disabled": "Two-step verification was turned off for your account. "
     "Your account is now protected by your password alone.",
     "factor_added": "A new second factor was added to your account.",
@@ -73,6 +76,30 @@ def record(
             _queue(conn, account=account, type_=type_, client=client, now=now, detail=detail, origin=origin)
 
 
+def _what(type_: str, detail: dict[str, Any]) -> list[str]:
+    """What happened, in the words of the message; one action gives one message that says all of it (H13)."""
+    if type_ == "two_factor_disabled" and detail.get("reason") == "last factor removed":
+        lines = [
+            "The last second factor of your account was removed, so two-step verification was turned off. "
+            "Your account is now protected by your password alone."
+        ]
+    else:
+        lines = [_WHAT[type_]]
+    name = detail.get("factor_name")
+    if isinstance(name, str):
+        lines.append(f"Factor: {name}")
+    ended = detail.get("other_sessions_ended")
+    if type_ == "two_factor_enabled" and isinstance(ended, int):
+        if ended:
+            lines.append(
+                f"{ended} other session{'s' if ended != 1 else ''} signed in with the password alone "
+                f"{'were' if ended != 1 else 'was'} signed out."
+            )
+        else:
+            lines.append("No other session was signed in with the password alone.")
+    return lines
+
+
 def _queue(
     conn: Connection,
     *,
@@ -84,14 +111,7 @@ def _queue(
     origin: str,
 ) -> None:
     assert account.email is not None
-    lines = [
-        f"Hello {account.display_name},",
-        "",
-        _WHAT[type_],
-    ]
-    name = detail.get("factor_name")
-    if isinstance(name, str):
-        lines.append(f"Factor: {name}")
+    lines = [f"Hello {account.display_name},", "", *_what(type_, detail)]
     lines += [
         "",
         f"When: {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
@@ -107,19 +127,18 @@ def _queue(
         "will ever ask you for them.",
     ]
     domain = urlsplit(origin).hostname or "twostep.local"
-    conn.execute(
-        outbox.insert().values(
-            recipient=account.email,
-            subject=NOTIFIED[type_],
-            body="\n".join(lines) + "\n",
-            message_id=f"<{secrets.token_hex(16)}@{domain}>",
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-            claimed_until=None,
-            sent_at=None,
-            last_error=None,
-        )
+    outbox.queue(
+        conn,
+        recipient=account.email,
+        subject=NOTIFIED[type_],
+        body="\n".join(lines) + "\n",
+        message_id=f"<{secrets.token_hex(16)}@{domain}>",
+        now=now,
+        account_id=account.id,
+        kind=type_,
+        ip=client.ip,
+        user_agent=client.user_agent,
+        window=COALESCE_WINDOW,
     )
 
 

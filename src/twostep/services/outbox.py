@@ -19,10 +19,9 @@ from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import and_, or_, select, update
-
 from twostep.services.context import Context
-from twostep.storage.tables import outbox
+from twostep.storage import outbox
+from twostep.storage.outbox import OutboxRow
 
 log = logging.getLogger("twostep.outbox")
 LEASE = timedelta(seconds=60)
@@ -78,57 +77,72 @@ class Mailer:
             client.sendmail(self.sender_address(), [str(message["To"])], raw)
 
 
-def _message(mailer: Mailer, row: object) -> EmailMessage:
+def _when(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+def summary_lines(row: OutboxRow) -> list[str]:
+    """What a message that stands for several events of one kind adds (H13): how many, since when, and the
+    last one's time and client. Nothing for a message of one event."""
+    n = row.occurrences
+    if row.since is None and n <= 1:
+        return []
+    times = "once" if n == 1 else f"{n} times"
+    if row.since is not None:
+        lines = [
+            f"This message sums up repeats: this happened {times} since our last message about it, "
+            f"which was sent at {_when(row.since)}. We send at most one message of a kind every 15 minutes.",
+        ]
+    else:
+        lines = [f"This happened {times} in all. We send at most one message of a kind every 15 minutes."]
+    if n > 1 and row.last_at is not None:
+        lines.append(
+            f"The details below are of the first time; the last time was at {_when(row.last_at)}, "
+            f"from client address {row.last_ip or 'unknown'}, browser {row.last_user_agent or 'unknown'}. "
+            "Your security log lists each one."
+        )
+    return lines
+
+
+def _body(row: OutboxRow) -> str:
+    """The stored text, with the summary of repeats after the line that says what happened."""
+    extra = summary_lines(row)
+    if not extra:
+        return row.body
+    lines = row.body.split("\n")
+    at = lines.index("", 2) if "" in lines[2:] else len(lines)  # the end of the "what happened" paragraph
+    return "\n".join([*lines[:at], "", *extra, *lines[at:]])
+
+
+def _message(mailer: Mailer, row: OutboxRow) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = mailer.sender
-    msg["To"] = row.recipient  # type: ignore[attr-defined]
-    msg["Subject"] = row.subject  # type: ignore[attr-defined]
-    msg["Message-ID"] = row.message_id  # type: ignore[attr-defined]
-    msg["Date"] = format_datetime(row.created_at, usegmt=True)  # type: ignore[attr-defined]
-    msg.set_content(row.body)  # type: ignore[attr-defined]
+    msg["To"] = row.recipient
+    msg["Subject"] = row.subject
+    msg["Message-ID"] = row.message_id
+    msg["Date"] = format_datetime(row.created_at, usegmt=True)
+    msg.set_content(_body(row))
     return msg
-
-
-def _claim(ctx: Context, now: datetime) -> list[object]:
-    free = or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now)
-    due = and_(outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now, free)
-    with ctx.db.transaction() as conn:
-        ids = [r.id for r in conn.execute(select(outbox.c.id).where(due).order_by(outbox.c.id).limit(BATCH))]
-        if not ids:
-            return []
-        # The condition is repeated on the row itself: of two workers, only one claims each message.
-        rows = conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_(ids), due)
-            .values(claimed_until=now + LEASE, attempts=outbox.c.attempts + 1)
-            .returning(outbox)
-        ).all()
-    return list(rows)
 
 
 def deliver_due(ctx: Context, mailer: Mailer) -> int:
     """Send what is due; returns how many were sent."""
     now = ctx.now()
     sent = 0
-    for row in _claim(ctx, now):
+    with ctx.db.transaction() as conn:
+        claimed = outbox.claim(conn, now=now, lease=LEASE, limit=BATCH)
+    for row in claimed:
         try:
             mailer.send(_message(mailer, row))
         except (OSError, smtplib.SMTPException) as exc:
-            attempts = int(row.attempts)  # type: ignore[attr-defined]
-            delay = min(3600, 5 * 2 ** min(attempts, 10))
-            log.warning("notification not delivered yet (attempt %d): %s", attempts, type(exc).__name__)
+            delay = min(3600, 5 * 2 ** min(row.attempts, 10))
+            log.warning("notification not delivered yet (attempt %d): %s", row.attempts, type(exc).__name__)
             with ctx.db.transaction() as conn:
-                conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id == row.id)  # type: ignore[attr-defined]
-                    .values(
-                        claimed_until=None,
-                        next_attempt_at=ctx.now() + timedelta(seconds=delay),
-                        last_error=type(exc).__name__,
-                    )
+                outbox.retry_later(
+                    conn, message=row.id, at=ctx.now() + timedelta(seconds=delay), error=type(exc).__name__
                 )
             continue
         with ctx.db.transaction() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == row.id).values(sent_at=ctx.now()))  # type: ignore[attr-defined]
+            outbox.mark_sent(conn, message=row.id, now=ctx.now())
         sent += 1
     return sent

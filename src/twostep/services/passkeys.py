@@ -21,7 +21,7 @@ from twostep.services.context import (
     hash_token,
     new_id,
 )
-from twostep.services.factors import Added, added_events, clean_name, view_of
+from twostep.services.factors import Added, NewCodes, added_events, clean_name, view_of, with_codes_if_first
 from twostep.services.notifications import record
 from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, create_active, require_verified, step_up
@@ -117,7 +117,8 @@ def register(
         expected_rp_id=ctx.rp_id,
     )
     factor_id = new_id()
-    try:
+
+    def write(codes: list[NewCodes] | None) -> Added:
         with ctx.db.transaction() as conn:
             accounts.lock(conn, session.account_id)
             if factors.passkey_by_credential_id(conn, verified.credential_id) is not None:
@@ -140,7 +141,7 @@ def register(
                 user_verified=verified.user_verified,
                 now=now,
             )
-            codes = added_events(
+            ended = added_events(
                 conn,
                 ctx,
                 session,
@@ -150,16 +151,21 @@ def register(
                 name=final_name,
                 kind="passkey",
                 factor_id=factor_id,
+                codes=codes,
             )
             row = factors.get(conn, account_id=session.account_id, factor_id=factor_id)
+        assert row is not None
+        shown = [c.shown for c in codes] if first and codes is not None else None
+        return Added(view_of(row), shown, ended)
+
+    try:
+        return with_codes_if_first(ctx, session.account_id, write)
     except IntegrityError as exc:
         with ctx.db.transaction() as conn:
             clash = factors.passkey_by_credential_id(conn, verified.credential_id) is not None
         if clash:
             raise PasskeyRegistrationRejected() from exc
         raise NameTaken() from exc
-    assert row is not None
-    return Added(view_of(row), codes)
 
 
 @dataclass(frozen=True)

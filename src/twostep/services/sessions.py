@@ -104,25 +104,32 @@ def create_pending(conn: Connection, *, account_id: int, now: datetime, client: 
 def authenticate(ctx: Context, token: str | None) -> CurrentSession:
     """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
 
+    A session found dead is deleted at once (H08). A session without a second factor of an account that has
+    one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
+    keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
+    with the enrolment).
+
     Raises:
         NotSignedIn: no cookie, an unknown, ended, expired or pending session.
     """
     if not token or len(token) > 128:
         raise NotSignedIn()
     now = ctx.now()
+    token_hash = hash_token(token)
     with ctx.db.transaction() as conn:
-        found = store.touch_active(
-            conn, token_hash=hash_token(token), now=now, idle_cutoff=now - SESSION_IDLE
-        )
+        found = store.touch_active(conn, token_hash=token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
+        if found is not None and found.row.second_factor is None and found.has_factor:
+            store.delete_one(conn, token_hash=token_hash)
+            found = None
     if found is None:
         raise NotSignedIn()
-    row, username, display_name = found
+    row = found.row
     return CurrentSession(
         token_hash=row.token_hash,
         public_id=row.public_id,
         account_id=row.account_id,
-        username=username,
-        display_name=display_name,
+        username=found.username,
+        display_name=found.display_name,
         signed_in_at=row.signed_in_at,
         second_factor=row.second_factor,
         verified_until=row.verified_until,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete
+from sqlalchemy import Connection, bindparam, delete, select
 
 from twostep.storage.tables import challenges
 
@@ -61,5 +61,7 @@ def take(conn: Connection, *, session_key: str, purpose: str, now: datetime) -> 
     return Taken(bytes(row.challenge), row.account_id, allowed)
 
 
-def delete_expired(conn: Connection, *, now: datetime) -> None:
-    conn.execute(delete(challenges).where(challenges.c.expires_at <= now))
+def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
+    """At most ``limit`` expired challenges (H08: one sweep never holds a long lock)."""
+    dead = select(challenges.c.id).where(challenges.c.expires_at <= now).limit(limit)
+    return int(conn.execute(delete(challenges).where(challenges.c.id.in_(dead.scalar_subquery()))).rowcount)

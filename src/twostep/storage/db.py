@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
+from twostep.core.guards import in_transaction
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3.
@@ -112,10 +114,10 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         if self._writer is None:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, in_transaction():
                 yield conn
             return
-        with self._writer.held(), self.engine.begin() as conn:
+        with self._writer.held(), self.engine.begin() as conn, in_transaction():
             yield conn
 
     def dispose(self) -> None:

@@ -42,8 +42,11 @@ def delete_one(conn: Connection, *, enrollment_id: str) -> bool:
     return conn.execute(delete(totp_enrollments).where(totp_enrollments.c.id == enrollment_id)).rowcount == 1
 
 
-def delete_expired(conn: Connection, *, now: datetime) -> None:
-    conn.execute(delete(totp_enrollments).where(totp_enrollments.c.expires_at <= now))
+def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
+    """At most ``limit`` expired enrolments (H08)."""
+    dead = select(totp_enrollments.c.id).where(totp_enrollments.c.expires_at <= now).limit(limit)
+    result = conn.execute(delete(totp_enrollments).where(totp_enrollments.c.id.in_(dead.scalar_subquery())))
+    return int(result.rowcount)
 
 
 def delete_for_account(conn: Connection, account_id: int) -> None:

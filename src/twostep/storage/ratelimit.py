@@ -6,7 +6,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from twostep.storage.tables import rate_windows
@@ -30,5 +30,9 @@ def hit(conn: Connection, *, key: str, expires_at: datetime) -> int:
     return int(conn.execute(_hit_statement(conn.dialect.name), params).scalar_one())
 
 
-def delete_expired(conn: Connection, *, now: datetime) -> None:
-    conn.execute(delete(rate_windows).where(rate_windows.c.expires_at <= now))
+def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
+    """At most ``limit`` windows that have ended (H08)."""
+    dead = select(rate_windows.c.key).where(rate_windows.c.expires_at <= now).limit(limit)
+    return int(
+        conn.execute(delete(rate_windows).where(rate_windows.c.key.in_(dead.scalar_subquery()))).rowcount
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
-from twostep.storage.tables import accounts, sessions
+from twostep.storage.tables import accounts, factors, sessions
 
 
 @dataclass(frozen=True)
@@ -66,24 +66,67 @@ _TOUCH = (
     .values(last_seen_at=bindparam("b_seen", type_=sessions.c.last_seen_at.type))
     .returning(*_COLUMNS)
 )
-_NAMES = select(accounts.c.username, accounts.c.display_name).where(accounts.c.id == bindparam("b_id"))
+# The names, and whether the account has a second factor (H04: a session without one is then not signed in).
+_NAMES = select(
+    accounts.c.username,
+    accounts.c.display_name,
+    exists().where(factors.c.account_id == accounts.c.id).label("has_factor"),
+).where(accounts.c.id == bindparam("b_id"))
+_DEAD = delete(sessions).where(
+    sessions.c.token_hash == bindparam("b_hash"),
+    sessions.c.kind == "active",
+    (sessions.c.expires_at <= bindparam("b_now")) | (sessions.c.last_seen_at <= bindparam("b_idle")),
+)
 
 
 def insert(conn: Connection, row: SessionRow) -> None:
     conn.execute(_INSERT, row.__dict__)
 
 
+@dataclass(frozen=True)
+class Touched:
+    row: SessionRow
+    username: str
+    display_name: str
+    has_factor: bool
+
+
 def touch_active(
     conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime
-) -> tuple[SessionRow, str, str] | None:
-    """Mark activity on a live signed-in session; None when unknown, idle too long or past its end."""
+) -> Touched | None:
+    """Mark activity on a live signed-in session; None when unknown, idle too long or past its end.
+
+    A session that is idle too long or past its end is deleted here, when it is seen (H08): once dead it
+    stays dead, even if the clock steps back.
+    """
     row = conn.execute(
         _TOUCH, {"b_hash": token_hash, "b_idle": idle_cutoff, "b_now": now, "b_seen": now}
     ).first()
     if row is None:
+        conn.execute(_DEAD, {"b_hash": token_hash, "b_now": now, "b_idle": idle_cutoff})
         return None
     names = conn.execute(_NAMES, {"b_id": row.account_id}).one()
-    return SessionRow(**row._mapping), names.username, names.display_name
+    return Touched(SessionRow(**row._mapping), names.username, names.display_name, bool(names.has_factor))
+
+
+def end_password_only(conn: Connection, *, account_id: int, keep_hash: str, second_factor: str) -> int:
+    """The account's first second factor was added in the session ``keep_hash`` (H04): every other signed-in
+    session without a second factor ends, and this one counts as having used ``second_factor``.
+    Returns how many ended."""
+    ended = conn.execute(
+        delete(sessions).where(
+            sessions.c.account_id == account_id,
+            sessions.c.kind == "active",
+            sessions.c.second_factor.is_(None),
+            sessions.c.token_hash != keep_hash,
+        )
+    ).rowcount
+    conn.execute(
+        update(sessions)
+        .where(sessions.c.token_hash == keep_hash, sessions.c.second_factor.is_(None))
+        .values(second_factor=second_factor)
+    )
+    return int(ended)
 
 
 def get(conn: Connection, *, token_hash: str) -> SessionRow | None:
@@ -178,11 +221,16 @@ def delete_others(conn: Connection, *, account_id: int, keep_hash: str) -> int:
     return int(result.rowcount)
 
 
-def delete_expired(conn: Connection, *, now: datetime, idle_cutoff: datetime) -> int:
-    result = conn.execute(
-        delete(sessions).where(
-            (sessions.c.expires_at <= now)
-            | ((sessions.c.kind == "active") & (sessions.c.last_seen_at <= idle_cutoff))
+def delete_expired_active(conn: Connection, *, now: datetime, idle_cutoff: datetime, limit: int) -> int:
+    """At most ``limit`` signed-in sessions past their end or idle too long (pending sign-ins are taken by
+    ``take_abandoned``, which records each one)."""
+    dead = (
+        select(sessions.c.token_hash)
+        .where(
+            sessions.c.kind == "active",
+            (sessions.c.expires_at <= now) | (sessions.c.last_seen_at <= idle_cutoff),
         )
+        .limit(limit)
     )
+    result = conn.execute(delete(sessions).where(sessions.c.token_hash.in_(dead.scalar_subquery())))
     return int(result.rowcount)

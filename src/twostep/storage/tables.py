@@ -75,6 +75,9 @@ sessions = Table(
     Column("ip", String(64), nullable=False),
     Column("user_agent", String(512), nullable=False),
     Index("ix_sessions_account", "account_id"),
+    # The sweep of dead sessions (H08).
+    Index("ix_sessions_expires", "expires_at"),
+    Index("ix_sessions_last_seen", "last_seen_at"),
 )
 
 factors = Table(
@@ -139,6 +142,7 @@ challenges = Table(
     # The credential ids an authentication challenge listed in allowCredentials (WA-A02), hex, comma-joined.
     Column("allowed", Text, nullable=True),
     Index("ix_challenges_session", "session_key", "purpose"),
+    Index("ix_challenges_expires", "expires_at"),
 )
 
 security_events = Table(
@@ -169,7 +173,24 @@ outbox = Table(
     Column("claimed_until", UTCDateTime, nullable=True),
     Column("sent_at", UTCDateTime, nullable=True),
     Column("last_error", String(500), nullable=True),
+    # Coalescing (H13): at most one message of a kind to an account per 15 minutes, with a count.
+    # The account and the event type the message is about (NULL: never coalesced).
+    Column("account_id", Integer, nullable=True),
+    Column("kind", String(48), nullable=True),
+    # "<account id>:<kind>" while the message is waiting and may still take repeats; NULL once a worker has
+    # claimed it. Unique, so that an INSERT ... ON CONFLICT folds a repeat into it in every worker.
+    Column("coalesce_key", String(80), nullable=True, unique=True),
+    # How many events this message tells of (1 + repeats folded in), and the last one's time and client.
+    Column("occurrences", Integer, nullable=False, server_default="1"),
+    Column("last_at", UTCDateTime, nullable=True),
+    Column("last_ip", String(64), nullable=True),
+    Column("last_user_agent", String(512), nullable=True),
+    # A summary of repeats: when the previous message of this kind went out (it waits 15 minutes after it).
+    Column("since", UTCDateTime, nullable=True),
+    # When a worker first claimed it: the start of the next 15 minutes of this kind.
+    Column("dispatched_at", UTCDateTime, nullable=True),
     Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+    Index("ix_outbox_account_kind", "account_id", "kind"),
 )
 
 # Per-address request counts of the sign-in ceremonies, one row per address and minute (SEC-62).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -147,9 +148,20 @@ def post_verify_access_recovery(body: CodeIn, request: Request, session: SignedI
     },
 )
 def get_forward_auth(request: Request) -> Response:
-    """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth: 200 + Remote-User, or 401."""
+    """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth: 200 + Remote-User, or 401.
+
+    A session without a second factor of an account that has one is not signed in (H04, in authenticate).
+    """
     try:
         session = current_session(request)
     except NotSignedIn as exc:
         return error_response(exc)
-    return Response(status_code=200, headers={"Remote-User": session.username})
+    return Response(status_code=200, headers={"Remote-User": remote_user(session.username)})
+
+
+def remote_user(username: str) -> str:
+    """The username as a header value (H05): US-ASCII usernames as they are; any other character
+    percent-encoded as UTF-8 (RFC 3986). A username never contains "%", so the value is unambiguous:
+    one without "%" is the username itself, and percent-decoding (not form-decoding: "+" stays "+") any
+    value gives it back. The raw form of a non-ASCII username is never sent."""
+    return quote(username, safe="@+")

@@ -138,7 +138,9 @@ def app_confirm(
         context["error"] = error
         return render(request, "app_qr.html", context, status_code=400, user=session)
     if added.recovery_codes:
-        return recovery_codes_page(request, session, added.recovery_codes, first=True)
+        return recovery_codes_page(
+            request, session, added.recovery_codes, first=True, sessions_ended=added.other_sessions_ended
+        )
     return redirect(url_with(HOME, done="app_added"))
 
 
@@ -175,7 +177,9 @@ def passkey_add(
         context = {"name": name, "error": message_of(exc)}
         return render(request, "passkey_add.html", context, status_code=400, user=session)
     if added.recovery_codes:
-        return recovery_codes_page(request, session, added.recovery_codes, first=True)
+        return recovery_codes_page(
+            request, session, added.recovery_codes, first=True, sessions_ended=added.other_sessions_ended
+        )
     return redirect(url_with(HOME, done="passkey_added"))
 
 
@@ -228,7 +232,12 @@ OFF_PATH = HOME + "/turn-off"
 
 
 def recovery_codes_page(
-    request: Request, session: CurrentSession, codes: list[str], *, first: bool
+    request: Request,
+    session: CurrentSession,
+    codes: list[str],
+    *,
+    first: bool,
+    sessions_ended: int | None = None,
 ) -> Response:
     """The codes, once, in the response of the POST that made them (no-store is set on every page)."""
     text = "twostep recovery codes for " + session.username + "\n\n" + "\n".join(codes) + "\n"
@@ -237,6 +246,7 @@ def recovery_codes_page(
         "first": first,
         "download_href": "data:text/plain;charset=utf-8," + quote(text),
         "codes_text": "\n".join(codes),
+        "sessions_ended": sessions_ended,
     }
     return render(request, "recovery_codes.html", context, user=session)
 
