@@ -76,6 +76,8 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
+        concurrency=settings.password_hash_concurrency,
+        queue=settings.password_hash_queue,
     )
     return Context(
         db=db,
