@@ -46,3 +46,5 @@ RECOVERY = Backoff(free=5)
 # Passwords: per username (known or not, so no account enumeration) and per client address.
 PASSWORD_USER = Backoff(free=5, cap=None)
 PASSWORD_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))
+# Passwordless passkey sign-in (H01): per client address, never per account.
+PASSKEY_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))

@@ -54,6 +54,7 @@ EVENT_LABELS = {
     "other_sessions_ended": "Other sessions ended",
     "password_changed": "Password changed",
     "passkey_counter_regressed": "Passkey counter went backwards (possible clone)",
+    "passkey_sign_in_failed": "Failed sign-in with one of your passkeys, without password",
 }
 METHOD_LABELS = {
     "password": "password only",
