@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt
 
 from twostep.config import Settings
 from twostep.core.clock import Clock, SystemClock
+from twostep.core.keys import derive_key
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
@@ -25,6 +26,10 @@ from twostep.web.deps import WebState
 from twostep.web.sessions import CookiePolicy
 
 log = logging.getLogger("twostep")
+
+
+# HKDF label of the device cookies' HMAC key (H07); a key of its own, never the sealing key itself.
+DEVICE_COOKIE_KEY_LABEL = "twostep device cookie v1"
 
 
 class SchemaOutdated(RuntimeError):
@@ -72,6 +77,7 @@ def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Data
 
 def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
     keys = load_keys(settings.key_path)
+    device_key = derive_key(keys[0], DEVICE_COOKIE_KEY_LABEL)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
@@ -88,6 +94,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         origin=settings.origin,
         rp_id=settings.rp_id,
         rate_limit_per_minute=settings.rate_limit_per_minute,
+        device_key=device_key,
     )
 
 

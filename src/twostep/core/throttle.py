@@ -43,8 +43,11 @@ def retry_after_seconds(next_at: datetime, now: datetime) -> int:
 SECOND_FACTOR = Backoff(free=5, cap=100)
 # Recovery codes share that counter but stay usable past the cap of 100 (NIST "disable" → recovery).
 RECOVERY = Backoff(free=5)
-# Passwords: per username (known or not, so no account enumeration) and per client address.
-PASSWORD_USER = Backoff(free=5, cap=None)
+# Passwords (H07): per username (known or not, so no account enumeration) *and* client address, the usual
+# backoff; per username from every address, a ceiling far above it that a browser which signed in to the
+# account before (a device cookie) does not meet; and per client address over every username.
+PASSWORD_USER_ADDRESS = Backoff(free=5)
+PASSWORD_USER = Backoff(free=100)
 PASSWORD_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))
 # Passwordless passkey sign-in (H01): per client address, never per account.
 PASSKEY_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))

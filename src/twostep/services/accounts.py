@@ -102,7 +102,9 @@ def change_password(
     from twostep.services.login import check_password
 
     require_verified(session, ctx.now())
-    check_password(ctx, username=session.username, password=current_password, client=client)
+    check_password(
+        ctx, username=session.username, password=current_password, client=client, known_browser=True
+    )
     check_password_policy(new_password, username=session.username)
     new_hash = ctx.hasher.hash(new_password)
     now = ctx.now()

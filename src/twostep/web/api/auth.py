@@ -12,6 +12,7 @@ from twostep.services import accounts, login, verify_access
 from twostep.services.login import LoginResult
 from twostep.services.sessions import logout
 from twostep.services.verify_access import VerifyResult
+from twostep.web import devices
 from twostep.web.api.schemas import (
     AccountIn,
     AccountOut,
@@ -42,6 +43,7 @@ def login_response(request: Request, result: LoginResult) -> JSONResponse:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
     response = JSONResponse(body)
     state(request).cookies.set(response, result.token)
+    devices.remember(request, response, result.device)
     return response
 
 
@@ -78,6 +80,7 @@ def post_login(body: LoginIn, request: Request) -> JSONResponse:
         password=body.password,
         client=client_of(request),
         current_token=token_of(request),
+        device=devices.device_of(request),
     )
     return login_response(request, result)
 

@@ -19,6 +19,7 @@ from twostep.core.errors import (
 )
 from twostep.services import accounts, login, passkeys
 from twostep.services.sessions import logout
+from twostep.web import devices
 from twostep.web.deps import client_of, ctx_of, state, token_of
 from twostep.web.pages.common import (
     HOME,
@@ -96,11 +97,13 @@ def signup(
                 password=password,
                 client=client,
                 current_token=token_of(request),
+                device=devices.device_of(request),
             )
         except TwostepError:
             # The account exists; signing in can wait (a limit, or a busy worker): say so, never "failed".
             return redirect(url_with("/login", created="1"))
         response = redirect(url_with(HOME, done="welcome"), result.token, request)
+        devices.remember(request, response, result.device)
         return response
     return render(request, "signup.html", {"form": form, "errors": errors}, status_code=422)
 
@@ -139,6 +142,7 @@ def login_post(
             password=password,
             client=client_of(request),
             current_token=token_of(request),
+            device=devices.device_of(request),
         )
     except Busy:
         raise
@@ -152,6 +156,7 @@ def login_post(
         methods = ",".join(result.methods)
         second = url_with("/login/second-step", methods=methods, next=target)
         response = redirect(second, result.token, request)
+    devices.remember(request, response, result.device)
     return response
 
 
