@@ -134,7 +134,12 @@ def test_H07_a_browser_that_signed_in_before_passes_the_ceiling(server: Server) 
     victim = new_account(server)
     home = address()
     with server.client() as owner:
-        assert_signed_in(sign_in(owner, victim, STRONG_PASSWORD, home))
+        r = sign_in(owner, victim, STRONG_PASSWORD, home)
+        assert_signed_in(r)
+        device = [c for c in r.headers.get_list("set-cookie") if c.startswith(f"{DEVICE}=")]
+        assert len(device) == 1, r.headers.get_list("set-cookie")
+        attributes = {part.strip().lower() for part in device[0].split(";")[1:]}
+        assert {"httponly", "path=/", "samesite=lax", f"max-age={365 * 24 * 3600}"} <= attributes, device
         assert owner.cookies.get(DEVICE)
         assert owner.post(f"{API}/logout", json={}).status_code == 204
         assert owner.cookies.get(DEVICE)  # signing out keeps the device cookie
