@@ -1,4 +1,5 @@
-"""`python -m bench.run [--quick]`: the figures P1..P6 of issue 8, side by side, medians of several rounds.
+"""`python -m bench.run [--quick]`: the figures P1..P6 of issue 8, side by side, medians of several rounds,
+and P7 of issue 11 (bench/hash_memory.py).
 
 Every load is run by wrk from a separate process on loopback, bounded in time (-d) and connections (-c).
 Each round runs every measurement once, in a fixed order, so that each figure and its reference are
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, text
 
-from bench import argon2_ref, loadgen, machine, report, seed
+from bench import argon2_ref, hash_memory, loadgen, machine, report, seed
 from bench.loadgen import LoadResult
 from bench.servers import ROOT, RssSampler, Server, reference_server, twostep_server
 from twostep.core.passwords import PasswordHasher
@@ -110,6 +111,7 @@ class Bench:
         self.cores = len(os.sched_getaffinity(0))
         self.password_hash = ""
         self.setup_s: dict[str, float] = {}
+        self.hash_memory: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------------------------------------- set-up
 
@@ -494,6 +496,9 @@ class Bench:
                 self._measure(self.p2)
                 for m in self.measurements[5:]:
                     self._measure(m)
+            log(f"P7: worker memory under {hash_memory.REQUESTS} concurrent password requests")
+            self.hash_memory = hash_memory.run(cfg.work_dir / "p7", reference=not cfg.quick)
+            log(f"  peak {self.hash_memory['bounded']['peak_mib']} MiB")
         finally:
             for s in self.servers:
                 s.stop()
@@ -550,7 +555,9 @@ class Bench:
             "setup_s": self.setup_s,
             "notes": self.notes,
             "measurements": meas,
-            "figures": report.figures(meas),
+            "hash_memory": self.hash_memory,
+            "figures": report.figures(meas)
+            + ([hash_memory.figure_row(self.hash_memory)] if self.hash_memory else []),
         }
 
 

@@ -34,6 +34,11 @@ def test_quick_bench_writes_json_and_table(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "latest.json").read_text())
     assert data["config"]["quick"] is True
     assert [f["figure"] for f in data["figures"]][:6] == ["P1", "P2", "P3", "P4", "P5", "P6"]
+    # P7 (issue 11, H03): every password request of the burst was answered 201/200 or 503 busy.
+    p7 = data["hash_memory"]["bounded"]
+    assert set(p7["sign_ups"]) <= {"201", "503"} and "201" in p7["sign_ups"], p7
+    assert p7["peak_mib"] > p7["baseline_mib"] > 0, p7
+    assert "P7" in [f["figure"] for f in data["figures"]]
     meas = data["measurements"]
     for key in (
         "ref_1w",
@@ -58,5 +63,5 @@ def test_quick_bench_writes_json_and_table(tmp_path: Path) -> None:
 
     table = (tmp_path / "latest.md").read_text()
     assert "| # | figure | value | reference | ratio | goal | met? |" in table
-    for fig in ("P1", "P2", "P3", "P4", "P5", "P6"):
+    for fig in ("P1", "P2", "P3", "P4", "P5", "P6", "P7"):
         assert f"| {fig} |" in table

@@ -82,21 +82,26 @@ def prepare_database(settings: Settings, *, migrate_sqlite: bool = True) -> Data
 
 
 def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
-    keys = load_keys(settings.key_path)
+    sealing_keys = load_keys(settings.key_path)
+    # H07: the device cookies' HMAC key is a key of its own, never the sealing key itself.
+    device_key = keys.derive_key(sealing_keys[0], keys.DEVICE_COOKIE)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
+        concurrency=settings.password_hash_concurrency,
+        queue=settings.password_hash_queue,
     )
     return Context(
         db=db,
         clock=clock,
         hasher=hasher,
-        box=KeyRing(*(SecretBox(k) for k in keys)),
+        box=KeyRing(*(SecretBox(k) for k in sealing_keys)),
         issuer=settings.issuer,
         origin=settings.origin,
         rp_id=settings.rp_id,
         rate_limit_per_minute=settings.rate_limit_per_minute,
+        device_key=device_key,
     )
 
 

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     argon2_time_cost: int | None = None
     argon2_memory_cost: int | None = None
     argon2_parallelism: int | None = None
+    # Password hashes computed at once per worker (H03); None = the number of cores. Each holds
+    # argon2_memory_cost KiB while it runs. Up to password_hash_queue more wait for a turn (None = 8 per
+    # turn); beyond that a request answers 503 busy with Retry-After.
+    password_hash_concurrency: int | None = Field(default=None, ge=1)
+    password_hash_queue: int | None = Field(default=None, ge=0)
     # Test-only: exposes POST /api/v1/_test/clock to move the server clock. Never set in production: refused
     # with an https origin, and a warning at start-up (H11).
     enable_test_clock: bool = False

@@ -1,9 +1,9 @@
 """Sign-up and password sign-in over real HTTP (SEC-05, SEC-08..SEC-11, SEC-28; docs/api.md "Accounts").
 
-The sign-in counters are per username and per client address; every request here comes from 127.0.0.1,
-whose counter allows 20 failures before it backs off. An autouse fixture moves the server clock a day
-forward before each test, which starts the address counter afresh (it forgets after 24 hours) and leaves
-nothing of an earlier test's timing behind.
+The sign-in counters are per username and address, per username (a ceiling of 100, H07) and per client
+address; every request here comes from 127.0.0.1, whose counter allows 20 failures before it backs off.
+An autouse fixture moves the server clock a day forward before each test, which starts the address counter
+afresh (it forgets after 24 hours) and leaves nothing of an earlier test's timing behind.
 """
 
 from __future__ import annotations
@@ -404,8 +404,9 @@ def test_sec05_unknown_user_and_wrong_password_take_about_the_same_time(real_cos
 def test_sec28_password_guessing_backs_off_per_account(
     server: Server, server_clock: ServerClock, client: httpx.Client
 ) -> None:
-    """SEC-28: after 5 wrong passwords the next attempt is 429 with Retry-After; the right password waits
-    too; another account is unaffected; once the wait is over the right password signs in."""
+    """SEC-28: after 5 wrong passwords from one address the next attempt from it is 429 with Retry-After;
+    the right password from it waits too; another account is unaffected; once the wait is over the right
+    password signs in. (H07: the counter is per account and address; test_password_lockout.py has more.)"""
     victim = new_account(client)
     bystander = new_account(client)
     for _ in range(5):
@@ -446,7 +447,8 @@ def test_sec28_backoff_doubles(server: Server, server_clock: ServerClock, client
 
 
 def test_sec28_unknown_usernames_are_throttled_alike(client: httpx.Client) -> None:
-    """SEC-28 / SEC-05: an unknown username backs off exactly like a known one (no enumeration)."""
+    """SEC-28 / SEC-05: an unknown username backs off exactly like a known one (no enumeration), from one
+    address here and across addresses in test_H07_the_account_wide_ceiling_stops_a_distributed_attack."""
     ghost = unique_username("ghost")
     for _ in range(5):
         assert_error(sign_in(client, ghost, STRONG_PASSWORD), 401, "invalid_credentials")

@@ -799,8 +799,9 @@ def test_confirming_another_accounts_enrolment_is_404(server: Server, clients: C
 
 
 def test_password_guessing_is_throttled_per_account_sec28(server: Server, clients: Clients) -> None:
-    """SEC-28: 5 wrong passwords, then every password step of that account waits (429 with Retry-After,
-    the correct password too); another account is unaffected; after the wait the password works."""
+    """SEC-28: 5 wrong passwords, then every password step of that account from that address waits (429 with
+    Retry-After, the correct password too; H07: per account and address); another account is unaffected;
+    after the wait the password works."""
     user = new_2fa_user(server, clients)
     other = new_2fa_user(server, clients)
     client = clients.new()

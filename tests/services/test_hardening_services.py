@@ -294,3 +294,41 @@ def test_H08_the_sweep_deletes_dead_rows_in_bounded_batches(
     assert _outbox_rows(ctx, account_id) == []
     with pytest.raises(NotSignedIn):
         live.session(ctx)
+
+
+def test_H08_attempt_counters_are_swept_once_their_policy_has_forgotten_them(
+    ctx: Context, clock: SettableClock
+) -> None:
+    """H08: the counters anonymous requests create (per address, per username and address, per username)
+    are deleted once their policy forgets them; the second-factor counter of an account is never swept."""
+    from twostep.core.throttle import PASSKEY_ADDRESS, PASSWORD_ADDRESS, PASSWORD_USER, PASSWORD_USER_ADDRESS
+    from twostep.core.throttle import SECOND_FACTOR as SF
+    from twostep.storage import throttle
+    from twostep.storage.tables import throttles
+
+    tag = unique_username()
+    keys = {
+        f"pw-ip:{tag}": PASSWORD_ADDRESS,
+        f"pw-user-ip:{tag}|10.0.0.1": PASSWORD_USER_ADDRESS,
+        f"pw-user:{tag}": PASSWORD_USER,
+        f"pk-ip:{tag}": PASSKEY_ADDRESS,
+        f"mfa:{tag}": SF,
+    }
+    with ctx.db.transaction() as conn:
+        for key, policy in keys.items():
+            throttle.reserve_attempt(conn, key=key, policy=policy, now=ctx.now())
+
+    def left() -> set[str]:
+        with ctx.db.transaction() as conn:
+            rows = conn.execute(select(throttles.c.key).where(throttles.c.key.in_(list(keys)))).scalars()
+            return set(rows)
+
+    clock.advance(23 * 3600)
+    maintenance.sweep(ctx)
+    assert left() == set(keys)
+    clock.advance(2 * 3600)
+    maintenance.sweep(ctx)
+    assert left() == {f"pw-user:{tag}", f"mfa:{tag}"}
+    clock.advance(30 * 24 * 3600)
+    maintenance.sweep(ctx)
+    assert left() == {f"mfa:{tag}"}

@@ -19,7 +19,8 @@ TwostepError
 ├── EnrollmentExpired         enrollment_expired (410)
 ├── NotFound                  not_found (404)
 ├── UnsupportedMediaType      unsupported_media_type (415)
-└── PayloadTooLarge           payload_too_large (413)
+├── PayloadTooLarge           payload_too_large (413)
+└── Busy                      busy (503), carries retry_after
 
 Services raise these; only ``twostep.web.errors`` turns them into HTTP responses.
 """
@@ -152,3 +153,17 @@ class UnsupportedMediaType(TwostepError):
 class PayloadTooLarge(TwostepError):
     code = "payload_too_large"
     message = "The request body is larger than 64 KiB."
+
+
+class Busy(TwostepError):
+    """Too many password hashes waiting in this worker (H03): try again shortly; nothing was evaluated."""
+
+    code = "busy"
+    message = "The service is busy right now. Try again in a moment."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    def extra(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}

@@ -16,6 +16,8 @@ DERIVED_KEY_BYTES: Final = 32
 
 # The labels in use; a new purpose adds its own (never reuse one for another purpose).
 CSRF: Final = "twostep/csrf/v1"
+# The HMAC of the device cookie that lets a known browser pass the account-wide password ceiling (H07).
+DEVICE_COOKIE: Final = "twostep device cookie v1"
 
 
 def derive_key(master: bytes, label: str) -> bytes:

@@ -5,6 +5,8 @@
 * No composition rules (SEC-10). The whole password, case-folded, is looked up in the bundled blocklist of
   common passwords; the username and "twostep" are context words (SEC-11).
 * Passwords are normalised with NFKC, never trimmed or case-changed, the same way when set and when verified.
+* Every argon2 computation of a ``PasswordHasher`` takes a turn at its ``HashGate``: at most a few at once per
+  process (each holds ``memory_cost`` KiB), a short queue, and ``Busy`` beyond it (H03).
 
 The blocklist (``twostep/data/common-passwords.txt.gz``, see ``common-passwords.SOURCE.md``) is read lazily,
 once per process, into a single bytes buffer that is binary-searched: no per-entry Python objects.
@@ -13,9 +15,14 @@ once per process, into a single bytes buffer that is binary-searched: no per-ent
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import secrets
 import threading
+import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
@@ -23,7 +30,7 @@ from typing import Final
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from twostep.core.errors import WeakPassword
+from twostep.core.errors import Busy, WeakPassword
 from twostep.core.guards import no_transaction_open
 
 MIN_LENGTH: Final = 15
@@ -161,6 +168,79 @@ def check_password_policy(password: str, *, username: str) -> None:
         raise WeakPassword(TOO_CLOSE)
 
 
+def default_hash_concurrency() -> int:
+    """Concurrent argon2 computations per process when none is configured: the number of cores (or 2)."""
+    return os.cpu_count() or 2
+
+
+class HashGate:
+    """Bounds the argon2 work of one process (H03): at most ``concurrency`` computations at once, at most
+    ``queue`` callers waiting for a turn, each for at most ``max_wait`` seconds; anyone else gets ``Busy``.
+
+    It also keeps a moving average of how long one computation takes, for ``Retry-After`` and for callers
+    that must take as long as a hash without computing one (H02).
+    """
+
+    def __init__(self, *, concurrency: int, queue: int, max_wait: float = 5.0) -> None:
+        if concurrency < 1 or queue < 0 or max_wait < 0:
+            raise ValueError("concurrency must be at least 1, queue and max_wait at least 0")
+        self.concurrency = concurrency
+        self.queue = queue
+        self.max_wait = max_wait
+        self._cond = threading.Condition()
+        self._active = 0
+        self._waiting = 0
+        self._seconds: float | None = None
+
+    @property
+    def typical_seconds(self) -> float | None:
+        """The moving average of one computation's duration; None before the first one."""
+        return self._seconds
+
+    def retry_after(self) -> int:
+        """Seconds after which a refused caller may expect a turn: the queue drained once."""
+        per_hash = self._seconds if self._seconds is not None else 0.5
+        return max(1, math.ceil(per_hash * (self.queue + self.concurrency) / self.concurrency))
+
+    @contextmanager
+    def turn(self, *, measure: bool = True) -> Iterator[None]:
+        """Hold one of the ``concurrency`` turns for the duration of the block.
+
+        Raises:
+            Busy: the queue is full, or no turn came within ``max_wait`` seconds.
+        """
+        self._enter()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._leave(time.perf_counter() - start if measure else None)
+
+    def _enter(self) -> None:
+        with self._cond:
+            # Nobody overtakes those already waiting.
+            if self._active < self.concurrency and self._waiting == 0:
+                self._active += 1
+                return
+            if self._waiting >= self.queue:
+                raise Busy(self.retry_after())
+            self._waiting += 1
+            try:
+                admitted = self._cond.wait_for(lambda: self._active < self.concurrency, self.max_wait)
+            finally:
+                self._waiting -= 1
+            if not admitted:
+                raise Busy(self.retry_after())
+            self._active += 1
+
+    def _leave(self, elapsed: float | None) -> None:
+        with self._cond:
+            self._active -= 1
+            if elapsed is not None:
+                self._seconds = elapsed if self._seconds is None else 0.8 * self._seconds + 0.2 * elapsed
+            self._cond.notify()
+
+
 @dataclass(frozen=True)
 class HashParameters:
     """The argon2id cost of a ``PasswordHasher``: iterations, memory in KiB, lanes."""
@@ -171,7 +251,10 @@ class HashParameters:
 
 
 class PasswordHasher:
-    """argon2id PHC hashing of NFKC-normalised passwords (SEC-10, SEC-12)."""
+    """argon2id PHC hashing of NFKC-normalised passwords (SEC-10, SEC-12), bounded by a ``HashGate`` (H03).
+
+    ``concurrency`` defaults to the number of cores, ``queue`` to 8 callers per turn.
+    """
 
     def __init__(
         self,
@@ -179,7 +262,13 @@ class PasswordHasher:
         time_cost: int | None = None,
         memory_cost: int | None = None,
         parallelism: int | None = None,
+        concurrency: int | None = None,
+        queue: int | None = None,
+        max_wait: float = 5.0,
     ) -> None:
+        turns = concurrency or default_hash_concurrency()
+        waiting = 8 * turns if queue is None else queue
+        self.gate = HashGate(concurrency=turns, queue=waiting, max_wait=max_wait)
         defaults = argon2.PasswordHasher()
         self._hasher = argon2.PasswordHasher(
             time_cost=defaults.time_cost if time_cost is None else time_cost,
@@ -200,21 +289,34 @@ class PasswordHasher:
         )
 
     def hash(self, password: str) -> str:
-        """The argon2id PHC string of the normalised ``password``. Raises: WeakPassword if it is too long."""
+        """The argon2id PHC string of the normalised ``password``.
+
+        Raises:
+            WeakPassword: it is too long.
+            Busy: too many hashes waiting in this process.
+        """
         if len(password) > MAX_INPUT_CHARS:
             raise WeakPassword(TOO_LONG)
         no_transaction_open("hashing a password")
-        return self._hasher.hash(normalize_password(password))
+        normalized = normalize_password(password)
+        with self.gate.turn():
+            return self._hasher.hash(normalized)
 
     def verify(self, stored_hash: str, password: str) -> bool:
-        """Whether ``password`` matches ``stored_hash`` (False if not, or if invalid). Raises: nothing."""
+        """Whether ``password`` matches ``stored_hash`` (False if not, or if invalid).
+
+        Raises:
+            Busy: too many hashes waiting in this process.
+        """
         if len(password) > MAX_INPUT_CHARS:
             return False
         no_transaction_open("verifying a password")
-        try:
-            return self._hasher.verify(stored_hash, normalize_password(password))
-        except (VerificationError, InvalidHashError):
-            return False
+        normalized = normalize_password(password)
+        with self.gate.turn():
+            try:
+                return self._hasher.verify(stored_hash, normalized)
+            except (VerificationError, InvalidHashError):
+                return False
 
     def needs_rehash(self, stored_hash: str) -> bool:
         """Whether ``stored_hash`` was made with other parameters (or is invalid). Raises: nothing."""
@@ -224,7 +326,11 @@ class PasswordHasher:
             return True
 
     def dummy_verify(self, password: str) -> None:
-        """Spend the time of one ``verify`` for an unknown account (SEC-05). Raises: nothing."""
+        """Spend the time of one ``verify`` for an unknown account (SEC-05).
+
+        Raises:
+            Busy: too many hashes waiting in this process.
+        """
         if len(password) > MAX_INPUT_CHARS:
             return  # ``verify`` refuses it without hashing too
         no_transaction_open("verifying a password")
@@ -233,6 +339,24 @@ class PasswordHasher:
             with self._dummy_lock:
                 dummy = self._dummy_hash
                 if dummy is None:
-                    dummy = self._hasher.hash(secrets.token_urlsafe(32))
+                    with self.gate.turn():
+                        dummy = self._hasher.hash(secrets.token_urlsafe(32))
                     self._dummy_hash = dummy
         self.verify(dummy, password)
+
+    def pause_like_hash(self) -> None:
+        """Take as long as one ``hash`` takes in this process, without computing one (H02: a taken username).
+
+        It waits for a turn like a hash, so that queueing and ``Busy`` are alike too. Only the first call
+        in a process that has not hashed yet computes one hash, to learn the duration.
+
+        Raises:
+            Busy: too many hashes waiting in this process.
+        """
+        seconds = self.gate.typical_seconds
+        if seconds is None:
+            with self.gate.turn():
+                self._hasher.hash(secrets.token_urlsafe(32))
+            return
+        with self.gate.turn(measure=False):
+            time.sleep(seconds)

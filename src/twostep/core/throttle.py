@@ -43,6 +43,21 @@ def retry_after_seconds(next_at: datetime, now: datetime) -> int:
 SECOND_FACTOR = Backoff(free=5, cap=100)
 # Recovery codes share that counter but stay usable past the cap of 100 (NIST "disable" → recovery).
 RECOVERY = Backoff(free=5)
-# Passwords: per username (known or not, so no account enumeration) and per client address.
-PASSWORD_USER = Backoff(free=5, cap=None)
+# Passwords (H07): per username (known or not, so no account enumeration) *and* client address, the usual
+# backoff; per username from every address, a ceiling far above it that a browser which signed in to the
+# account before (a device cookie) does not meet; and per client address over every username.
+PASSWORD_USER_ADDRESS = Backoff(free=5, forget_after=timedelta(hours=24))
+PASSWORD_USER = Backoff(free=100, forget_after=timedelta(days=30))
 PASSWORD_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))
+# Passwordless passkey sign-in (H01): per client address, never per account.
+PASSKEY_ADDRESS = Backoff(free=20, forget_after=timedelta(hours=24))
+
+# Counters that anonymous requests create (any username, any address) forget their failures after a quiet
+# period, so that the sweep can delete a row once it is as good as absent (H08). The account-wide counter
+# of second factors ("mfa:<id>") never forgets: it ends only by a success or with its account.
+FORGETTING: dict[str, Backoff] = {
+    "pw-ip:": PASSWORD_ADDRESS,
+    "pw-user-ip:": PASSWORD_USER_ADDRESS,
+    "pw-user:": PASSWORD_USER,
+    "pk-ip:": PASSKEY_ADDRESS,
+}

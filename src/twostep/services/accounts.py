@@ -12,6 +12,7 @@ from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
 from twostep.services.context import Client, Context
 from twostep.services.notifications import record
+from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, require_verified
 from twostep.storage import accounts, sessions
 
@@ -33,10 +34,16 @@ def normalize_username(raw: str) -> str | None:
 def register(ctx: Context, *, username: str, password: str, email: str | None, client: Client) -> str:
     """Create an account and return its normalized username.
 
+    Every sign-up path comes through here, so the per-address limit (SEC-62) cannot be skipped (H02). A
+    taken username is refused before any hash, after as long as a hash takes, so that taken and free names
+    cost the attacker the same time and the server no argon2 work (H02).
+
     Raises:
         InvalidRequest: a malformed username or e-mail address.
         WeakPassword: the password policy of security.md §0.1 refused the password.
+        TooManyAttempts: this address sent too many sign-in ceremony requests this minute.
         UsernameTaken: someone has that username.
+        Busy: too many password hashes in this worker (H03).
     """
     normalized = normalize_username(username)
     if normalized is None:
@@ -50,8 +57,14 @@ def register(ctx: Context, *, username: str, password: str, email: str | None, c
     if len(password) > MAX_INPUT_CHARS:
         check_password_policy(password[: MAX_INPUT_CHARS + 1], username=normalized)
     check_password_policy(password, username=normalized)
-    password_hash = ctx.hasher.hash(password)
     now = ctx.now()
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
+        taken = accounts.by_username(conn, normalized) is not None
+    if taken:
+        ctx.hasher.pause_like_hash()
+        raise UsernameTaken()
+    password_hash = ctx.hasher.hash(password)
     display = unicodedata.normalize("NFKC", username)
     try:
         with ctx.db.transaction() as conn:
@@ -73,6 +86,7 @@ def register(ctx: Context, *, username: str, password: str, email: str | None, c
                 origin=ctx.origin,
             )
     except IntegrityError as exc:
+        # Two sign-ups of one free name at once: the unique constraint decides (one account).
         raise UsernameTaken() from exc
     return normalized
 
@@ -88,7 +102,9 @@ def change_password(
     from twostep.services.login import check_password
 
     require_verified(session, ctx.now())
-    check_password(ctx, username=session.username, password=current_password, client=client)
+    check_password(
+        ctx, username=session.username, password=current_password, client=client, known_browser=True
+    )
     check_password_policy(new_password, username=session.username)
     new_hash = ctx.hasher.hash(new_password)
     now = ctx.now()

@@ -39,6 +39,8 @@ class Context:
     rp_id: str
     # Sign-in ceremony requests per client address and minute (SEC-62); 0: no limit.
     rate_limit_per_minute: int = 0
+    # HMAC key of the device cookies (H07), derived from the master key; random when not given.
+    device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     extra: dict[str, object] = field(default_factory=dict)
 
     def now(self) -> datetime:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection
 
-from twostep.core.errors import InvalidCode, InvalidCredentials, NoPendingLogin, TooManyAttempts
+from twostep.core import devices
+from twostep.core.errors import Busy, InvalidCode, InvalidCredentials, NoPendingLogin, TooManyAttempts
 from twostep.core.passwords import MAX_INPUT_CHARS
 from twostep.core.throttle import (
     PASSWORD_ADDRESS,
     PASSWORD_USER,
+    PASSWORD_USER_ADDRESS,
     RECOVERY,
     SECOND_FACTOR,
     retry_after_seconds,
@@ -27,12 +33,14 @@ from twostep.storage import sessions as session_store
 
 @dataclass(frozen=True)
 class LoginResult:
-    """``status`` is "signed_in" or "second_factor_required"; ``token`` is the new cookie value."""
+    """``status`` is "signed_in" or "second_factor_required"; ``token`` is the new cookie value;
+    ``device`` the new device cookie value after a password step (H07)."""
 
     status: str
     token: str
     methods: list[str]
     recovery_codes_remaining: int | None = None
+    device: str | None = None
 
 
 def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
@@ -42,68 +50,148 @@ def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
     return out
 
 
-def password_keys(username_key: str, ip: str) -> tuple[str, str]:
-    return f"pw-user:{username_key}", f"pw-ip:{ip}"
+@dataclass(frozen=True)
+class PasswordKeys:
+    """The counters of one password attempt (H07, SEC-28)."""
+
+    address: str  # every username from this client address
+    user_address: str  # this username from this client address
+    user: str  # this username from every address: the ceiling a known browser does not meet
 
 
-def check_password(ctx: Context, *, username: str, password: str, client: Client) -> accounts.AccountRow:
-    """The first factor, throttled per username (known or not) and per client address (SEC-28).
+def password_keys(username: str, ip: str) -> PasswordKeys:
+    """Keys by the normalised username, known or not (no enumeration, SEC-05); a username that cannot exist
+    gets a digest of itself, so that case and width variants share a key and every key stays short."""
+    normalized = normalize_username(username)
+    if normalized is None:
+        digest = hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        normalized = f"?{digest}"
+    return PasswordKeys(f"pw-ip:{ip}", f"pw-user-ip:{normalized}|{ip}", f"pw-user:{normalized}")
+
+
+def _reserve(conn: Connection, keys: PasswordKeys, *, known_browser: bool, now: datetime) -> datetime | None:
+    """Count the attempt on each counter in turn (address, username and address, username), before the
+    password is checked; when one must wait, the ones before it are refunded and its wait is returned."""
+    plan = [(keys.address, PASSWORD_ADDRESS), (keys.user_address, PASSWORD_USER_ADDRESS)]
+    if not known_browser:
+        plan.append((keys.user, PASSWORD_USER))
+    counted: list[str] = []
+    for key, policy in plan:
+        blocked = throttle.reserve_attempt(conn, key=key, policy=policy, now=now).blocked_until
+        if blocked is not None:
+            for done in counted:
+                throttle.refund_attempt(conn, key=done)
+            return blocked
+        counted.append(key)
+    return None
+
+
+def _refund(ctx: Context, keys: PasswordKeys, *, known_browser: bool) -> None:
+    """Give back an attempt that was counted but never evaluated (the hasher was busy, H03)."""
+    with ctx.db.transaction() as conn:
+        throttle.refund_attempt(conn, key=keys.address)
+        throttle.refund_attempt(conn, key=keys.user_address)
+        if not known_browser:
+            throttle.refund_attempt(conn, key=keys.user)
+
+
+def check_password(
+    ctx: Context,
+    *,
+    username: str,
+    password: str,
+    client: Client,
+    device: str | None = None,
+    known_browser: bool = False,
+) -> accounts.AccountRow:
+    """The first factor, throttled per client address, per username and address, and per username (H07).
+
+    The per-username ceiling (security.md §0.7) is skipped by a browser that signed in to this account
+    before: ``device`` holds a device cookie for it, or ``known_browser`` says the caller's session is the
+    account's own (verify access).
 
     Raises:
-        TooManyAttempts: either counter must wait; the password was not checked.
+        TooManyAttempts: a counter must wait; the password was not checked.
         InvalidCredentials: unknown user or wrong password, indistinguishable (SEC-05).
+        Busy: too many password hashes in this worker; the attempt was not counted (H03).
     """
     now = ctx.now()
     normalized = normalize_username(username)
-    user_key, ip_key = password_keys(normalized or username[:64].casefold(), client.ip)
+    keys = password_keys(username, client.ip)
     with ctx.db.transaction() as conn:
         edge_limit(conn, ctx, client, now)
-        by_ip = throttle.reserve_attempt(conn, key=ip_key, policy=PASSWORD_ADDRESS, now=now)
-        by_user = (
-            throttle.reserve_attempt(conn, key=user_key, policy=PASSWORD_USER, now=now)
-            if by_ip.blocked_until is None
-            else None
+        account = accounts.by_username(conn, normalized) if normalized else None
+        known_browser = known_browser or (
+            account is not None
+            and devices.is_known_device(
+                key=ctx.device_key,
+                cookie=device,
+                username=account.username,
+                password_hash=account.password_hash,
+            )
         )
-        blocked = by_ip.blocked_until or (by_user.blocked_until if by_user else None)
-        if blocked is not None and by_ip.blocked_until is None:
-            throttle.refund_attempt(conn, key=ip_key)
-        account = accounts.by_username(conn, normalized) if normalized and blocked is None else None
+        blocked = _reserve(conn, keys, known_browser=known_browser, now=now)
     if blocked is not None:
         raise TooManyAttempts(retry_after_seconds(blocked, now))
-    if len(password) > MAX_INPUT_CHARS or account is None:
-        ctx.hasher.dummy_verify(password[:MAX_INPUT_CHARS])
+    try:
+        if len(password) > MAX_INPUT_CHARS or account is None:
+            ctx.hasher.dummy_verify(password[:MAX_INPUT_CHARS])
+            matched = False
+        else:
+            matched = ctx.hasher.verify(account.password_hash, password)
+    except Busy:
+        _refund(ctx, keys, known_browser=known_browser)
+        raise
+    if account is None or not matched:
+        if account is not None:
+            with ctx.db.transaction() as conn:
+                record(
+                    conn,
+                    account_id=account.id,
+                    type_="password_failed",
+                    client=client,
+                    now=now,
+                    origin=ctx.origin,
+                )
         raise InvalidCredentials()
-    if not ctx.hasher.verify(account.password_hash, password):
-        with ctx.db.transaction() as conn:
-            record(
-                conn,
-                account_id=account.id,
-                type_="password_failed",
-                client=client,
-                now=now,
-                origin=ctx.origin,
-            )
-        raise InvalidCredentials()
-    # The new hash is made before the transaction: no slow hash while it is open (H06).
-    rehashed = ctx.hasher.hash(password) if ctx.hasher.needs_rehash(account.password_hash) else None
+    new_hash: str | None = None
+    if ctx.hasher.needs_rehash(account.password_hash):
+        with contextlib.suppress(Busy):  # the next sign-in rehashes instead
+            new_hash = ctx.hasher.hash(password)
     with ctx.db.transaction() as conn:
-        # The same order as the reservation (address, then user): no deadlock between parallel sign-ins.
-        throttle.refund_attempt(conn, key=ip_key)
-        throttle.reset(conn, key=user_key)
-        if rehashed is not None:
-            accounts.set_password_hash(conn, account.id, rehashed)
+        # The same order as the reservation: no deadlock between parallel sign-ins. The ceiling is reset
+        # only by a browser that had to meet it, so the owner's known browser does not refill an attacker's
+        # budget.
+        throttle.refund_attempt(conn, key=keys.address)
+        throttle.reset(conn, key=keys.user_address)
+        if not known_browser:
+            throttle.reset(conn, key=keys.user)
+        if new_hash is not None:
+            accounts.set_password_hash(conn, account.id, new_hash)
+            account = dataclasses.replace(account, password_hash=new_hash)
     return account
 
 
 def password_step(
-    ctx: Context, *, username: str, password: str, client: Client, current_token: str | None
+    ctx: Context,
+    *,
+    username: str,
+    password: str,
+    client: Client,
+    current_token: str | None,
+    device: str | None = None,
 ) -> LoginResult:
     """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
 
+    ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07).
+
     Raises:
-        TooManyAttempts, InvalidCredentials: see check_password.
+        TooManyAttempts, InvalidCredentials, Busy: see check_password.
     """
-    account = check_password(ctx, username=username, password=password, client=client)
+    account = check_password(ctx, username=username, password=password, client=client, device=device)
+    remembered = devices.remember_device(
+        key=ctx.device_key, cookie=device, username=account.username, password_hash=account.password_hash
+    )
     now = ctx.now()
     with ctx.db.transaction() as conn:
         end(conn, ctx, token=current_token, now=now)
@@ -122,10 +210,10 @@ def password_step(
                 detail={"method": "password", "session": sid},
                 origin=ctx.origin,
             )
-            return LoginResult("signed_in", token, [])
+            return LoginResult("signed_in", token, [], device=remembered)
         methods = methods_for(kinds, recovery.remaining(conn, account.id))
         token = create_pending(conn, account_id=account.id, now=now, client=client)
-    return LoginResult("second_factor_required", token, methods)
+    return LoginResult("second_factor_required", token, methods, device=remembered)
 
 
 def _failed(

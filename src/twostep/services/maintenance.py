@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
+from twostep.core.throttle import FORGETTING
 from twostep.services.context import SESSION_IDLE, Context
-from twostep.storage import challenges, enrollments, outbox, ratelimit, sessions
+from twostep.storage import challenges, enrollments, outbox, ratelimit, sessions, throttle
 
 log = logging.getLogger("twostep.maintenance")
 
@@ -38,9 +39,14 @@ def _batched(ctx: Context, step: Callable[[Connection], int]) -> int:
     return total
 
 
+def _forget(prefix: str, before: datetime) -> Callable[[Connection], int]:
+    return lambda conn: throttle.delete_forgotten(conn, prefix=prefix, before=before, limit=BATCH)
+
+
 def sweep(ctx: Context) -> dict[str, int]:
     """Delete expired WebAuthn challenges, dead signed-in sessions, expired TOTP enrolments, ended rate-limit
-    windows, notifications sent over a week ago and those undeliverable for a week. Returns the counts."""
+    windows, attempt counters their policy has forgotten,
+    notifications sent over a week ago and those undeliverable for a week. Returns the counts."""
     now = ctx.now()
     idle_cutoff = now - SESSION_IDLE
     done = {
@@ -57,6 +63,10 @@ def sweep(ctx: Context) -> dict[str, int]:
             ctx, lambda c: outbox.delete_undelivered_before(c, before=now - UNDELIVERABLE_AFTER, limit=BATCH)
         ),
     }
+    for prefix, policy in FORGETTING.items():
+        assert policy.forget_after is not None
+        before = now - policy.forget_after
+        done[f"throttles {prefix}"] = _batched(ctx, _forget(prefix, before))
     if done["outbox_undeliverable"]:
         log.warning(
             "gave up on %d notification(s) not delivered within %d days",

@@ -10,8 +10,14 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from twostep.core import passkeys as wa
-from twostep.core.errors import NameTaken, NotSignedIn, PasskeyRegistrationRejected, PasskeyRejected
-from twostep.core.throttle import SECOND_FACTOR
+from twostep.core.errors import (
+    NameTaken,
+    NotSignedIn,
+    PasskeyRegistrationRejected,
+    PasskeyRejected,
+    TooManyAttempts,
+)
+from twostep.core.throttle import PASSKEY_ADDRESS, SECOND_FACTOR, retry_after_seconds
 from twostep.services import second_factor as sf
 from twostep.services.context import (
     CHALLENGE_TTL,
@@ -25,7 +31,7 @@ from twostep.services.factors import Added, NewCodes, added_events, clean_name, 
 from twostep.services.notifications import record
 from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, create_active, require_verified, step_up
-from twostep.storage import accounts, challenges, factors
+from twostep.storage import accounts, challenges, factors, throttle
 from twostep.storage import sessions as session_store
 
 log = logging.getLogger("twostep.passkeys")
@@ -238,8 +244,9 @@ class _Prepared:
 def _prepare(
     conn: Connection, ctx: Context, *, credential: object, account_id: int | None, now: datetime
 ) -> _Prepared:
-    """In the caller's transaction: count the attempt before anything is evaluated (the pending or signed-in
-    account; for a passwordless sign-in, the credential's account) and look the credential up."""
+    """In the caller's transaction: count the attempt on the account's second-factor counter before anything
+    is evaluated (a pending sign-in or verify access; a passwordless attempt moves no account's counter,
+    H01) and look the credential up."""
     failures = 0
     if account_id is not None:
         failures = sf.reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=now)
@@ -250,9 +257,12 @@ def _prepare(
         return _Prepared(None, None, None, None, failures)
     row = factors.passkey_by_credential_id(conn, credential_id)
     account = accounts.by_id(conn, row.account_id) if row is not None else None
-    if row is not None and account is not None and account_id is None:
-        failures = sf.reserve(conn, account_id=row.account_id, policy=SECOND_FACTOR, now=now)
     return _Prepared(credential_id, handle, row, account.user_handle if account else None, failures)
+
+
+def passwordless_key(ip: str) -> str:
+    """Passwordless assertions are counted per client address (H01); the challenge is single use."""
+    return f"pk-ip:{ip}"
 
 
 def _check_assertion(
@@ -330,6 +340,7 @@ def login(
         PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
     """
     now = ctx.now()
+    blocked: datetime | None = None
     with ctx.db.transaction() as conn:
         edge_limit(conn, ctx, client, now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
@@ -339,11 +350,19 @@ def login(
             taken = challenges.take(
                 conn, session_key=hash_token(ceremony_key), purpose="passwordless", now=now
             )
+            if taken is not None:
+                # Counted before anything is evaluated, on the address only: a stranger naming someone's
+                # credential id must not move that account's counter (H01).
+                blocked = throttle.reserve_attempt(
+                    conn, key=passwordless_key(client.ip), policy=PASSKEY_ADDRESS, now=now
+                ).blocked_until
         else:
             taken = None
         account_id = pend.account_id if pend is not None else None
-        if taken is not None:
+        if taken is not None and blocked is None:
             prepared = _prepare(conn, ctx, credential=credential, account_id=account_id, now=now)
+    if blocked is not None:
+        raise TooManyAttempts(retry_after_seconds(blocked, now))
     if taken is None:
         raise PasskeyRejected()
     try:
@@ -365,6 +384,8 @@ def login(
                 raise PasskeyRejected()
             if token and pend is None:
                 session_store.delete_one(conn, token_hash=hash_token(token))
+            if pend is None:
+                throttle.refund_attempt(conn, key=passwordless_key(client.ip))
             sid = pend.public_id if pend is not None else new_id()
             new_token = create_active(
                 conn,
@@ -389,8 +410,8 @@ def login(
                 origin=ctx.origin,
             )
     except PasskeyRejected as exc:
-        if pend is not None:
-            with ctx.db.transaction() as conn:
+        with ctx.db.transaction() as conn:
+            if pend is not None:
                 first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
                 sf.record_failure(
                     conn,
@@ -402,6 +423,20 @@ def login(
                     type_="second_factor_failed",
                     detail={"method": "passkey", "session": pend.public_id},
                     notify=first,
+                )
+            elif prepared.row is not None:
+                # The account whose credential was named sees the attempt in its security log (H01); no
+                # e-mail: anyone who saw the credential id can cause it, and it proves nothing about the
+                # password.
+                record(
+                    conn,
+                    account_id=prepared.row.account_id,
+                    type_="passkey_sign_in_failed",
+                    client=client,
+                    now=now,
+                    detail={"method": "passkey_passwordless", "factor_id": prepared.row.id},
+                    origin=ctx.origin,
+                    notify=False,
                 )
         raise PasskeyRejected() from None
     return new_token

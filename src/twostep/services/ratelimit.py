@@ -35,11 +35,3 @@ def edge_limit(conn: Connection, ctx: Context, client: Client, now: datetime) ->
         )
 
 
-def check(ctx: Context, client: Client) -> None:
-    """The edge limit in a transaction of its own, for routes whose use case has none before slow work.
-
-    Raises:
-        TooManyAttempts.
-    """
-    with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, ctx.now())

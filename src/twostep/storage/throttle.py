@@ -107,3 +107,13 @@ def reset(conn: Connection, *, key: str) -> None:
 def failures(conn: Connection, *, key: str) -> int:
     value = conn.execute(select(throttles.c.failures).where(throttles.c.key == key)).scalar()
     return int(value or 0)
+
+
+def delete_forgotten(conn: Connection, *, prefix: str, before: datetime, limit: int) -> int:
+    """At most ``limit`` counters of ``prefix`` untouched since ``before`` (H08): as good as absent."""
+    dead = (
+        select(throttles.c.key)
+        .where(throttles.c.key.startswith(prefix, autoescape=True), throttles.c.updated_at < before)
+        .limit(limit)
+    )
+    return int(conn.execute(delete(throttles).where(throttles.c.key.in_(dead.scalar_subquery()))).rowcount)

@@ -67,6 +67,7 @@ _ERROR_STATUSES = {
     "415": "Not JSON",
     "422": "Invalid request or weak password",
     "429": "Too many attempts; see Retry-After",
+    "503": "Busy: too many password checks at once in this worker; see Retry-After",
 }
 
 

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from twostep.services import ratelimit
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.security import client_address
@@ -50,11 +49,6 @@ def current_session(request: Request) -> CurrentSession:
     session = authenticate(ctx_of(request), token_of(request))
     request.state.twostep_session = session
     return session
-
-
-def ceremony_limit(request: Request) -> None:
-    """Dependency of the sign-in ceremony routes: the per-address limit of SEC-62."""
-    ratelimit.check(ctx_of(request), client_of(request))
 
 
 SignedIn = Annotated[CurrentSession, Depends(current_session)]

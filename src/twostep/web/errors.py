@@ -33,6 +33,7 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.NotFound: 404,
     e.UnsupportedMediaType: 415,
     e.PayloadTooLarge: 413,
+    e.Busy: 503,
 }
 
 
@@ -49,7 +50,7 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
 
 def error_response(exc: e.TwostepError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, e.TooManyAttempts):
+    if isinstance(exc, e.TooManyAttempts | e.Busy):
         headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(
         error_body(exc.code, exc.message, **exc.extra()), status_code=status_of(exc), headers=headers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from twostep.core.errors import NotSignedIn
@@ -13,6 +13,7 @@ from twostep.services import accounts, login, verify_access
 from twostep.services.login import LoginResult
 from twostep.services.sessions import logout
 from twostep.services.verify_access import VerifyResult
+from twostep.web import devices
 from twostep.web.api.schemas import (
     AccountIn,
     AccountOut,
@@ -25,7 +26,7 @@ from twostep.web.api.schemas import (
     SessionOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, ceremony_limit, client_of, ctx_of, current_session, state, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, current_session, state, token_of
 from twostep.web.errors import error_response
 
 router = APIRouter()
@@ -43,6 +44,7 @@ def login_response(request: Request, result: LoginResult) -> JSONResponse:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
     response = JSONResponse(body)
     state(request).cookies.set(response, result.token)
+    devices.remember(request, response, result.device)
     return response
 
 
@@ -59,7 +61,7 @@ def verify_response(request: Request, result: VerifyResult) -> JSONResponse:
     return response
 
 
-@router.post("/accounts", dependencies=[Depends(ceremony_limit)], status_code=201, response_model=AccountOut)
+@router.post("/accounts", status_code=201, response_model=AccountOut)
 def create_account(body: AccountIn, request: Request) -> JSONResponse:
     username = accounts.register(
         ctx_of(request),
@@ -79,6 +81,7 @@ def post_login(body: LoginIn, request: Request) -> JSONResponse:
         password=body.password,
         client=client_of(request),
         current_token=token_of(request),
+        device=devices.device_of(request),
     )
     return login_response(request, result)
 

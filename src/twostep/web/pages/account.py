@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import InvalidCredentials, NotFound, TwostepError, WeakPassword
+from twostep.core.errors import Busy, InvalidCredentials, NotFound, TwostepError, WeakPassword
 from twostep.services import accounts, events, sessions
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
@@ -55,6 +55,7 @@ EVENT_LABELS = {
     "other_sessions_ended": "Other sessions ended",
     "password_changed": "Password changed",
     "passkey_counter_regressed": "Passkey counter went backwards (possible clone)",
+    "passkey_sign_in_failed": "Failed sign-in with one of your passkeys, without password",
 }
 METHOD_LABELS = {
     "password": "password only",
@@ -161,6 +162,8 @@ def password_post(
             new_password=new_password,
             client=client_of(request),
         )
+    except Busy:
+        raise  # the 503 page
     except InvalidCredentials:
         errors["current"] = "Your current password is not correct."
     except WeakPassword as exc:

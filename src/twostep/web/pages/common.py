@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator
 
 from twostep.core.errors import (
+    Busy,
     InvalidCode,
     NotFound,
     NotSignedIn,
@@ -271,6 +272,11 @@ class PageRoute(APIRoute):
             except VerifyAccessRequired:
                 back = request.url.path if request.method == "GET" else HOME
                 return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
+            except Busy as exc:
+                wait = wait_words(exc.retry_after)
+                response = render(request, "busy.html", {"wait": wait}, status_code=503)
+                response.headers["Retry-After"] = str(exc.retry_after)
+                return response
             except TwostepError as exc:
                 status = 404 if isinstance(exc, NotFound) else 400
                 return render(request, "error.html", {"message": message_of(exc)}, status_code=status)

@@ -7,6 +7,7 @@ import json
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
+    Busy,
     InvalidRequest,
     NoPendingLogin,
     PasskeyRejected,
@@ -17,6 +18,7 @@ from twostep.core.errors import (
 )
 from twostep.services import accounts, login, passkeys
 from twostep.services.sessions import logout
+from twostep.web import devices
 from twostep.web.deps import client_of, ctx_of, state, token_of
 from twostep.web.pages.common import (
     HOME,
@@ -74,9 +76,8 @@ def signup(
     ctx, client = ctx_of(request), client_of(request)
     try:
         accounts.register(ctx, username=username, password=password, email=email or None, client=client)
-        result = login.password_step(
-            ctx, username=username, password=password, client=client, current_token=token_of(request)
-        )
+    except Busy:
+        raise  # the 503 page
     except WeakPassword as exc:
         errors["password"] = f"This password can't be used: {exc.message}"
     except UsernameTaken as exc:
@@ -85,18 +86,38 @@ def signup(
         errors["email" if "e-mail" in exc.message else "username"] = exc.message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
+        status = 429 if isinstance(exc, TooManyAttempts) else 422
+        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status)
     else:
-        return redirect(url_with(HOME, done="welcome"), result.token, request)
+        try:
+            result = login.password_step(
+                ctx,
+                username=username,
+                password=password,
+                client=client,
+                current_token=token_of(request),
+                device=devices.device_of(request),
+            )
+        except TwostepError:
+            # The account exists; signing in can wait (a limit, or a busy worker): say so, never "failed".
+            return redirect(url_with("/login", created="1"))
+        response = redirect(url_with(HOME, done="welcome"), result.token, request)
+        devices.remember(request, response, result.device)
+        return response
     return render(request, "signup.html", {"form": form, "errors": errors}, status_code=422)
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "", expired: str = "", signed_out: str = "") -> Response:
+def login_page(
+    request: Request, next: str = "", expired: str = "", signed_out: str = "", created: str = ""
+) -> Response:
     target = safe_next(next)
     if signed_in_or_none(request) is not None:
         return redirect(target)
     notice = None
-    if expired:
+    if created:
+        notice = "Your account was created. Sign in with your new username and password."
+    elif expired:
         notice = "Your sign-in took longer than 5 minutes or was cancelled. Sign in again."
     elif signed_out:
         notice = "You are signed out."
@@ -120,15 +141,22 @@ def login_post(
             password=password,
             client=client_of(request),
             current_token=token_of(request),
+            device=devices.device_of(request),
         )
+    except Busy:
+        raise
     except TwostepError as exc:
         context = {"next": target, "form": {"username": username}, "error": message_of(exc)}
         status = 429 if isinstance(exc, TooManyAttempts) else 401
         return render(request, "login.html", context, status_code=status)
     if result.status == "signed_in":
-        return redirect(target, result.token, request)
-    methods = ",".join(result.methods)
-    return redirect(url_with("/login/second-step", methods=methods, next=target), result.token, request)
+        response = redirect(target, result.token, request)
+    else:
+        methods = ",".join(result.methods)
+        second = url_with("/login/second-step", methods=methods, next=target)
+        response = redirect(second, result.token, request)
+    devices.remember(request, response, result.device)
+    return response
 
 
 def _second_step_context(methods: str, next: str) -> dict[str, object]:

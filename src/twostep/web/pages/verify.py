@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import PasskeyRejected, TwostepError, VerifyAccessRequired
+from twostep.core.errors import Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
 from twostep.services import factors, passkeys, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
@@ -62,6 +62,8 @@ def verify_post(
         result = verify_access.with_password(
             ctx_of(request), session, password=password, client=client_of(request)
         )
+    except Busy:
+        raise  # the 503 page
     except TwostepError as exc:
         context = {
             "next": safe_next(next),
