@@ -331,7 +331,8 @@ BAD_FILES = [
     ('trusted_proxies = ["nope"]\n', ["trusted_proxies: 'nope' is not an address or a network"]),
     ("when = 1979-05-27T07:32:00Z\n", ["when: unknown key"]),
     ("access = 3\n", ["access: must be a table, not a number"]),
-    ('[access]\ndefault = "deny"\n', ["access.default: unknown key"]),
+    ('[access]\ndefault = "deny"\n', ["access.default: unknown key (did you mean default_policy?)"]),
+    ('[access]\n[[access.rule]]\npolicy = "deny"\n', ["access.rule: unknown key (did you mean rules?)"]),
     ('[access]\ndefault_policy = "allow"\n', ["access.default_policy: Input should be 'bypass'"]),
     ('origin = "http://auth.example.com"\n', ["origin: must use https except for http://localhost"]),
     ('signup = "maybe"\n', ["signup: Input should be 'open', 'invite' or 'closed'"]),
@@ -432,6 +433,16 @@ def test_a_bad_rule_is_refused_naming_its_key_path(
     problems = refused(env, path)
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{path}: {expected}"), problems
+
+
+def test_a_misspelt_key_of_a_rule_is_named_with_the_key_it_probably_meant(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write(tmp_path, '[[access.rules]]\ndomains = ["a.example.com"]\npolicy = "deny"\n')
+    assert refused(env, path) == [
+        f"{path}: access.rules[0].domain: required, and missing",
+        f"{path}: access.rules[0].domains: unknown key (did you mean domain?)",
+    ]
 
 
 def test_every_problem_is_reported_on_its_own_line(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The `twostep` command: serve, migrate, rotate-key."""
+"""The `twostep` command: serve, check-config, migrate, rotate-key."""
 
 from __future__ import annotations
 
@@ -42,9 +42,13 @@ def log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging, with twostep's own loggers on the same stream and format."""
     from uvicorn.config import LOGGING_CONFIG
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["twostep"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config
+    logging_config = copy.deepcopy(LOGGING_CONFIG)
+    logging_config["loggers"]["twostep"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return logging_config
 
 
 def _add_serve_flags(parser: argparse.ArgumentParser) -> None:

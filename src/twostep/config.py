@@ -589,11 +589,20 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _nested_suggestion(loc: tuple[int | str, ...]) -> str:
+    """The key of ``[access]`` or of a rule that an unknown key probably meant (``domains``: ``domain``)."""
+    if loc[:1] != ("access",):
+        return ""
+    fields = AccessSettings.model_fields if len(loc) == 2 else AccessRuleSettings.model_fields
+    close = difflib.get_close_matches(str(loc[-1]).lower(), list(fields), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _problems(exc: ValidationError, sources: Mapping[str, Source], path: Path | None) -> list[str]:
     problems = []
     for err in exc.errors():
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _nested_suggestion(tuple(err["loc"]))
         elif err["type"] == "missing":
             message = "required, and missing"
         else:
