@@ -74,7 +74,11 @@ class DomainPattern:
 @dataclass(frozen=True, slots=True)
 class AccessRule:
     """``[[access.rules]]`` once parsed: users and groups normalised (``twostep.core.names``), resources
-    compiled."""
+    compiled.
+
+    Raises:
+        ValueError: no domain, or a bypass rule that names users or groups.
+    """
 
     domains: tuple[DomainPattern, ...]
     policy: Policy
@@ -127,6 +131,8 @@ _PORT: Final = re.compile(r"[0-9]{0,5}")
 def request_host(host: str) -> str | None:
     """The host of a request in the form rules compare: lower case, no port, no trailing dot, an IPv6
     address without brackets. None for anything that is not a host name or an address (it matches no rule).
+
+    Raises: nothing.
     """
     value = host.strip().lower()
     if value.startswith("["):
@@ -151,7 +157,10 @@ def request_host(host: str) -> str | None:
 
 def request_path(path: str) -> str:
     """The path and query that ``resources`` are matched against: the path percent-decoded once (UTF-8) and
-    cleaned of ``.``, ``..`` and empty segments, a trailing slash kept; the query as it was sent."""
+    cleaned of ``.``, ``..`` and empty segments, a trailing slash kept; the query as it was sent.
+
+    Raises: nothing.
+    """
     raw_path, question, query = path.partition("?")
     decoded = unquote(raw_path)
     segments: list[str] = []
