@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 DEBIAN_TEST_PACKAGES := chromium oathtool zbar-tools librsvg2-bin nginx-light wrk
-HOST ?= 127.0.0.1
-PORT ?= 8000
-WORKERS ?= 1
+# `make serve HOST=… PORT=… WORKERS=…` passes them as flags; unset, the configuration decides (TWOSTEP_CONFIG,
+# TWOSTEP_HOST/PORT/WORKERS; defaults 127.0.0.1, 8000, 1).
+HOST ?=
+PORT ?=
+WORKERS ?=
 
 .PHONY: serve test check bench debian-packages clean
 
@@ -24,7 +26,7 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	touch $(STAMP_RUN) $@
 
 serve: $(STAMP_RUN)
-	$(BIN)/twostep serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	$(BIN)/twostep serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(if $(WORKERS),--workers $(WORKERS))
 
 # The Debian packages the tests use as independent clients and real parts (installed when run as root).
 debian-packages:

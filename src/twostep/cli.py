@@ -1,22 +1,27 @@
-"""The `twostep` command: serve, migrate, rotate-key."""
+"""The `twostep` command: serve, check-config, migrate, rotate-key."""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ipaddress
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
-from twostep.config import Settings
+from twostep import config
+from twostep.config import ConfigError, Settings
+from twostep.core.access import AccessRule, DomainPattern, Policy
 
 # Files 0600 and directories 0700 (H12): whatever twostep, SQLite or a library creates in the data directory.
 UMASK = 0o077
 
 SERVE_HELP = """\
-Configuration comes from TWOSTEP_* environment variables (see the README); a flag, where one exists, wins.
+Configuration comes from the TOML file TWOSTEP_CONFIG names (docs/twostep.example.toml), and from TWOSTEP_*
+environment variables, which win over the file; a flag, where one exists, wins over both. `twostep
+check-config` shows what is in effect and where each value came from.
 
 Behind a reverse proxy, set TWOSTEP_TRUSTED_PROXIES (or --trusted-proxies) to the proxy's address: without it
 every client has the proxy's address, so the per-address limits become one limit for everybody. A request
@@ -24,34 +29,208 @@ that carries X-Forwarded-For from a peer not in that list is logged as a warning
 """
 
 
-class ConfigurationError(Exception):
-    """Settings that cannot be served; the message names the TWOSTEP_* variable."""
-
-
-def load_settings() -> Settings:
-    """Settings from the environment.
+def load_settings(flags: Mapping[str, object] | None = None) -> Settings:
+    """Settings from the flags given, the environment and the configuration file.
 
     Raises:
-        ConfigurationError: a value is refused; the message has no input values (they may hold secrets).
+        ConfigError: a value is refused; the message has no values of secrets.
     """
-    try:
-        return Settings()
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = "TWOSTEP_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
-            message = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{where}: {message}" if where else message)
-        raise ConfigurationError("; ".join(lines)) from None
+    return config.load(flags).settings
 
 
 def log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging, with twostep's own loggers on the same stream and format."""
     from uvicorn.config import LOGGING_CONFIG
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["twostep"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config
+    logging_config = copy.deepcopy(LOGGING_CONFIG)
+    logging_config["loggers"]["twostep"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return logging_config
+
+
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    # No defaults here: a flag not given leaves the setting to the environment, the file, or its default.
+    parser.add_argument("--host", help="address to listen on (TWOSTEP_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (TWOSTEP_PORT; default 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (TWOSTEP_WORKERS; default 1)")
+    parser.add_argument(
+        "--trusted-proxies",
+        metavar="LIST",
+        default=None,
+        help="addresses or networks of reverse proxies whose X-Forwarded-For is believed, comma-separated "
+        "(TWOSTEP_TRUSTED_PROXIES)",
+    )
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "trusted_proxies": args.trusted_proxies,
+    }
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    print(config_report(config.load(_serve_flags(args))))
+    return 0
+
+
+# --- twostep check-config ----------------------------------------------------------------------------------
+
+SECRET_URLS = ("database_url", "smtp_url")
+# Settings of the second round that are validated before the parts that use them exist; check-config says so
+# when one is set. Remove a name when its part is built.
+NOT_YET_IN_EFFECT: Final = ("signup", "cookie_domain", "metrics_from", "log_format", "access")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (and any ``password=`` in its query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "(set; not shown)"
+    items = parts.query.split("&") if parts.query else []
+    secret_items = [
+        i for i, item in enumerate(items) if item.partition("=")[0].lower() in ("password", "pass")
+    ]
+    if not has_password and not secret_items:
+        return url
+    netloc = parts.netloc
+    if has_password:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    for i in secret_items:
+        items[i] = f"{items[i].partition('=')[0]}=***"
+    query = "&".join(items)
+    # Put together by hand: urlunsplit would drop the "//" of a URL with an empty host (sqlite:////path).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _shown(settings: Settings, name: str) -> str:
+    value = getattr(settings, name)
+    if name == "database_url" and not value:
+        return f"(unset: SQLite at {settings.resolved_database_url.removeprefix('sqlite:///')})"
+    if value is None:
+        return "(unset)"
+    if name in SECRET_URLS:
+        return masked_url(str(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value) if str(value) else '""'
+
+
+def _from(loaded: config.LoadedSettings, name: str) -> str:
+    source = loaded.sources.get(name, "default")
+    if source == "environment":
+        return f"environment (TWOSTEP_{name.upper()})"
+    if source == "flag":
+        return f"flag (--{name.replace('_', '-')})"
+    return source
+
+
+def _rule_line(index: int, rule: AccessRule) -> str:
+    parts = [f"domain {', '.join(str(d) for d in rule.domains)}"]
+    if rule.resources:
+        parts.append(f"resources {', '.join(r.pattern for r in rule.resources)}")
+    if rule.users:
+        parts.append(f"users {', '.join(sorted(rule.users))}")
+    if rule.groups:
+        parts.append(f"groups {', '.join(sorted(rule.groups))}")
+    parts.append(f"policy {rule.policy}")
+    return f"  access.rules[{index}]: " + "; ".join(parts)
+
+
+def _cookie_reaches(settings: Settings, pattern: DomainPattern) -> bool:
+    scope = settings.cookie_domain
+    if scope is None:
+        return not pattern.wildcard and pattern.host == settings.rp_id
+    return pattern.host == scope or pattern.host.endswith("." + scope)
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What is valid but probably not meant, or what the server noticed (H17)."""
+    warnings: list[str] = []
+    control = settings.access_control
+    if control.rules and settings.signup == "open":
+        warnings.append(
+            'signup is "open" while access rules exist: anyone who can reach twostep can create an account '
+            'and pass every rule that names no users or groups. Set signup to "invite" or "closed".'
+        )
+    if control.default_policy is Policy.BYPASS and settings.access.default_policy is not None:
+        warnings.append(
+            'access.default_policy is "bypass": every host and path that no rule matches is open to anyone.'
+        )
+    for index, rule in enumerate(control.rules):
+        if rule.policy in (Policy.ONE_FACTOR, Policy.TWO_FACTOR):
+            for pattern in rule.domains:
+                if not _cookie_reaches(settings, pattern):
+                    warnings.append(
+                        f"access.rules[{index}] protects {pattern}, but the session cookie is only sent to "
+                        f"{settings.cookie_domain or settings.rp_id}"
+                        f"{' and its subdomains' if settings.cookie_domain else ''}: nobody will be "
+                        "signed in there. Set cookie_domain to a domain both belong to."
+                    )
+    seen = config.read_untrusted_forwarding(settings.data_dir)
+    if seen is not None and not _trusted(seen.peer, settings.trusted_proxy_networks()):
+        why = "TWOSTEP_TRUSTED_PROXIES is not set" if not settings.trusted_proxies else "it is not listed"
+        warnings.append(
+            f"the server saw X-Forwarded-For from {seen.peer} (last noted {seen.seen_at:%Y-%m-%d %H:%M} UTC) "
+            f"and ignored it because {why}. Behind a reverse proxy, set trusted_proxies to the proxy's "
+            "address: otherwise every client has the proxy's address."
+        )
+    pending = [name for name in NOT_YET_IN_EFFECT if name in settings.model_fields_set]
+    if pending:
+        warnings.append(
+            f"{', '.join(pending)}: accepted and checked, but not yet in effect in this version of twostep."
+        )
+    if settings.enable_test_clock:
+        warnings.append(
+            "enable_test_clock is on: anyone who reaches the server can move its clock (tests only)."
+        )
+    return warnings
+
+
+def _trusted(peer: str, networks: list[config.Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def config_report(loaded: config.LoadedSettings) -> str:
+    """What `twostep check-config` prints: the effective settings (no secrets), where each came from, the
+    access rules in order, and warnings."""
+    settings = loaded.settings
+    lines = [f"configuration file: {loaded.config_file or '(none: TWOSTEP_CONFIG is not set)'}", ""]
+    names = [name for name in Settings.model_fields if name != "access"]
+    rows = [("setting", "value", "from"), *((n, _shown(settings, n), _from(loaded, n)) for n in names)]
+    control = settings.access_control
+    if settings.access.default_policy is not None:
+        policy_from = "file"
+    else:
+        policy_from = "default (rules are written)" if control.rules else "default (no rule is written)"
+    rows.append(("access.default_policy", str(control.default_policy), policy_from))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}".rstrip() for a, b, c in rows]
+    lines.append("")
+    if control.rules:
+        lines.append(f"access rules ({len(control.rules)}; the first that matches decides):")
+        lines += [_rule_line(i, rule) for i, rule in enumerate(control.rules)]
+    else:
+        lines.append(f"access rules: none ({control.default_policy} for every host)")
+    warnings = config_warnings(settings)
+    lines.append("")
+    lines += [f"warning: {w}" for w in warnings] or ["no warnings"]
+    lines.append("the configuration is valid")
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -60,10 +239,10 @@ def _serve(args: argparse.Namespace) -> int:
     from twostep.app import SchemaOutdated, prepare_database
     from twostep.keyfile import load_or_create_key
 
+    settings = load_settings(_serve_flags(args))
     if args.trusted_proxies is not None:
-        # The workers read their settings from the environment.
+        # The workers read their settings from the environment (and the file): the flag wins over both.
         os.environ["TWOSTEP_TRUSTED_PROXIES"] = args.trusted_proxies
-    settings = load_settings()
     try:
         # Migrate (SQLite) or check (PostgreSQL) once, before any worker starts.
         prepare_database(settings).dispose()
@@ -74,9 +253,9 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "twostep.app:create_app_from_env",
         factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         proxy_headers=False,
@@ -137,17 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         epilog=SERVE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument(
-        "--trusted-proxies",
-        metavar="LIST",
-        default=None,
-        help="addresses or networks of reverse proxies whose X-Forwarded-For is believed, comma-separated "
-        "(TWOSTEP_TRUSTED_PROXIES)",
-    )
+    _add_serve_flags(serve)
     serve.set_defaults(func=_serve)
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration and show what is in effect (exit status 2 when it is refused)",
+        description="Validate the configuration (the file TWOSTEP_CONFIG names, the TWOSTEP_* variables and "
+        "these flags, as `twostep serve` takes them) and print the effective settings, where each came from, "
+        "the access rules and warnings. Exit status 0 when valid (warnings included), 2 when refused.",
+    )
+    _add_serve_flags(check)
+    check.set_defaults(func=_check_config)
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     mig.set_defaults(func=_migrate)
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
@@ -156,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(UMASK)
     try:
         result: int = args.func(args)
-    except ConfigurationError as exc:
-        print(f"twostep: configuration refused: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"twostep: configuration refused: {problem}", file=sys.stderr)
         return 2
     return result
 
