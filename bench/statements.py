@@ -7,8 +7,8 @@ twostep's side: its own application, built by ``twostep.app.create_app(Settings(
 `make bench` serves with (production settings, the per-address limit on), answers a real sign-in through
 httpx's ASGI transport; SQLAlchemy's ``before_cursor_execute`` event of its engine records every statement
 sent to the driver, its ``begin`` and ``commit`` events the transaction's bounds. Nothing of twostep is
-changed; the connection pool's pre-ping on PostgreSQL (``SELECT 1`` sent by the pool, not through a cursor
-event) is recorded apart, as a round trip outside the statement list.
+changed; the connection pool's pre-ping on PostgreSQL (an empty query ``;`` sent by the pool, not through a
+cursor event) is recorded apart, as a round trip outside the statement list.
 
 The floor's side: SQLite's own trace callback (``sqlite3.Connection.set_trace_callback``), which sees the
 statements as SQLite runs them, with the bound values written in; on PostgreSQL the text the floor sends to
@@ -29,7 +29,7 @@ from typing import Any
 
 # A SQL string literal, a blob literal, a number, NULL, or a placeholder (qmark, named, pyformat, numeric).
 _VALUE = re.compile(
-    r"""[xX]'[0-9a-fA-F]*'|'(?:[^']|'')*'|%\(\w+\)s|\$\d+|:\w+|\?|\bNULL\b|(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])"""
+    r"""[xX]'[0-9a-fA-F]*'|'(?:[^']|'')*'|%\(\w+\)s|\$\d+|(?<!:):(?!:)\w+|\?|\bNULL\b|(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])"""
 )
 _SPACE = re.compile(r"\s+")
 
