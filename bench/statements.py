@@ -22,10 +22,14 @@ import asyncio
 import json
 import re
 import tempfile
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # A SQL string literal, a blob literal, a number, NULL, or a placeholder (qmark, named, pyformat, numeric).
 _VALUE = re.compile(
@@ -93,6 +97,26 @@ class FixedClock:
 
     def now(self) -> datetime:
         return self._now
+
+
+def _run_in_own_loop(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(fn())`` in a thread of its own: the caller's thread may have a loop running already
+    (pytest with Playwright's sync API, for one)."""
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(fn()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="bench-capture")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
 
 
 def capture_twostep(
@@ -186,7 +210,7 @@ def capture_twostep(
                     )
             return out
 
-        responses = asyncio.run(sign_in())
+        responses = _run_in_own_loop(sign_in)
     finally:
         engine.dialect.do_ping = original_ping
         app.state.web.ctx.db.dispose()
