@@ -22,6 +22,18 @@ def _valid(meas: dict[str, Any], *keys: str) -> bool:
     return all(meas.get(k, {}).get("valid", True) for k in keys if k != "argon2_ref")
 
 
+def _failed(meas: dict[str, Any], *keys: str) -> list[str]:
+    return [why for k in keys for why in meas.get(k, {}).get("failed_checks", [])]
+
+
+def _value_text(meas: dict[str, Any], key: str, what: str, value: float) -> str:
+    if what == "ok_rps":
+        return _rps_text(meas, key)
+    if what == "server_cpu_ms_per_request":
+        return f"{value:.2f} ms CPU/request ({_rps_text(meas, key)})"
+    return f"p50 {value:.2f} ms"
+
+
 def _rps_text(meas: dict[str, Any], key: str) -> str:
     m = meas.get(key)
     if not m:
@@ -41,12 +53,14 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
         name: str,
         key: str,
         ref_key: str,
-        goal: float,
+        goal: float | None,
         *,
         at_least: bool = True,
         what: str = "ok_rps",
+        style: str | None = None,
     ) -> None:
         value, ref = _med(meas, key, what), _med(meas, ref_key, what)
+        goal_text = DASH if goal is None else _goal_text(goal, at_least, fig, style)
         if value is None or ref is None:
             out.append(
                 {
@@ -55,29 +69,33 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": "not measured",
                     "reference": "",
                     "ratio": None,
-                    "goal": _goal_text(goal, at_least, fig),
+                    "goal": goal_text,
                     "met": None,
                     "valid": False,
                 }
             )
             return
         ratio = value / ref
-        met = ratio >= goal if at_least else ratio <= goal
+        met = None if goal is None else (ratio >= goal if at_least else ratio <= goal)
         valid = _valid(meas, key, ref_key)
-        out.append(
-            {
-                "figure": fig,
-                "name": name,
-                "value": _rps_text(meas, key) if what == "ok_rps" else f"p50 {value:.2f} ms",
-                "reference": _rps_text(meas, ref_key) if what == "ok_rps" else f"p50 {ref:.2f} ms",
-                "value_number": value,
-                "reference_number": ref,
-                "ratio": round(ratio, 3),
-                "goal": _goal_text(goal, at_least, fig),
-                "met": bool(met and valid),
-                "valid": valid,
-            }
-        )
+        row: dict[str, Any] = {
+            "figure": fig,
+            "name": name,
+            "value": _value_text(meas, key, what, value),
+            "reference": _value_text(meas, ref_key, what, ref),
+            "value_number": value,
+            "reference_number": ref,
+            "ratio": round(ratio, 3),
+            "goal": goal_text,
+            "met": None if met is None else bool(met and valid),
+            "valid": valid,
+        }
+        if style:
+            row["ratio_style"] = style
+        failed = _failed(meas, key, ref_key)
+        if failed:
+            row["failed_checks"] = failed
+        out.append(row)
 
     ratio_row(
         "P1", "TOTP sign-in step (SQLite, 1 worker) vs bare Starlette app", "p1_sqlite_1w", "ref_1w", 0.25
@@ -152,32 +170,106 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
         "ref_2w",
         0.25,
     )
+    floor_figures(meas, ratio_row)
     return out
 
 
-def _goal_text(goal: float, at_least: bool, fig: str) -> str:
+def floor_figures(meas: dict[str, Any], ratio_row: Any) -> None:
+    """Issue 16: P1 against the floor (bench/floor_app.py), the same statements with the least machinery."""
+    if "floor_sqlite_loop" not in meas:
+        return
+    cpu = "server_cpu_ms_per_request"
+    ratio_row(
+        "FL1",
+        "P1 vs the floor, transaction in the event loop (SQLite, 1 worker): requests/s",
+        "p1_sqlite_1w",
+        "floor_sqlite_loop",
+        0.70,
+        style="pct",
+    )
+    ratio_row(
+        "FL2",
+        "P1 vs the floor, transaction in the event loop: server CPU per request",
+        "p1_sqlite_1w",
+        "floor_sqlite_loop",
+        1.4,
+        at_least=False,
+        what=cpu,
+        style="times",
+    )
+    ratio_row(
+        "FL·thread",
+        "P1 vs the floor, transaction in the thread pool: requests/s",
+        "p1_sqlite_1w",
+        "floor_sqlite_thread",
+        None,
+        style="pct",
+    )
+    ratio_row(
+        "FL·hop",
+        "the floor: thread pool vs event loop (SQLite), requests/s",
+        "floor_sqlite_thread",
+        "floor_sqlite_loop",
+        None,
+        style="pct",
+    )
+    if "floor_pg_async" in meas:
+        ratio_row(
+            "FL1·pg",
+            "P1·pg vs the floor, psycopg async in the event loop (PostgreSQL, 1 worker): requests/s",
+            "p1_pg_1w",
+            "floor_pg_async",
+            None,
+            style="pct",
+        )
+        ratio_row(
+            "FL2·pg",
+            "P1·pg vs the floor, psycopg async: server CPU per request",
+            "p1_pg_1w",
+            "floor_pg_async",
+            None,
+            at_least=False,
+            what=cpu,
+            style="times",
+        )
+        ratio_row(
+            "FL·hop·pg",
+            "the floor: psycopg sync in the thread pool vs async in the event loop, requests/s",
+            "floor_pg_thread",
+            "floor_pg_async",
+            None,
+            style="pct",
+        )
+
+
+def _goal_text(goal: float, at_least: bool, fig: str, style: str | None = None) -> str:
+    sign = "≥" if at_least else "≤"
+    if style == "times" or fig.startswith("P5"):
+        return f"{sign} {goal:g}{TIMES}"
     if fig.startswith("P4"):
         return f"≤ {goal:g}"
-    if fig.startswith("P5"):
-        return f"≥ {goal:g}{TIMES}"
-    return f"≥ {goal:.0%}"
+    return f"{sign} {goal:.0%}"
 
 
 def _ratio_text(row: dict[str, Any]) -> str:
     r = row.get("ratio")
     if r is None:
         return DASH
-    if row["figure"].startswith(("P4", "P5")):
+    style = row.get("ratio_style")
+    if style == "times" or (style is None and row["figure"].startswith(("P4", "P5"))):
         return f"{r:.2f}{TIMES}"
     return f"{r:.1%}"
 
 
 def _met_text(row: dict[str, Any]) -> str:
+    failed = row.get("failed_checks")
+    if failed:
+        return f"no (invalid: {failed[0][:160]})"
     if row["met"] is None:
         return DASH
     if not row.get("valid", True):
         return "no (invalid run)"
-    return "**yes**" if row["met"] else "no"
+    return "**yes**" if row["met"] else "not met"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -231,9 +323,99 @@ def markdown(data: dict[str, Any]) -> str:
             f"{med['wrk_cores_busy']:.2f} | {m['ok_share_min']:.2%} | {m['requests']:,} | "
             f"{m.get('rss_max_mib', DASH)} |"
         )
+    lines += floor_markdown(data)
     if data.get("notes"):
         lines += ["", *[f"Note: {n}" for n in data["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+_FLOOR_ROWS = [
+    ("p1_sqlite_1w", "twostep serve, 1 worker (P1)"),
+    ("floor_sqlite_loop", "floor, transaction in the event loop"),
+    ("floor_sqlite_thread", "floor, transaction in the thread pool"),
+    ("p1_pg_1w", "twostep serve, 1 worker (P1·pg)"),
+    ("floor_pg_async", "floor, psycopg async in the event loop"),
+    ("floor_pg_thread", "floor, psycopg sync in the thread pool"),
+]
+
+
+def statement_summary(sql: str) -> str:
+    """A statement in a few words: its verb and table (``UPSERT`` for INSERT ... ON CONFLICT)."""
+    words = sql.split()
+    verb = words[0].upper() if words else "?"
+    if verb in ("BEGIN", "COMMIT", "ROLLBACK"):
+        return " ".join(words)
+    table = ""
+    for i, w in enumerate(words[:-1]):
+        if w.upper() in ("INTO", "FROM", "UPDATE") and (verb != "SELECT" or w.upper() == "FROM"):
+            table = words[i + 1].strip('("')
+            break
+    if verb == "UPDATE" and len(words) > 1:
+        table = words[1]
+    if verb == "INSERT" and "ON CONFLICT" in sql.upper():
+        verb = "UPSERT"
+    if "RETURNING" in sql.upper():
+        table += " … RETURNING"
+    return f"{verb} {table}".strip()
+
+
+def floor_markdown(data: dict[str, Any]) -> list[str]:
+    """Issue 16: twostep's TOTP step beside the floor, and what was checked."""
+    meas = data["measurements"]
+    if "floor_sqlite_loop" not in meas:
+        return []
+    lines = [
+        "",
+        "The floor (issue 16, bench/floor_app.py): the same statements as twostep's TOTP step with the least "
+        "machinery, on a copy of the same database, loaded with requests built the same way in the same "
+        "round.",
+        "",
+        "| server | req/s (median) | p50 / p99 ms | server CPU ms/request | statements per request "
+        "| ok answers = sessions = signed_in events |",
+        "|---|---|---|---|---|---|",
+    ]
+    floor = data.get("floor", {})
+    for key, label in _FLOOR_ROWS:
+        m = meas.get(key)
+        if not m:
+            continue
+        med = m["median"]
+        if "statements" in m:
+            st = m["statements"]
+            stmts = f"{st['message']} ({st['traced_requests']:,} requests traced)"
+        else:
+            dialect = "postgresql" if "_pg_" in key else "sqlite"
+            n = len(floor.get(dialect, {}).get("twostep", {}).get("statements", []))
+            stmts = f"{n} (SQLAlchemy events, in process)" if n else DASH
+        made = m.get("real_signins")
+        if made:
+            if made["ok_answers"] == made["sessions"] == made["events"]:
+                real = f"{made['ok_answers']:,}"
+            else:
+                real = f"{made['ok_answers']:,} / {made['sessions']:,} / {made['events']:,}"
+                if made.get("unanswered"):
+                    real += f" ({made['unanswered']} unanswered at wrk's deadline)"
+            if m.get("failed_checks"):
+                real = f"**no**: {real}"
+        else:
+            real = DASH
+        lines.append(
+            f"| {label} | {med['ok_rps']:,.0f} | {med['p50_ms']:.1f} / {med['p99_ms']:.1f} | "
+            f"{med['server_cpu_ms_per_request']:.2f} | {stmts} | {real} |"
+        )
+    for dialect in ("sqlite", "postgresql"):
+        info = floor.get(dialect)
+        if not info:
+            continue
+        tw = info["twostep"]
+        summary = " · ".join(statement_summary(x) for x in tw["statements"])
+        lines += ["", f"twostep's statements per TOTP step ({dialect}): {summary}."]
+        if tw.get("outside_statement_list"):
+            lines.append(f"Outside them, per request: {', '.join(tw['outside_statement_list'])}.")
+        if "in_process" in info:
+            ok = "passed" if info["in_process"]["ok"] else "FAILED"
+            lines.append(f"In-process check {ok}: {info['in_process']['message']}.")
+    return lines
 
 
 def plot(data: dict[str, Any], path: Path) -> bool:

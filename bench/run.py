@@ -17,20 +17,21 @@ import statistics
 import sys
 import time
 import traceback
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import Engine, delete, func, select, text
 
-from bench import argon2_ref, hash_memory, loadgen, machine, report, seed
+from bench import argon2_ref, hash_memory, loadgen, machine, report, seed, statements
 from bench.loadgen import LoadResult
-from bench.servers import ROOT, RssSampler, Server, reference_server, twostep_server
+from bench.servers import ROOT, RssSampler, Server, floor_server, reference_server, twostep_server
 from twostep.core.passwords import PasswordHasher
 from twostep.core.totp import time_step
-from twostep.storage.tables import challenges, sessions
+from twostep.storage.tables import challenges, security_events, sessions
 
 PASSWORD = "bench correct horse battery staple 42"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -51,6 +52,8 @@ class Config:
     work_dir: Path
     pg_url: str | None
     p4_large: int
+    floor: bool = True  # the floor of issue 16 beside P1 (and P1 on PostgreSQL)
+    floor_only: bool = False  # only P1 and the floor
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +65,9 @@ class Config:
             "p2_connections": self.p2_connections,
             "wrk_threads": self.wrk_threads,
             "postgresql": bool(self.pg_url),
-            "p4_accounts": [P4_SMALL, self.p4_large] if self.pg_url else None,
+            "p4_accounts": [P4_SMALL, self.p4_large] if self.pg_url and not self.floor_only else None,
+            "floor": self.floor,
+            "floor_only": self.floor_only,
         }
 
 
@@ -85,6 +90,10 @@ class Measurement:
     engine: Engine | None = None
     watch_rss: bool = False
     fixed_size: bool = False  # make_lines decides how many (P4's fixed set of accounts)
+    group: str = "sqlite"  # measured before P2 in a round ("sqlite") or after it ("pg")
+    count_signins: bool = False  # check that every ok answer made a session and a signed_in event
+    floor_capture: statements.Capture | None = None  # a floor: twostep's statements to compare with
+    setup_failures: list[str] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
     warmup: LoadResult | None = None
     rss_kib: list[int] = field(default_factory=list)
@@ -102,6 +111,8 @@ class Bench:
         self.servers: list[Server] = []
         self.engines: list[Engine] = []
         self.measurements: list[Measurement] = []
+        self.p2: Measurement | None = None
+        self.floor_checks: dict[str, Any] = {}
         self.argon2_rounds: list[dict[str, Any]] = []
         self.pg_dbs: list[str] = []
         self.pg_version: str | None = None
@@ -211,68 +222,76 @@ class Bench:
             connections=self.cfg.connections,
             engine=engine,
             watch_rss=rss,
+            count_signins=True,
         )
 
     def build(self) -> None:
         cfg = self.cfg
+        full = not cfg.floor_only
         logs = cfg.work_dir / "logs"
         t0 = time.monotonic()
         self.password_hash = PasswordHasher().hash(PASSWORD)  # production argon2 parameters
         self.setup_s["password_hash"] = round(time.monotonic() - t0, 2)
 
-        ref1 = reference_server("ref-1w", workers=1, log_dir=logs)
-        ref2 = reference_server("ref-2w", workers=2, log_dir=logs)
         sq1 = twostep_server("sqlite-1w", data_dir=cfg.work_dir / "sqlite-1w", workers=1, log_dir=logs)
-        sq2 = twostep_server("sqlite-2w", data_dir=cfg.work_dir / "sqlite-2w", workers=2, log_dir=logs)
-        pk1 = twostep_server("passkey-1w", data_dir=cfg.work_dir / "passkey-1w", workers=1, log_dir=logs)
-        pw1 = twostep_server("password-1w", data_dir=cfg.work_dir / "password-1w", workers=1, log_dir=logs)
-        servers = [ref1, ref2, sq1, sq2, pk1, pw1]
+        servers = [sq1]
+        if full:
+            ref1 = reference_server("ref-1w", workers=1, log_dir=logs)
+            ref2 = reference_server("ref-2w", workers=2, log_dir=logs)
+            sq2 = twostep_server("sqlite-2w", data_dir=cfg.work_dir / "sqlite-2w", workers=2, log_dir=logs)
+            pk1 = twostep_server("passkey-1w", data_dir=cfg.work_dir / "passkey-1w", workers=1, log_dir=logs)
+            pw1 = twostep_server(
+                "password-1w", data_dir=cfg.work_dir / "password-1w", workers=1, log_dir=logs
+            )
+            servers += [ref1, ref2, sq2, pk1, pw1]
 
         pg: dict[str, tuple[Server, str]] = {}
+        p4_accounts: dict[str, list[seed.TotpAccount]] = {}
+        url_floor = ""
         if cfg.pg_url:
             t0 = time.monotonic()
             url_p1 = self.pg_database("twostep_bench_p1")
-            url_1k = self.pg_database("twostep_bench_1k")
-            url_1m = self.pg_database("twostep_bench_1m")
+            if cfg.floor:
+                url_floor = self.pg_database("twostep_bench_floor")
+            pg_servers = [("pg-1w", url_p1, 1)]
+            if full:
+                url_1k = self.pg_database("twostep_bench_1k")
+                url_1m = self.pg_database("twostep_bench_1m")
+                pg_servers += [("pg-2w", url_p1, 2), ("pg-1k", url_1k, 1), ("pg-1m", url_1m, 1)]
             self.setup_s["pg_create_migrate"] = round(time.monotonic() - t0, 2)
-            for name, url, workers in (
-                ("pg-1w", url_p1, 1),
-                ("pg-2w", url_p1, 2),
-                ("pg-1k", url_1k, 1),
-                ("pg-1m", url_1m, 1),
-            ):
+            for name, url, workers in pg_servers:
                 s = twostep_server(
                     name, data_dir=cfg.work_dir / name, workers=workers, log_dir=logs, database_url=url
                 )
                 pg[name] = (s, url)
                 servers.append(s)
-            # P4's databases: the same 1,000 accounts with an authenticator app; the large one has
-            # 999,000 more.
-            t0 = time.monotonic()
-            p4_accounts: dict[str, list[seed.TotpAccount]] = {}
-            for name in ("pg-1k", "pg-1m"):
-                s, url = pg[name]
-                e = self.engine(url)
-                box = seed.server_box(Path(s.env["TWOSTEP_DATA_DIR"]))
-                with e.begin() as conn:
-                    ids = seed.add_accounts(
-                        conn, P4_SMALL, prefix="p4u", password_hash=self.password_hash, now=seed.now_utc()
-                    )
-                    p4_accounts[name] = seed.add_totp(conn, ids, box=box, now=seed.now_utc())
-            self.setup_s["p4_seed_1k"] = round(time.monotonic() - t0, 2)
-            t0 = time.monotonic()
-            seed.bulk_accounts_pg(
-                self.engine(url_1m),
-                first_id=P4_SMALL + 1,
-                count=cfg.p4_large - P4_SMALL,
-                password_hash=self.password_hash,
-            )
-            seed.analyze(self.engine(url_1k))
-            self.setup_s["p4_bulk_insert"] = round(time.monotonic() - t0, 2)
-            log(
-                f"P4 databases ready: {P4_SMALL:,} and {cfg.p4_large:,} accounts "
-                f"({self.setup_s['p4_bulk_insert']} s)"
-            )
+            if full:
+                # P4's databases: the same 1,000 accounts with an authenticator app; the large one has
+                # 999,000 more.
+                t0 = time.monotonic()
+                for name in ("pg-1k", "pg-1m"):
+                    s, url = pg[name]
+                    e = self.engine(url)
+                    box = seed.server_box(Path(s.env["TWOSTEP_DATA_DIR"]))
+                    with e.begin() as conn:
+                        ids = seed.add_accounts(
+                            conn, P4_SMALL, prefix="p4u", password_hash=self.password_hash, now=seed.now_utc()
+                        )
+                        p4_accounts[name] = seed.add_totp(conn, ids, box=box, now=seed.now_utc())
+                self.setup_s["p4_seed_1k"] = round(time.monotonic() - t0, 2)
+                t0 = time.monotonic()
+                seed.bulk_accounts_pg(
+                    self.engine(url_1m),
+                    first_id=P4_SMALL + 1,
+                    count=cfg.p4_large - P4_SMALL,
+                    password_hash=self.password_hash,
+                )
+                seed.analyze(self.engine(url_1k))
+                self.setup_s["p4_bulk_insert"] = round(time.monotonic() - t0, 2)
+                log(
+                    f"P4 databases ready: {P4_SMALL:,} and {cfg.p4_large:,} accounts "
+                    f"({self.setup_s['p4_bulk_insert']} s)"
+                )
 
         log(f"starting {len(servers)} servers")
         t0 = time.monotonic()
@@ -284,18 +303,19 @@ class Bench:
             return [("x" * 43, '{"code":"123456"}')] * n
 
         m = self.measurements
-        m.append(
-            Measurement(
-                "ref_1w",
-                "bare Starlette app, 1 worker",
-                ref1,
-                "/api/v1/login/totp",
-                "{}",
-                ref_lines,
-                5000,
-                cfg.connections,
+        if full:
+            m.append(
+                Measurement(
+                    "ref_1w",
+                    "bare Starlette app, 1 worker",
+                    ref1,
+                    "/api/v1/login/totp",
+                    "{}",
+                    ref_lines,
+                    5000,
+                    cfg.connections,
+                )
             )
-        )
         m.append(
             self.totp_measurement(
                 "p1_sqlite_1w",
@@ -305,6 +325,66 @@ class Bench:
                 rss=True,
             )
         )
+        if cfg.floor:
+            m += self.build_floor_sqlite(sq1, logs)
+        if full:
+            self.build_sqlite_rest(ref_lines, ref2, sq2, pk1, pw1)
+
+        if cfg.pg_url:
+            pgm: list[Measurement] = [
+                self.totp_measurement(
+                    "p1_pg_1w", "P1 TOTP step, PostgreSQL, 1 worker", pg["pg-1w"][0], pg["pg-1w"][1], rss=True
+                )
+            ]
+            if cfg.floor:
+                pgm += self.build_floor_pg(pg["pg-1w"][0], url_floor, logs)
+            if full:
+                pgm.append(
+                    self.totp_measurement(
+                        "p5_pg_2w",
+                        "P1 TOTP step, PostgreSQL, 2 workers",
+                        pg["pg-2w"][0],
+                        pg["pg-2w"][1],
+                        rss=True,
+                    )
+                )
+                for name, key, count in (
+                    ("pg-1k", "p4_pg_1k", P4_SMALL),
+                    ("pg-1m", "p4_pg_1m", cfg.p4_large),
+                ):
+                    s, url = pg[name]
+                    e = self.engine(url)
+                    pgm.append(
+                        Measurement(
+                            key,
+                            f"P1 TOTP step, PostgreSQL, {count:,} accounts, 1 worker",
+                            s,
+                            "/api/v1/login/totp",
+                            '"signed_in"',
+                            self._p4_lines(e, p4_accounts[name]),
+                            guess_rps=300,
+                            connections=cfg.connections,
+                            engine=e,
+                            watch_rss=True,
+                            fixed_size=True,
+                            count_signins=True,
+                        )
+                    )
+            for x in pgm:
+                x.group = "pg"
+            m += pgm
+
+    def build_sqlite_rest(
+        self,
+        ref_lines: Callable[[int], list[tuple[str | None, str]]],
+        ref2: Server,
+        sq2: Server,
+        pk1: Server,
+        pw1: Server,
+    ) -> None:
+        """P3, the 2-worker reference and P5 (in the SQLite group), and P2."""
+        cfg = self.cfg
+        m = self.measurements
         pk_engine = self.engine(f"sqlite:///{cfg.work_dir / 'passkey-1w' / 'twostep.sqlite3'}")
         m.append(
             Measurement(
@@ -324,6 +404,7 @@ class Bench:
                 guess_rps=200,
                 connections=cfg.connections,
                 engine=pk_engine,
+                count_signins=True,
             )
         )
         m.append(
@@ -367,41 +448,129 @@ class Bench:
             guess_rps=5,
             connections=cfg.p2_connections,
             engine=pw_engine,
+            count_signins=True,
         )
 
-        if cfg.pg_url:
-            m.append(
-                self.totp_measurement(
-                    "p1_pg_1w", "P1 TOTP step, PostgreSQL, 1 worker", pg["pg-1w"][0], pg["pg-1w"][1], rss=True
-                )
+    # ------------------------------------------------------------------------------------------- the floor
+
+    def build_floor_sqlite(self, sq1: Server, logs: Path) -> list[Measurement]:
+        """The floor on SQLite (issue 16): bench/floor_app.py with the transaction in the event loop and in
+        the thread pool, each on a copy of P1's database (migrated by `twostep serve`, nothing seeded yet)
+        and with P1's key; checked first in process (the same statements with the same values as twostep
+        for the same sign-ins), then each server's answer against twostep's."""
+        cfg = self.cfg
+        t0 = time.monotonic()
+        check = statements.check_floor_sqlite(cfg.work_dir / "floor-check")
+        capture: statements.Capture = check["capture"]
+        self.floor_checks["sqlite"] = {
+            "in_process": {"ok": check["ok"], "message": check["message"]},
+            "twostep": capture.to_json(),
+        }
+        log(f"floor, SQLite: {check['message']}")
+        src_dir = Path(sq1.env["TWOSTEP_DATA_DIR"])
+        servers: list[Server] = []
+        for mode in ("sqlite-loop", "sqlite-thread"):
+            data_dir = cfg.work_dir / f"floor-{mode}"
+            data_dir.mkdir(parents=True)
+            shutil.copy2(src_dir / "secret.key", data_dir / "secret.key")
+            seed.copy_sqlite(src_dir / "twostep.sqlite3", data_dir / "twostep.sqlite3")
+            servers.append(floor_server(f"floor-{mode}", mode=mode, data_dir=data_dir, log_dir=logs))
+        self.start_all(servers)
+        out: list[Measurement] = []
+        for server, key, title in (
+            (servers[0], "floor_sqlite_loop", "floor: Starlette + sqlite3, transaction in the event loop"),
+            (servers[1], "floor_sqlite_thread", "floor: Starlette + sqlite3, transaction in the thread pool"),
+        ):
+            fm = self.floor_measurement(
+                key, title, server, f"sqlite:///{Path(server.env['FLOOR_DATA_DIR']) / 'twostep.sqlite3'}"
             )
-            m.append(
-                self.totp_measurement(
-                    "p5_pg_2w",
-                    "P1 TOTP step, PostgreSQL, 2 workers",
-                    pg["pg-2w"][0],
-                    pg["pg-2w"][1],
-                    rss=True,
-                )
+            fm.floor_capture = capture
+            if not check["ok"]:
+                fm.setup_failures.append(check["message"])
+            self.check_floor_answer(fm, capture)
+            out.append(fm)
+        self.setup_s["floor_sqlite"] = round(time.monotonic() - t0, 2)
+        return out
+
+    def build_floor_pg(self, pg1: Server, url: str, logs: Path) -> list[Measurement]:
+        """The floor on PostgreSQL: psycopg's AsyncConnection in the event loop, and its sync Connection in
+        the thread pool, on a database of its own migrated by `twostep migrate`, with P1·pg's key."""
+        cfg = self.cfg
+        t0 = time.monotonic()
+        capture = statements.capture_twostep(cfg.work_dir / "floor-capture-pg", database_url=url)
+        self.floor_checks["postgresql"] = {"twostep": capture.to_json()}
+        log(f"floor, PostgreSQL: twostep runs {len(capture.statements)} statements per TOTP step")
+        servers: list[Server] = []
+        for mode in ("pg-async", "pg-thread"):
+            data_dir = cfg.work_dir / f"floor-{mode}"
+            data_dir.mkdir(parents=True)
+            shutil.copy2(Path(pg1.env["TWOSTEP_DATA_DIR"]) / "secret.key", data_dir / "secret.key")
+            servers.append(
+                floor_server(f"floor-{mode}", mode=mode, data_dir=data_dir, log_dir=logs, database_url=url)
             )
-            for name, key, count in (("pg-1k", "p4_pg_1k", P4_SMALL), ("pg-1m", "p4_pg_1m", cfg.p4_large)):
-                s, url = pg[name]
-                e = self.engine(url)
-                m.append(
-                    Measurement(
-                        key,
-                        f"P1 TOTP step, PostgreSQL, {count:,} accounts, 1 worker",
-                        s,
-                        "/api/v1/login/totp",
-                        '"signed_in"',
-                        self._p4_lines(e, p4_accounts[name]),
-                        guess_rps=300,
-                        connections=cfg.connections,
-                        engine=e,
-                        watch_rss=True,
-                        fixed_size=True,
-                    )
-                )
+        self.start_all(servers)
+        out: list[Measurement] = []
+        for server, key, title in (
+            (servers[0], "floor_pg_async", "floor: Starlette + psycopg async, in the event loop"),
+            (servers[1], "floor_pg_thread", "floor: Starlette + psycopg sync, in the thread pool"),
+        ):
+            fm = self.floor_measurement(key, title, server, url)
+            fm.floor_capture = capture
+            self.check_floor_answer(fm, capture)
+            out.append(fm)
+        self.setup_s["floor_pg"] = round(time.monotonic() - t0, 2)
+        return out
+
+    def floor_measurement(self, key: str, title: str, server: Server, url: str) -> Measurement:
+        engine = self.engine(url)
+        box = seed.server_box(Path(server.env["FLOOR_DATA_DIR"]))
+        prefix = key.replace("_", "") + "u"
+        return Measurement(
+            key,
+            title,
+            server,
+            "/api/v1/login/totp",
+            '"signed_in"',
+            lambda n: seed.totp_lines(engine, box, n, prefix=prefix, password_hash=self.password_hash),
+            guess_rps=1000,
+            connections=self.cfg.connections,
+            engine=engine,
+            count_signins=True,
+        )
+
+    def check_floor_answer(self, m: Measurement, capture: statements.Capture) -> None:
+        """One real sign-in against the floor server: twostep's status, body, cookie and header names."""
+        assert m.engine is not None
+        box = seed.server_box(Path(m.server.env["FLOOR_DATA_DIR"]))
+        ((token, body),) = seed.totp_lines(m.engine, box, 1, prefix=f"{m.key}check", password_hash="x")
+        req = urllib.request.Request(
+            m.server.url + m.path,
+            data=body.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Cookie": f"twostep_session={token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, text_, headers = resp.status, resp.read().decode(), resp.headers
+        cookie = headers.get("set-cookie", "")
+        new_token = cookie.split(";", 1)[0].split("=", 1)[-1]
+        got = {
+            "status": status,
+            "body": text_,
+            "set_cookie": statements.cookie_shape(cookie, new_token),
+            "header_names": sorted({k.lower() for k in headers if k.lower() not in statements.TRANSPORT}),
+        }
+        want = {
+            "status": capture.status,
+            "body": capture.body,
+            "set_cookie": capture.set_cookie,
+            "header_names": capture.header_names,
+        }
+        problems = [
+            f"answer differs in {k}: floor {got[k]!r}, twostep {want[k]!r}" for k in want if got[k] != want[k]
+        ]
+        m.setup_failures += problems
+        self.floor_checks.setdefault("answers", {})[m.key] = {"ok": not problems, "floor": got}
+        self.cleanup(m)
 
     def _p4_lines(
         self, engine: Engine, accts: list[seed.TotpAccount]
@@ -439,6 +608,41 @@ class Bench:
             conn.execute(delete(sessions).where(sessions.c.kind == "pending"))
             conn.execute(delete(challenges))
 
+    @staticmethod
+    def signins(engine: Engine) -> tuple[int, int]:
+        """Signed-in sessions and ``signed_in`` events in the database."""
+        with engine.connect() as conn:
+            active = conn.execute(
+                select(func.count()).select_from(sessions).where(sessions.c.kind == "active")
+            ).scalar_one()
+            events = conn.execute(
+                select(func.count())
+                .select_from(security_events)
+                .where(security_events.c.type == "signed_in")
+            ).scalar_one()
+        return int(active), int(events)
+
+    def settled_signins(self, engine: Engine, timeout: float = 15.0) -> tuple[int, int]:
+        """The counts once the server has finished the requests wrk left in flight (two reads 0.3 s apart
+        agree)."""
+        last = self.signins(engine)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.signins(engine)
+            if now == last:
+                break
+            last = now
+        return last
+
+    @staticmethod
+    def floor_call(m: Measurement, method: str, path: str) -> dict[str, Any]:
+        data = b"" if method == "POST" else None
+        req = urllib.request.Request(m.server.url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out: dict[str, Any] = json.loads(resp.read())
+        return out
+
     def run_one(self, m: Measurement, duration: float, *, warmup: bool = False) -> LoadResult:
         est = m.estimate()
         wanted = int(est * duration * 1.6) + 50
@@ -448,6 +652,9 @@ class Bench:
         if m.fixed_size:
             run_for = min(duration, max(2.0, len(lines) / max(est, 1) * 1.4 + 1))
         pids = m.server.worker_pids()
+        before = self.signins(m.engine) if m.count_signins and m.engine is not None else None
+        if m.floor_capture is not None:
+            self.floor_call(m, "POST", "/_floor/reset")
         if m.watch_rss:
             self.sampler.watch(pids)
         result = loadgen.run_wrk(
@@ -468,6 +675,38 @@ class Bench:
                 m.rss_kib += list(peaks.values())
         result.extra["lines_exhausted"] = result.sent >= result.lines
         result.extra["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+        failed: list[str] = list(m.setup_failures)
+        if before is not None and m.engine is not None:
+            after = self.settled_signins(m.engine)
+            # wrk stops at its deadline without waiting for the requests then in flight (at most one per
+            # connection): the server may have signed those in too.
+            unanswered = max(0, result.sent - result.ok - result.bad)
+            made = {
+                "ok_answers": result.ok,
+                "unanswered": unanswered,
+                "sessions": after[0] - before[0],
+                "events": after[1] - before[1],
+            }
+            result.extra["real_signins"] = made
+            if not ok_signins(made):
+                failed.append(
+                    f"{result.ok} ok answers ({unanswered} requests unanswered at wrk's deadline) made "
+                    f"{made['sessions']} signed-in sessions and {made['events']} signed_in events"
+                )
+        if m.floor_capture is not None:
+            st = self.floor_call(m, "GET", "/_floor/stats")
+            same, why = statements.compare(m.floor_capture.normalised, st["lists"])
+            result.extra["statements"] = {
+                "same": same,
+                "message": why,
+                "traced_requests": st["traced"],
+                "requests": st["requests"],
+                "outcomes": st["outcomes"],
+            }
+            if not same:
+                failed.append(why)
+        if failed:
+            result.extra["failed_checks"] = failed
         path.unlink(missing_ok=True)
         self.cleanup(m)
         return result
@@ -485,20 +724,24 @@ class Bench:
             self.build()
             if cfg.warmup > 0:
                 log(f"warm-up ({cfg.warmup:g} s each; not counted, sizes the rounds)")
-                for m in [*self.measurements, self.p2]:
+                for m in self.all_measurements():
                     m.warmup = self.run_one(m, self._duration(m, cfg.warmup), warmup=True)
                     log(f"  {m.key}: {m.warmup.ok_rps:.0f}/s ok {m.warmup.ok}/{m.warmup.ok + m.warmup.bad}")
             for r in range(cfg.rounds):
                 log(f"round {r + 1}/{cfg.rounds}")
-                for m in self.measurements[:5]:
-                    self._measure(m)
-                self._argon2_round()
-                self._measure(self.p2)
-                for m in self.measurements[5:]:
-                    self._measure(m)
-            log(f"P7: worker memory under {hash_memory.REQUESTS} concurrent password requests")
-            self.hash_memory = hash_memory.run(cfg.work_dir / "p7", reference=not cfg.quick)
-            log(f"  peak {self.hash_memory['bounded']['peak_mib']} MiB")
+                for m in self.measurements:
+                    if m.group == "sqlite":
+                        self._measure(m)
+                if self.p2 is not None:
+                    self._argon2_round()
+                    self._measure(self.p2)
+                for m in self.measurements:
+                    if m.group == "pg":
+                        self._measure(m)
+            if not cfg.floor_only:
+                log(f"P7: worker memory under {hash_memory.REQUESTS} concurrent password requests")
+                self.hash_memory = hash_memory.run(cfg.work_dir / "p7", reference=not cfg.quick)
+                log(f"  peak {self.hash_memory['bounded']['peak_mib']} MiB")
         finally:
             for s in self.servers:
                 s.stop()
@@ -512,6 +755,9 @@ class Bench:
         finished = time.time()
         return self.summary(info, started, finished)
 
+    def all_measurements(self) -> list[Measurement]:
+        return [*self.measurements, *([self.p2] if self.p2 is not None else [])]
+
     def _duration(self, m: Measurement, duration: float) -> float:
         # A password step takes about a second on a busy machine: give P2 enough time for a few dozen.
         return max(duration, 4.0) if m is self.p2 else duration
@@ -520,6 +766,8 @@ class Bench:
         result = self.run_one(m, self._duration(m, self.cfg.duration))
         m.results.append(result)
         flag = "" if result.valid else f"  INVALID ({result.ok_share:.1%} ok: {result.bad_samples[:200]})"
+        for why in result.extra.get("failed_checks", []):
+            flag += f"  CHECK FAILED: {why}"
         log(
             f"  {m.key}: {result.ok_rps:.0f}/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  "
             f"({result.ok}/{result.ok + result.bad} ok in {result.active_s:.1f} s, "
@@ -537,14 +785,14 @@ class Bench:
 
     def summary(self, info: dict[str, Any], started: float, finished: float) -> dict[str, Any]:
         meas: dict[str, Any] = {}
-        for m in [*self.measurements, self.p2]:
+        for m in self.all_measurements():
             meas[m.key] = summarize(m)
-        argon = {
-            "title": "argon2-cffi verify, same parameters, one process per core",
-            "median": {"ok_rps": median([r["verifies_per_s"] for r in self.argon2_rounds])},
-            "rounds": self.argon2_rounds,
-        }
-        meas["argon2_ref"] = argon
+        if self.argon2_rounds:
+            meas["argon2_ref"] = {
+                "title": "argon2-cffi verify, same parameters, one process per core",
+                "median": {"ok_rps": median([r["verifies_per_s"] for r in self.argon2_rounds])},
+                "rounds": self.argon2_rounds,
+            }
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return {
             "issue": 8,
@@ -556,9 +804,16 @@ class Bench:
             "notes": self.notes,
             "measurements": meas,
             "hash_memory": self.hash_memory,
+            "floor": self.floor_checks,
             "figures": report.figures(meas)
             + ([hash_memory.figure_row(self.hash_memory)] if self.hash_memory else []),
         }
+
+
+def ok_signins(made: dict[str, int]) -> bool:
+    """Every ok answer made a session and an event; so may have requests wrk left unanswered."""
+    lo, hi = made["ok_answers"], made["ok_answers"] + made["unanswered"]
+    return made["sessions"] == made["events"] and lo <= made["sessions"] <= hi
 
 
 def median(values: list[float]) -> float:
@@ -580,12 +835,25 @@ def summarize(m: Measurement) -> dict[str, Any]:
             "server_cores_busy": median([r.server_cpu_s / r.active_s for r in rs if r.active_s]),
             "wrk_cores_busy": median([r.wrk_cpu_s / r.active_s for r in rs if r.active_s]),
         },
-        "valid": bool(rs) and all(r.valid for r in rs),
+        "valid": bool(rs) and all(r.valid and not r.extra.get("failed_checks") for r in rs),
+        "failed_checks": sorted({why for r in rs for why in r.extra.get("failed_checks", [])}),
         "ok_share_min": round(min((r.ok_share for r in rs), default=0.0), 4),
         "requests": sum(r.ok + r.bad for r in rs),
         "rounds": [r.to_json() for r in rs],
         "warmup": m.warmup.to_json() if m.warmup else None,
     }
+    made = [r.extra["real_signins"] for r in rs if "real_signins" in r.extra]
+    if made:
+        out["real_signins"] = {
+            k: sum(x[k] for x in made) for k in ("ok_answers", "unanswered", "sessions", "events")
+        }
+    checked = [r.extra["statements"] for r in rs if "statements" in r.extra]
+    if checked:
+        out["statements"] = {
+            "same": all(c["same"] for c in checked),
+            "message": next((c["message"] for c in checked if not c["same"]), checked[0]["message"]),
+            "traced_requests": sum(c["traced_requests"] for c in checked),
+        }
     if m.rss_kib:
         out["rss_max_mib"] = round(max(m.rss_kib) / 1024, 1)
     return out
@@ -602,6 +870,10 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements (P4)")
     p.add_argument("--p4-large", type=int, default=P4_LARGE, help="accounts in P4's large database")
     p.add_argument("--out", type=Path, help="where to write latest.{json,md,png}")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor of issue 16 (bench/floor_app.py)")
+    p.add_argument(
+        "--floor-only", action="store_true", help="only P1 and the floor (and on PostgreSQL unless --quick)"
+    )
     a = p.parse_args(argv)
     quick = bool(a.quick)
     out = a.out or (ROOT / "bench" / ("out" if quick else "results"))
@@ -617,6 +889,8 @@ def parse_args(argv: list[str] | None) -> Config:
         work_dir=ROOT / "bench" / "out" / ("work-quick" if quick else "work"),
         pg_url=None if (quick or a.no_pg) else a.pg_url,
         p4_large=a.p4_large,
+        floor=not a.no_floor or a.floor_only,
+        floor_only=bool(a.floor_only),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,15 @@ def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         return create_engine(url, connect_args={"timeout": 60})
     return create_engine(url)
+
+
+def copy_sqlite(src: Path, dst: Path) -> None:
+    """A consistent copy of a SQLite database, in use or not (SQLite's backup API); WAL mode is kept."""
+    import sqlite3
+
+    with closing(sqlite3.connect(src)) as a, closing(sqlite3.connect(dst)) as b:
+        a.backup(b)
+        b.execute("PRAGMA journal_mode=WAL")
 
 
 def server_box(data_dir: Path) -> SecretBox:

@@ -286,3 +286,43 @@ class RssSampler:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def floor_server(
+    name: str, *, mode: str, data_dir: Path, log_dir: Path, database_url: str | None = None
+) -> Server:
+    """bench/floor_app.py in ``mode`` under uvicorn, one worker, with the options ``twostep serve`` passes
+    (no proxy headers, no server header, no access log)."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.floor_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--no-server-header",
+        "--no-proxy-headers",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOSTEP_", "FLOOR_"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(FLOOR_MODE=mode, FLOOR_DATA_DIR=str(data_dir), FLOOR_RATE_LIMIT=str(10**9))
+    if database_url:
+        env["FLOOR_DATABASE_URL"] = database_url
+    return Server(
+        name,
+        argv,
+        port=port,
+        workers=1,
+        env=env,
+        log_path=log_dir / f"{name}.log",
+        ready_method="GET",
+        ready_path="/_floor/stats",
+    )
