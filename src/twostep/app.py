@@ -20,7 +20,7 @@ from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
-from twostep.services import login, maintenance, outbox
+from twostep.services import maintenance, outbox, sign_in
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
@@ -181,7 +181,7 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await asyncio.to_thread(login.sweep_abandoned, ctx)
+            await asyncio.to_thread(sign_in.sweep_abandoned, ctx)
             await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
             if last_sweep is None or loop.time() - last_sweep >= sweep_every:
                 last_sweep = loop.time()

@@ -8,7 +8,7 @@ from datetime import datetime
 from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
 from twostep.core import totp
 from twostep.core.clock import SettableClock
-from twostep.services import accounts, factors, login, verify_access
+from twostep.services import account, enrolment, sign_in, verify_access
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
 
@@ -31,8 +31,8 @@ def code_at(secret: bytes, when: datetime, steps: int = 0) -> str:
 
 def signed_up(ctx: Context) -> User:
     user = User(unique_username(), unique_client())
-    accounts.register(ctx, username=user.username, password=STRONG_PASSWORD, email=None, client=user.client)
-    user.token = login.password_step(
+    account.sign_up(ctx, username=user.username, password=STRONG_PASSWORD, email=None, client=user.client)
+    user.token = sign_in.password_step(
         ctx, username=user.username, password=STRONG_PASSWORD, client=user.client, current_token=None
     ).token
     return user
@@ -49,9 +49,9 @@ def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> Use
     """A signed-in user whose first authenticator app was confirmed one step ago."""
     user = signed_up(ctx)
     verified(ctx, user)
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
     user.secret = totp.decode_secret(enrollment.secret)
-    added = factors.confirm_totp(
+    added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
@@ -65,7 +65,7 @@ def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> Use
 
 
 def pending_login(ctx: Context, user: User) -> str:
-    result = login.password_step(
+    result = sign_in.password_step(
         ctx, username=user.username, password=STRONG_PASSWORD, client=user.client, current_token=None
     )
     assert result.status == "second_factor_required"

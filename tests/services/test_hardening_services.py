@@ -14,8 +14,7 @@ from tests.services.helpers import code_at, signed_up, verified, with_totp
 from twostep.core import guards, recovery_codes, totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import NotSignedIn
-from twostep.services import accounts as account_service
-from twostep.services import factors, login, maintenance, outbox
+from twostep.services import account, enrolment, maintenance, outbox, sign_in
 from twostep.services.context import Context, hash_token
 from twostep.services.notifications import record
 from twostep.services.sessions import authenticate
@@ -56,8 +55,8 @@ def test_H06_adding_a_first_factor_makes_the_codes_before_its_transaction(
     makes no codes at all."""
     user = with_totp(ctx, clock)
     assert len(user.recovery_codes) == 10
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
-    added = factors.confirm_totp(
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
+    added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
@@ -74,13 +73,13 @@ def test_H04_the_first_factor_ends_password_only_sessions_in_its_transaction(
     """H04: adding the first factor ends the account's other password-only sessions and gives the current
     one the factor; a password-only session that appears afterwards (a racing sign-in) is refused."""
     user = signed_up(ctx)
-    other = login.password_step(
+    other = sign_in.password_step(
         ctx, username=user.username, password=STRONG_PASSWORD, client=unique_client(), current_token=None
     ).token
     assert authenticate(ctx, other).second_factor is None
     verified(ctx, user)
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
-    added = factors.confirm_totp(
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
+    added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
@@ -116,7 +115,7 @@ def _outbox_rows(ctx: Context, account_id: int) -> list[tuple[int, str, object]]
 
 def _account_with_email(ctx: Context) -> int:
     name = unique_username("h13")
-    account_service.register(
+    account.sign_up(
         ctx, username=name, password=STRONG_PASSWORD, email=f"{name}@example.test", client=unique_client()
     )
     with ctx.db.transaction() as conn:

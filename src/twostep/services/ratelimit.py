@@ -33,5 +33,3 @@ def edge_limit(conn: Connection, ctx: Context, client: Client, now: datetime) ->
         raise TooManyAttempts(
             retry_after_seconds(ends, now), "Too many requests from your address. Wait a minute."
         )
-
-

@@ -1,4 +1,5 @@
-"""What sign-in and verify access share: the attempt counter and the checks of codes against the database."""
+"""What the ceremonies share about each factor: the attempt counter, the checks of codes against the database,
+and the passkey challenges and assertion checks."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from twostep.core import passkeys as wa
 from twostep.core import recovery_codes, totp
-from twostep.core.errors import InvalidCode, TooManyAttempts
+from twostep.core.errors import InvalidCode, PasskeyRejected, TooManyAttempts
 from twostep.core.secretbox import aad_for
-from twostep.core.throttle import RECOVERY, SECOND_FACTOR, Backoff, retry_after_seconds
-from twostep.services.context import Client, Context
+from twostep.core.throttle import SECOND_FACTOR, Backoff, retry_after_seconds
+from twostep.services.context import CHALLENGE_TTL, Client, Context, new_id
 from twostep.services.notifications import record
-from twostep.storage import factors, recovery, throttle
+from twostep.storage import accounts, challenges, factors, recovery, throttle
 from twostep.storage.factors import TotpRow
 
 
@@ -168,4 +170,136 @@ def succeeded(conn: Connection, account_id: int) -> None:
     throttle.reset(conn, key=mfa_key(account_id))
 
 
-__all__ = ["RECOVERY", "SECOND_FACTOR"]
+def put_challenge(
+    conn: Connection,
+    ctx: Context,
+    *,
+    session_key: str,
+    purpose: str,
+    challenge: bytes,
+    account_id: int | None,
+    allowed: list[bytes] | None = None,
+) -> None:
+    challenges.put(
+        conn,
+        challenge_id=new_id(),
+        session_key=session_key,
+        purpose=purpose,
+        challenge=challenge,
+        account_id=account_id,
+        expires_at=ctx.now() + CHALLENGE_TTL,
+        allowed=allowed,
+    )
+
+
+@dataclass(frozen=True)
+class CheckedAssertion:
+    factor_id: str
+    account_id: int
+    expected_sign_count: int
+    assertion: wa.VerifiedAssertion
+    failures: int
+
+
+class Refused(PasskeyRejected):
+    """A refused assertion; ``failures`` is the account's count including it (0: nothing was counted)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class PreparedAssertion:
+    """What the first transaction of an assertion found: the stored credential and the attempt count."""
+
+    credential_id: bytes | None
+    handle: bytes | None
+    row: factors.PasskeyRow | None
+    user_handle: bytes | None
+    failures: int
+
+
+def prepare_assertion(
+    conn: Connection, ctx: Context, *, credential: object, account_id: int | None, now: datetime
+) -> PreparedAssertion:
+    """In the caller's transaction: count the attempt on the account's second-factor counter before anything
+    is evaluated (a pending sign-in or verify access; a passwordless attempt moves no account's counter,
+    H01) and look the credential up."""
+    failures = 0
+    if account_id is not None:
+        failures = reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=now)
+    try:
+        credential_id = wa.credential_id_of(credential)
+        handle = wa.user_handle_of(credential)
+    except PasskeyRejected:
+        return PreparedAssertion(None, None, None, None, failures)
+    row = factors.passkey_by_credential_id(conn, credential_id)
+    account = accounts.by_id(conn, row.account_id) if row is not None else None
+    return PreparedAssertion(credential_id, handle, row, account.user_handle if account else None, failures)
+
+
+def check_assertion(
+    ctx: Context,
+    *,
+    credential: object,
+    taken: challenges.Taken,
+    prepared: PreparedAssertion,
+    account_id: int | None,
+    require_uv: bool,
+    client: Client,
+) -> CheckedAssertion:
+    """Every WA-A row: the credential was listed (A02) and belongs to the account (A03), its user handle
+    (A04), then the signature and flags. Raises PasskeyRejected for all of them alike (SEC-06)."""
+    row, failures = prepared.row, prepared.failures
+    if (
+        row is None
+        or prepared.credential_id is None
+        or prepared.user_handle is None
+        or (account_id is not None and row.account_id != account_id)
+        or (taken.allowed and prepared.credential_id not in taken.allowed)
+        or (prepared.handle is not None and prepared.handle != prepared.user_handle)
+        or (account_id is None and prepared.handle is None)
+    ):
+        raise Refused(failures)
+    try:
+        assertion = wa.verify_authentication(
+            credential=credential,
+            expected_challenge=taken.challenge,
+            expected_origin=ctx.origin,
+            expected_rp_id=ctx.rp_id,
+            public_key=row.public_key,
+            stored_sign_count=row.sign_count,
+            stored_backup_eligible=row.backup_eligible,
+            require_user_verification=require_uv,
+        )
+    except wa.SignCountRegression as exc:
+        with ctx.db.transaction() as conn:
+            record(
+                conn,
+                account_id=row.account_id,
+                type_="passkey_counter_regressed",
+                client=client,
+                now=ctx.now(),
+                detail={"factor_id": row.id, "stored": exc.stored, "received": exc.received},
+                origin=ctx.origin,
+            )
+        raise Refused(failures) from None
+    except PasskeyRejected:
+        raise Refused(failures) from None
+    return CheckedAssertion(row.id, row.account_id, row.sign_count, assertion, failures)
+
+
+def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime) -> None:
+    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile."""
+    a = checked.assertion
+    if not factors.record_passkey_use(
+        conn,
+        factor_id=checked.factor_id,
+        expected_sign_count=checked.expected_sign_count,
+        new_sign_count=a.new_sign_count,
+        backup_state=a.backup_state,
+        user_verified=a.user_verified,
+        now=now,
+    ):
+        raise PasskeyRejected()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from twostep.core.errors import InvalidCode, NotSignedIn, VerifyAccessRequired
+from twostep.core import passkeys as wa
+from twostep.core.errors import InvalidCode, NotSignedIn, PasskeyRejected, VerifyAccessRequired
 from twostep.core.throttle import RECOVERY, SECOND_FACTOR
 from twostep.services import second_factor as sf
 from twostep.services.context import (
@@ -14,11 +15,12 @@ from twostep.services.context import (
     Client,
     Context,
 )
-from twostep.services.login import check_password, methods_for
 from twostep.services.notifications import record
+from twostep.services.passwords import check_password
 from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, step_up
-from twostep.storage import accounts, factors, recovery
+from twostep.services.sign_in import methods_for
+from twostep.storage import accounts, challenges, factors, recovery
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,89 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
         _failed(ctx, session, client=client, method="recovery_code", failures=failures, replay=False)
         raise InvalidCode() from None
     return VerifyResult("verified", token, [], until, recovery_codes_remaining=remaining)
+
+
+def _password_step_done(session: CurrentSession, now: datetime) -> bool:
+    return session.reauth_until is not None and session.reauth_until > now
+
+
+def passkey_options(ctx: Context, session: CurrentSession, *, client: Client) -> dict[str, object]:
+    """POST /verify-access/passkey/options: user verification required unless the password was just given."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
+        allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, session.account_id)]
+        uv = "preferred" if _password_step_done(session, now) else "required"
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=allow, user_verification=uv)
+        sf.put_challenge(
+            conn,
+            ctx,
+            session_key=session.token_hash,
+            purpose="verify",
+            challenge=opts.challenge,
+            account_id=session.account_id,
+            allowed=[cid for cid, _ in allow],
+        )
+    return opts.options
+
+
+def with_passkey(
+    ctx: Context, session: CurrentSession, *, credential: object, client: Client
+) -> tuple[str, datetime]:
+    """POST /verify-access/passkey: with user verification it is enough on its own.
+
+    Raises:
+        PasskeyRejected, TooManyAttempts, NotSignedIn.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
+        taken = challenges.take(conn, session_key=session.token_hash, purpose="verify", now=now)
+        if taken is not None:
+            prepared = sf.prepare_assertion(
+                conn, ctx, credential=credential, account_id=session.account_id, now=now
+            )
+    if taken is None:
+        raise PasskeyRejected()
+    try:
+        checked = sf.check_assertion(
+            ctx,
+            credential=credential,
+            taken=taken,
+            prepared=prepared,
+            account_id=session.account_id,
+            require_uv=not _password_step_done(session, now),
+            client=client,
+        )
+    except PasskeyRejected as exc:
+        with ctx.db.transaction() as conn:
+            sf.record_failure(
+                conn,
+                account_id=session.account_id,
+                failures=exc.failures if isinstance(exc, sf.Refused) else 0,
+                client=client,
+                now=now,
+                origin=ctx.origin,
+                type_="verify_access_failed",
+                detail={"method": "passkey", "session": session.public_id},
+                notify=False,
+            )
+        raise PasskeyRejected() from None
+    until = now + VERIFIED_ACCESS_TTL
+    with ctx.db.transaction() as conn:
+        sf.use_passkey(conn, checked, now)
+        token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
+        sf.succeeded(conn, session.account_id)
+        record(
+            conn,
+            account_id=session.account_id,
+            type_="access_verified",
+            client=client,
+            now=now,
+            detail={"method": "passkey", "factor_id": checked.factor_id, "session": session.public_id},
+            origin=ctx.origin,
+        )
+    return token, until
 
 
 def account_of(ctx: Context, session: CurrentSession) -> accounts.AccountRow:

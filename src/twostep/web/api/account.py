@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.services import accounts, events, sessions
+from twostep.services import account, sessions
 from twostep.web.api.auth import iso
 from twostep.web.api.schemas import ChangePasswordIn, EventsOut, SessionsOut
 from twostep.web.deps import SignedIn, client_of, ctx_of
@@ -14,7 +14,7 @@ router = APIRouter()
 
 @router.post("/password", status_code=204, response_class=Response, tags=["account security"])
 def post_password(body: ChangePasswordIn, request: Request, session: SignedIn) -> Response:
-    accounts.change_password(
+    account.change_password(
         ctx_of(request),
         session,
         current_password=body.current_password,
@@ -58,6 +58,6 @@ def get_security_events(request: Request, session: SignedIn) -> dict[str, object
     return {
         "events": [
             {"type": e.type, "at": iso(e.at), "ip": e.ip, "user_agent": e.user_agent, "detail": e.detail}
-            for e in events.list_events(ctx_of(request), session)
+            for e in account.security_log(ctx_of(request), session)
         ]
     }

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from twostep.core.errors import NotSignedIn
-from twostep.services import accounts, login, verify_access
-from twostep.services.login import LoginResult
+from twostep.services import account, sign_in, verify_access
 from twostep.services.sessions import logout
+from twostep.services.sign_in import LoginResult
 from twostep.services.verify_access import VerifyResult
 from twostep.web import devices
 from twostep.web.api.schemas import (
@@ -63,7 +63,7 @@ def verify_response(request: Request, result: VerifyResult) -> JSONResponse:
 
 @router.post("/accounts", status_code=201, response_model=AccountOut)
 def create_account(body: AccountIn, request: Request) -> JSONResponse:
-    username = accounts.register(
+    username = account.sign_up(
         ctx_of(request),
         username=body.username,
         password=body.password,
@@ -75,7 +75,7 @@ def create_account(body: AccountIn, request: Request) -> JSONResponse:
 
 @router.post("/login", response_model=LoginOut)
 def post_login(body: LoginIn, request: Request) -> JSONResponse:
-    result = login.password_step(
+    result = sign_in.password_step(
         ctx_of(request),
         username=body.username,
         password=body.password,
@@ -88,7 +88,7 @@ def post_login(body: LoginIn, request: Request) -> JSONResponse:
 
 @router.post("/login/totp", response_model=LoginOut)
 def post_login_totp(body: CodeIn, request: Request) -> JSONResponse:
-    result = login.totp_step(
+    result = sign_in.totp_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
     )
     return login_response(request, result)
@@ -96,7 +96,7 @@ def post_login_totp(body: CodeIn, request: Request) -> JSONResponse:
 
 @router.post("/login/recovery-code", response_model=LoginOut)
 def post_login_recovery(body: CodeIn, request: Request) -> JSONResponse:
-    result = login.recovery_step(
+    result = sign_in.recovery_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
     )
     return login_response(request, result)

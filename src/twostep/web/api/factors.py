@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from twostep.services import factors
+from twostep.services import enrolment, factors
 from twostep.services.factors import FactorView
 from twostep.web.api.auth import iso
 from twostep.web.api.schemas import (
@@ -37,7 +37,7 @@ def factor_json(view: FactorView) -> dict[str, object]:
     return out
 
 
-def added_response(added: factors.Added) -> JSONResponse:
+def added_response(added: enrolment.Added) -> JSONResponse:
     body: dict[str, object] = {"factor": factor_json(added.factor)}
     if added.recovery_codes is not None:
         body["recovery_codes"] = added.recovery_codes
@@ -59,7 +59,7 @@ def get_factors(request: Request, session: SignedIn) -> JSONResponse:
 
 @router.post("/factors/totp", status_code=201, response_model=TotpEnrollmentOut)
 def post_totp(request: Request, session: SignedIn, body: Empty | None = None) -> JSONResponse:
-    enrollment = factors.begin_totp(ctx_of(request), session)
+    enrollment = enrolment.begin_totp(ctx_of(request), session)
     return JSONResponse(
         {
             "enrollment_id": enrollment.enrollment_id,
@@ -79,7 +79,7 @@ def post_totp_confirm(
     request: Request,
     session: SignedIn,
 ) -> JSONResponse:
-    added = factors.confirm_totp(
+    added = enrolment.confirm_totp(
         ctx_of(request),
         session,
         enrollment_id=enrollment_id,

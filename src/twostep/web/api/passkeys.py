@@ -7,7 +7,7 @@ import secrets
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from twostep.services import passkeys
+from twostep.services import enrolment, sign_in, verify_access
 from twostep.web.api.auth import iso
 from twostep.web.api.factors import added_response
 from twostep.web.api.schemas import (
@@ -28,12 +28,12 @@ router = APIRouter()
 def post_registration_options(
     request: Request, session: SignedIn, body: Empty | None = None
 ) -> dict[str, object]:
-    return {"publicKey": passkeys.registration_options(ctx_of(request), session)}
+    return {"publicKey": enrolment.registration_options(ctx_of(request), session)}
 
 
 @router.post("/factors/passkey", status_code=201, response_model=FactorAddedOut, tags=["second factors"])
 def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> JSONResponse:
-    added = passkeys.register(
+    added = enrolment.register_passkey(
         ctx_of(request), session, name=body.name, credential=body.credential, client=client_of(request)
     )
     return added_response(added)
@@ -47,7 +47,7 @@ def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> JSONRe
 def post_login_options(request: Request, body: Empty | None = None) -> JSONResponse:
     cookies = state(request).cookies
     ceremony = cookies.read_ceremony(request) or secrets.token_urlsafe(32)
-    result = passkeys.login_options(
+    result = sign_in.passkey_options(
         ctx_of(request), token=token_of(request), ceremony_key=ceremony, client=client_of(request)
     )
     response = JSONResponse({"publicKey": result.options})
@@ -59,7 +59,7 @@ def post_login_options(request: Request, body: Empty | None = None) -> JSONRespo
 @router.post("/login/passkey", response_model=LoginOut, tags=["sign-in"])
 def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONResponse:
     cookies = state(request).cookies
-    token = passkeys.login(
+    token = sign_in.passkey_step(
         ctx_of(request),
         token=token_of(request),
         ceremony_key=cookies.read_ceremony(request),
@@ -77,7 +77,7 @@ def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONRespon
     tags=["sign-in"],
 )
 def post_verify_options(request: Request, session: SignedIn, body: Empty | None = None) -> dict[str, object]:
-    return {"publicKey": passkeys.verify_options(ctx_of(request), session, client=client_of(request))}
+    return {"publicKey": verify_access.passkey_options(ctx_of(request), session, client=client_of(request))}
 
 
 @router.post(
@@ -86,7 +86,7 @@ def post_verify_options(request: Request, session: SignedIn, body: Empty | None 
     tags=["sign-in"],
 )
 def post_verify_passkey(body: PasskeyAssertionIn, request: Request, session: SignedIn) -> JSONResponse:
-    token, until = passkeys.verify_access(
+    token, until = verify_access.with_passkey(
         ctx_of(request), session, credential=body.credential, client=client_of(request)
     )
     response = JSONResponse({"status": "verified", "verified_until": iso(until)})

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import Busy, InvalidCredentials, NotFound, TwostepError, WeakPassword
-from twostep.services import accounts, events, sessions
+from twostep.services import account, sessions
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
@@ -130,7 +130,7 @@ def log_page(request: Request, session: SignedIn) -> Response:
             "ip": e.ip,
             "user_agent": e.user_agent,
         }
-        for e in events.list_events(ctx_of(request), session)
+        for e in account.security_log(ctx_of(request), session)
     ]
     return render(request, "security_log.html", {"events": rows}, user=session)
 
@@ -155,7 +155,7 @@ def password_post(
     require_verified(request, session, PASSWORD_PATH)
     errors: dict[str, str] = {}
     try:
-        accounts.change_password(
+        account.change_password(
             ctx_of(request),
             session,
             current_password=current_password,

@@ -15,8 +15,9 @@ from twostep.core.errors import (
     TwostepError,
 )
 from twostep.core.totp import format_secret_for_display
-from twostep.services import factors, passkeys
-from twostep.services.factors import FactorView, TotpEnrollment
+from twostep.services import enrolment, factors
+from twostep.services.enrolment import TotpEnrollment
+from twostep.services.factors import FactorView
 from twostep.services.sessions import CurrentSession
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
@@ -96,7 +97,7 @@ def app_begin(request: Request, session: SignedIn, name: FormStr = "", csrf: For
     require_verified(request, session, APP_PATH)
     try:
         factors.clean_name(name)
-        enrollment = factors.begin_totp(ctx_of(request), session)
+        enrollment = enrolment.begin_totp(ctx_of(request), session)
     except TwostepError as exc:
         context = {"name": name, "error": message_of(exc)}
         return render(request, "app_name.html", context, status_code=422, user=session)
@@ -115,7 +116,7 @@ def app_confirm(
     check_csrf(request, csrf)
     require_verified(request, session, APP_PATH)
     try:
-        added = factors.confirm_totp(
+        added = enrolment.confirm_totp(
             ctx_of(request),
             session,
             enrollment_id=enrollment_id,
@@ -131,7 +132,7 @@ def app_confirm(
         else:
             error = message_of(exc)
         context: dict[str, object] = {"enrollment_id": enrollment_id, "name": name, "retry": True}
-        again = factors.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
+        again = enrolment.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
         if again is not None:
             # Still pending: show the QR code and the key again with the error.
             context = {**_qr_context(again, name), "retry": False}
@@ -170,7 +171,7 @@ def passkey_add(
     try:
         if parsed is None:
             raise PasskeyRejected("The browser did not return a passkey. Try again.")
-        added = passkeys.register(
+        added = enrolment.register_passkey(
             ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:

@@ -16,7 +16,7 @@ from twostep.core.errors import (
     UsernameTaken,
     WeakPassword,
 )
-from twostep.services import accounts, login, passkeys
+from twostep.services import account, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices
 from twostep.web.deps import client_of, ctx_of, state, token_of
@@ -75,7 +75,7 @@ def signup(
     errors: dict[str, str] = {}
     ctx, client = ctx_of(request), client_of(request)
     try:
-        accounts.register(ctx, username=username, password=password, email=email or None, client=client)
+        account.sign_up(ctx, username=username, password=password, email=email or None, client=client)
     except Busy:
         raise  # the 503 page
     except WeakPassword as exc:
@@ -90,7 +90,7 @@ def signup(
         return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status)
     else:
         try:
-            result = login.password_step(
+            result = sign_in.password_step(
                 ctx,
                 username=username,
                 password=password,
@@ -135,7 +135,7 @@ def login_post(
     check_csrf(request, csrf, session_required=False)
     target = safe_next(next)
     try:
-        result = login.password_step(
+        result = sign_in.password_step(
             ctx_of(request),
             username=username,
             password=password,
@@ -183,7 +183,7 @@ def second_step_post(
 ) -> Response:
     check_csrf(request, csrf)
     try:
-        result = login.totp_step(
+        result = sign_in.totp_step(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
@@ -207,7 +207,7 @@ def recovery_post(
 ) -> Response:
     check_csrf(request, csrf)
     try:
-        result = login.recovery_step(
+        result = sign_in.recovery_step(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
@@ -234,7 +234,7 @@ def passkey_login(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token = passkeys.login(
+        token = sign_in.passkey_step(
             ctx_of(request),
             token=token_of(request),
             ceremony_key=cookies.read_ceremony(request),

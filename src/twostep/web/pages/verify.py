@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
-from twostep.services import factors, passkeys, verify_access
+from twostep.services import factors, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
 from twostep.web.deps import SignedIn, client_of, ctx_of
@@ -150,7 +150,7 @@ def verify_passkey(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token, _until = passkeys.verify_access(
+        token, _until = verify_access.with_passkey(
             ctx_of(request), session, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:

@@ -1,4 +1,4 @@
-"""Sign-up."""
+"""The account: sign-up, its password, and its security log."""
 
 from __future__ import annotations
 
@@ -10,28 +10,19 @@ from sqlalchemy.exc import IntegrityError
 from twostep.core.errors import InvalidRequest, UsernameTaken
 from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
+from twostep.core.usernames import normalize_username
 from twostep.services.context import Client, Context
 from twostep.services.notifications import record
+from twostep.services.passwords import check_password
 from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, require_verified
-from twostep.storage import accounts, sessions
+from twostep.storage import accounts, events, sessions
+from twostep.storage.events import EventRow
 
-_USERNAME = re.compile(r"^[\w.@+-]{3,64}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 
-def normalize_username(raw: str) -> str | None:
-    """NFKC then casefold; None unless 3 to 64 characters of letters, digits and . _ @ + -."""
-    if len(raw) > 256:
-        return None
-    value = unicodedata.normalize("NFKC", raw).casefold()
-    value = unicodedata.normalize("NFKC", value)
-    if not _USERNAME.fullmatch(value):
-        return None
-    return value
-
-
-def register(ctx: Context, *, username: str, password: str, email: str | None, client: Client) -> str:
+def sign_up(ctx: Context, *, username: str, password: str, email: str | None, client: Client) -> str:
     """Create an account and return its normalized username.
 
     Every sign-up path comes through here, so the per-address limit (SEC-62) cannot be skipped (H02). A
@@ -99,8 +90,6 @@ def change_password(
     Raises:
         VerifyAccessRequired, TooManyAttempts, InvalidCredentials (a counted password failure), WeakPassword.
     """
-    from twostep.services.login import check_password
-
     require_verified(session, ctx.now())
     check_password(
         ctx, username=session.username, password=current_password, client=client, known_browser=True
@@ -120,3 +109,10 @@ def change_password(
             detail={"other_sessions_ended": ended},
             origin=ctx.origin,
         )
+
+
+def security_log(ctx: Context, session: CurrentSession, *, limit: int = 200) -> list[EventRow]:
+    """GET /security-events, newest first; details never hold a secret (codes, passwords and session ids are
+    never recorded)."""
+    with ctx.db.transaction() as conn:
+        return events.list_for(conn, session.account_id, limit=limit)

@@ -1,33 +1,24 @@
-"""Sign-in: the password step, then the second step with an authenticator app or a recovery code."""
+"""Sign-in: the password step, then the second step (authenticator app, recovery code, passkey), or a
+passwordless passkey."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
 
 from twostep.core import devices
-from twostep.core.errors import Busy, InvalidCode, InvalidCredentials, NoPendingLogin, TooManyAttempts
-from twostep.core.passwords import MAX_INPUT_CHARS
-from twostep.core.throttle import (
-    PASSWORD_ADDRESS,
-    PASSWORD_USER,
-    PASSWORD_USER_ADDRESS,
-    RECOVERY,
-    SECOND_FACTOR,
-    retry_after_seconds,
-)
+from twostep.core import passkeys as wa
+from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
+from twostep.core.throttle import PASSKEY_ADDRESS, RECOVERY, SECOND_FACTOR, retry_after_seconds
 from twostep.services import second_factor as sf
-from twostep.services.accounts import normalize_username
-from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, new_id
+from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
 from twostep.services.notifications import record
+from twostep.services.passwords import check_password
 from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import create_active, create_pending, end, pending
-from twostep.storage import accounts, factors, recovery, throttle
+from twostep.storage import challenges, factors, recovery, throttle
 from twostep.storage import sessions as session_store
 
 
@@ -48,128 +39,6 @@ def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
     if out and recovery_remaining > 0:
         out.append("recovery_code")
     return out
-
-
-@dataclass(frozen=True)
-class PasswordKeys:
-    """The counters of one password attempt (H07, SEC-28)."""
-
-    address: str  # every username from this client address
-    user_address: str  # this username from this client address
-    user: str  # this username from every address: the ceiling a known browser does not meet
-
-
-def password_keys(username: str, ip: str) -> PasswordKeys:
-    """Keys by the normalised username, known or not (no enumeration, SEC-05); a username that cannot exist
-    gets a digest of itself, so that case and width variants share a key and every key stays short."""
-    normalized = normalize_username(username)
-    if normalized is None:
-        digest = hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:40]
-        normalized = f"?{digest}"
-    return PasswordKeys(f"pw-ip:{ip}", f"pw-user-ip:{normalized}|{ip}", f"pw-user:{normalized}")
-
-
-def _reserve(conn: Connection, keys: PasswordKeys, *, known_browser: bool, now: datetime) -> datetime | None:
-    """Count the attempt on each counter in turn (address, username and address, username), before the
-    password is checked; when one must wait, the ones before it are refunded and its wait is returned."""
-    plan = [(keys.address, PASSWORD_ADDRESS), (keys.user_address, PASSWORD_USER_ADDRESS)]
-    if not known_browser:
-        plan.append((keys.user, PASSWORD_USER))
-    counted: list[str] = []
-    for key, policy in plan:
-        blocked = throttle.reserve_attempt(conn, key=key, policy=policy, now=now).blocked_until
-        if blocked is not None:
-            for done in counted:
-                throttle.refund_attempt(conn, key=done)
-            return blocked
-        counted.append(key)
-    return None
-
-
-def _refund(ctx: Context, keys: PasswordKeys, *, known_browser: bool) -> None:
-    """Give back an attempt that was counted but never evaluated (the hasher was busy, H03)."""
-    with ctx.db.transaction() as conn:
-        throttle.refund_attempt(conn, key=keys.address)
-        throttle.refund_attempt(conn, key=keys.user_address)
-        if not known_browser:
-            throttle.refund_attempt(conn, key=keys.user)
-
-
-def check_password(
-    ctx: Context,
-    *,
-    username: str,
-    password: str,
-    client: Client,
-    device: str | None = None,
-    known_browser: bool = False,
-) -> accounts.AccountRow:
-    """The first factor, throttled per client address, per username and address, and per username (H07).
-
-    The per-username ceiling (security.md §0.7) is skipped by a browser that signed in to this account
-    before: ``device`` holds a device cookie for it, or ``known_browser`` says the caller's session is the
-    account's own (verify access).
-
-    Raises:
-        TooManyAttempts: a counter must wait; the password was not checked.
-        InvalidCredentials: unknown user or wrong password, indistinguishable (SEC-05).
-        Busy: too many password hashes in this worker; the attempt was not counted (H03).
-    """
-    now = ctx.now()
-    normalized = normalize_username(username)
-    keys = password_keys(username, client.ip)
-    with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
-        account = accounts.by_username(conn, normalized) if normalized else None
-        known_browser = known_browser or (
-            account is not None
-            and devices.is_known_device(
-                key=ctx.device_key,
-                cookie=device,
-                username=account.username,
-                password_hash=account.password_hash,
-            )
-        )
-        blocked = _reserve(conn, keys, known_browser=known_browser, now=now)
-    if blocked is not None:
-        raise TooManyAttempts(retry_after_seconds(blocked, now))
-    try:
-        if len(password) > MAX_INPUT_CHARS or account is None:
-            ctx.hasher.dummy_verify(password[:MAX_INPUT_CHARS])
-            matched = False
-        else:
-            matched = ctx.hasher.verify(account.password_hash, password)
-    except Busy:
-        _refund(ctx, keys, known_browser=known_browser)
-        raise
-    if account is None or not matched:
-        if account is not None:
-            with ctx.db.transaction() as conn:
-                record(
-                    conn,
-                    account_id=account.id,
-                    type_="password_failed",
-                    client=client,
-                    now=now,
-                    origin=ctx.origin,
-                )
-        raise InvalidCredentials()
-    new_hash: str | None = None
-    if ctx.hasher.needs_rehash(account.password_hash):
-        with contextlib.suppress(Busy):  # the next sign-in rehashes instead
-            new_hash = ctx.hasher.hash(password)
-    with ctx.db.transaction() as conn:
-        # The same order as the reservation: no deadlock between parallel sign-ins. The ceiling is reset
-        # only by a browser that had to meet it, so the owner's known browser does not refill an attacker's
-        # budget.
-        throttle.refund_attempt(conn, key=keys.address)
-        throttle.reset(conn, key=keys.user_address)
-        if not known_browser:
-            throttle.reset(conn, key=keys.user)
-        if new_hash is not None:
-            accounts.set_password_hash(conn, account.id, new_hash)
-            account = dataclasses.replace(account, password_hash=new_hash)
-    return account
 
 
 def password_step(
@@ -392,6 +261,161 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
         )
         raise InvalidCode() from None
     return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining)
+
+
+@dataclass(frozen=True)
+class LoginOptions:
+    options: dict[str, object]
+    passwordless: bool
+
+
+def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, client: Client) -> LoginOptions:
+    """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, pend.account_id)]
+            opts = wa.authentication_options(
+                rp_id=ctx.rp_id, allow_credentials=allow, user_verification="preferred"
+            )
+            sf.put_challenge(
+                conn,
+                ctx,
+                session_key=pend.token_hash,
+                purpose="login",
+                challenge=opts.challenge,
+                account_id=pend.account_id,
+                allowed=[cid for cid, _ in allow],
+            )
+            return LoginOptions(opts.options, passwordless=False)
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=[], user_verification="required")
+        sf.put_challenge(
+            conn,
+            ctx,
+            session_key=hash_token(ceremony_key),
+            purpose="passwordless",
+            challenge=opts.challenge,
+            account_id=None,
+        )
+    return LoginOptions(opts.options, passwordless=True)
+
+
+def passwordless_key(ip: str) -> str:
+    """Passwordless assertions are counted per client address (H01); the challenge is single use."""
+    return f"pk-ip:{ip}"
+
+
+def passkey_step(
+    ctx: Context, *, token: str | None, ceremony_key: str | None, credential: object, client: Client
+) -> str:
+    """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in.
+
+    Raises:
+        PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
+    """
+    now = ctx.now()
+    blocked: datetime | None = None
+    with ctx.db.transaction() as conn:
+        edge_limit(conn, ctx, client, now)
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            taken = challenges.take(conn, session_key=pend.token_hash, purpose="login", now=now)
+        elif ceremony_key:
+            taken = challenges.take(
+                conn, session_key=hash_token(ceremony_key), purpose="passwordless", now=now
+            )
+            if taken is not None:
+                # Counted before anything is evaluated, on the address only: a stranger naming someone's
+                # credential id must not move that account's counter (H01).
+                blocked = throttle.reserve_attempt(
+                    conn, key=passwordless_key(client.ip), policy=PASSKEY_ADDRESS, now=now
+                ).blocked_until
+        else:
+            taken = None
+        account_id = pend.account_id if pend is not None else None
+        if taken is not None and blocked is None:
+            prepared = sf.prepare_assertion(conn, ctx, credential=credential, account_id=account_id, now=now)
+    if blocked is not None:
+        raise TooManyAttempts(retry_after_seconds(blocked, now))
+    if taken is None:
+        raise PasskeyRejected()
+    try:
+        checked = sf.check_assertion(
+            ctx,
+            credential=credential,
+            taken=taken,
+            prepared=prepared,
+            account_id=account_id,
+            require_uv=pend is None,
+            client=client,
+        )
+        with ctx.db.transaction() as conn:
+            sf.use_passkey(conn, checked, now)
+            if (
+                pend is not None
+                and session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None
+            ):
+                raise PasskeyRejected()
+            if token and pend is None:
+                session_store.delete_one(conn, token_hash=hash_token(token))
+            if pend is None:
+                throttle.refund_attempt(conn, key=passwordless_key(client.ip))
+            sid = pend.public_id if pend is not None else new_id()
+            new_token = create_active(
+                conn,
+                account_id=checked.account_id,
+                now=now,
+                client=client,
+                second_factor="passkey",
+                public_id=sid,
+            )
+            sf.succeeded(conn, checked.account_id)
+            record(
+                conn,
+                account_id=checked.account_id,
+                type_="signed_in",
+                client=client,
+                now=now,
+                detail={
+                    "method": "passkey" if pend else "passkey_passwordless",
+                    "factor_id": checked.factor_id,
+                    "session": sid,
+                },
+                origin=ctx.origin,
+            )
+    except PasskeyRejected as exc:
+        with ctx.db.transaction() as conn:
+            if pend is not None:
+                first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
+                sf.record_failure(
+                    conn,
+                    account_id=pend.account_id,
+                    failures=exc.failures if isinstance(exc, sf.Refused) else 0,
+                    client=client,
+                    now=now,
+                    origin=ctx.origin,
+                    type_="second_factor_failed",
+                    detail={"method": "passkey", "session": pend.public_id},
+                    notify=first,
+                )
+            elif prepared.row is not None:
+                # The account whose credential was named sees the attempt in its security log (H01); no
+                # e-mail: anyone who saw the credential id can cause it, and it proves nothing about the
+                # password.
+                record(
+                    conn,
+                    account_id=prepared.row.account_id,
+                    type_="passkey_sign_in_failed",
+                    client=client,
+                    now=now,
+                    detail={"method": "passkey_passwordless", "factor_id": prepared.row.id},
+                    origin=ctx.origin,
+                    notify=False,
+                )
+        raise PasskeyRejected() from None
+    return new_token
 
 
 def sweep_abandoned(ctx: Context) -> int:
