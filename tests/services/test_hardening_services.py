@@ -14,9 +14,10 @@ from tests.services.helpers import code_at, signed_up, verified, with_totp
 from twostep.core import guards, recovery_codes, totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import NotSignedIn
+from twostep.core.events import EventType
 from twostep.services import account, enrolment, maintenance, outbox, sign_in
+from twostep.services.audit import Audit
 from twostep.services.context import Context, hash_token
-from twostep.services.notifications import record
 from twostep.services.sessions import authenticate
 from twostep.storage import accounts
 from twostep.storage.tables import challenges, sessions
@@ -135,13 +136,8 @@ def test_H13_repeats_from_concurrent_transactions_fold_into_one_message(ctx: Con
         try:
             barrier.wait(timeout=30)
             with ctx.db.transaction() as conn:
-                record(
-                    conn,
-                    account_id=account_id,
-                    type_="second_factor_abandoned",
-                    client=unique_client(),
-                    now=ctx.now(),
-                    origin=ctx.origin,
+                Audit(ctx, account_id, unique_client(), ctx.now()).record(
+                    conn, EventType.SECOND_FACTOR_ABANDONED
                 )
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -171,14 +167,7 @@ def test_H13_after_a_message_went_out_the_next_of_its_kind_waits_15_minutes(
 
     def abandoned() -> None:
         with ctx.db.transaction() as conn:
-            record(
-                conn,
-                account_id=account_id,
-                type_="second_factor_abandoned",
-                client=unique_client(),
-                now=ctx.now(),
-                origin=ctx.origin,
-            )
+            Audit(ctx, account_id, unique_client(), ctx.now()).record(conn, EventType.SECOND_FACTOR_ABANDONED)
 
     def delivered() -> list[str]:
         """Deliver everything due (the PostgreSQL database is shared with other tests), then the texts of
@@ -232,15 +221,8 @@ def test_H08_the_sweep_deletes_dead_rows_in_bounded_batches(
     account_id = _account_with_email(ctx)
     for _ in range(2):
         with ctx.db.transaction() as conn:
-            for kind in ("password_changed", "factor_removed"):
-                record(
-                    conn,
-                    account_id=account_id,
-                    type_=kind,
-                    client=unique_client(),
-                    now=ctx.now(),
-                    origin=ctx.origin,
-                )
+            for kind in (EventType.PASSWORD_CHANGED, EventType.FACTOR_REMOVED):
+                Audit(ctx, account_id, unique_client(), ctx.now()).record(conn, kind)
             # One kind sent, the other never delivered; both free the coalescing key as a claim does.
             conn.execute(
                 update(outbox_table)

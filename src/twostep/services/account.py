@@ -8,13 +8,14 @@ import unicodedata
 from sqlalchemy.exc import IntegrityError
 
 from twostep.core.errors import InvalidRequest, UsernameTaken
+from twostep.core.events import EventType
 from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
 from twostep.core.usernames import normalize_username
+from twostep.services import regulator
+from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
-from twostep.services.notifications import record
 from twostep.services.passwords import check_password
-from twostep.services.ratelimit import edge_limit
 from twostep.services.sessions import CurrentSession, require_verified
 from twostep.storage import accounts, events, sessions
 from twostep.storage.events import EventRow
@@ -50,7 +51,7 @@ def sign_up(ctx: Context, *, username: str, password: str, email: str | None, cl
     check_password_policy(password, username=normalized)
     now = ctx.now()
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
         taken = accounts.by_username(conn, normalized) is not None
     if taken:
         ctx.hasher.pause_like_hash()
@@ -68,14 +69,7 @@ def sign_up(ctx: Context, *, username: str, password: str, email: str | None, cl
                 user_handle=generate_user_handle(),
                 now=now,
             )
-            record(
-                conn,
-                account_id=account_id,
-                type_="account_created",
-                client=client,
-                now=now,
-                origin=ctx.origin,
-            )
+            Audit(ctx, account_id, client, now).record(conn, EventType.ACCOUNT_CREATED)
     except IntegrityError as exc:
         # Two sign-ups of one free name at once: the unique constraint decides (one account).
         raise UsernameTaken() from exc
@@ -100,15 +94,8 @@ def change_password(
     with ctx.db.transaction() as conn:
         accounts.set_password_hash(conn, session.account_id, new_hash)
         ended = sessions.delete_others(conn, account_id=session.account_id, keep_hash=session.token_hash)
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="password_changed",
-            client=client,
-            now=now,
-            detail={"other_sessions_ended": ended},
-            origin=ctx.origin,
-        )
+        audit = Audit(ctx, session.account_id, client, now)
+        audit.record(conn, EventType.PASSWORD_CHANGED, other_sessions_ended=ended)
 
 
 def security_log(ctx: Context, session: CurrentSession, *, limit: int = 200) -> list[EventRow]:

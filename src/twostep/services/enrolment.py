@@ -1,4 +1,5 @@
-"""Enrolment: adding an authenticator app or a passkey, and with the first one the recovery codes."""
+"""Enrolment: adding an authenticator app or a passkey. Every new factor ends in ``finish_enrolment``, which
+makes the first one turn two-step verification on, with its recovery codes."""
 
 from __future__ import annotations
 
@@ -21,69 +22,20 @@ from twostep.core.errors import (
     NotSignedIn,
     PasskeyRegistrationRejected,
 )
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose, FactorKind
 from twostep.core.secretbox import aad_for
 from twostep.services import second_factor as sf
+from twostep.services.audit import Audit
 from twostep.services.context import TOTP_ENROLLMENT_TTL, Client, Context, new_id
 from twostep.services.factors import FactorView, clean_name, view_of
-from twostep.services.notifications import record
 from twostep.services.sessions import CurrentSession, require_verified
 from twostep.storage import accounts, challenges, enrollments, factors, recovery
 from twostep.storage import sessions as session_store
 
 T = TypeVar("T")
 NewCodes = recovery_codes.NewRecoveryCode
-
-
-@dataclass(frozen=True)
-class TotpEnrollment:
-    enrollment_id: str
-    secret: str
-    otpauth_uri: str
-    qr_svg: str
-    expires_at: datetime
-
-    def __repr__(self) -> str:
-        return f"TotpEnrollment(enrollment_id={self.enrollment_id!r})"
-
-
-def begin_totp(ctx: Context, session: CurrentSession) -> TotpEnrollment:
-    """POST /factors/totp: a pending enrolment, 15 minutes, its secret sealed server-side (SEC-17).
-
-    Raises:
-        VerifyAccessRequired.
-    """
-    now = ctx.now()
-    require_verified(session, now)
-    secret = totp.generate_secret()
-    enrollment_id = new_id()
-    expires_at = now + TOTP_ENROLLMENT_TTL
-    sealed = ctx.box.seal(secret, aad=aad_for("totp_enrollments", "secret", enrollment_id))
-    with ctx.db.transaction() as conn:
-        enrollments.delete_expired(conn, now=now, limit=100)
-        enrollments.insert(
-            conn,
-            enrollment_id=enrollment_id,
-            account_id=session.account_id,
-            sealed_secret=sealed,
-            now=now,
-            expires_at=expires_at,
-        )
-    uri = totp.build_otpauth_uri(secret=secret, issuer=ctx.issuer, account=session.username)
-    return TotpEnrollment(enrollment_id, totp.encode_secret(secret), uri, totp.render_qr_svg(uri), expires_at)
-
-
-def pending_totp(ctx: Context, session: CurrentSession, *, enrollment_id: str) -> TotpEnrollment | None:
-    """The unexpired pending enrolment of this account, to show its QR code and key again after a wrong
-    code (the secret is still unconfirmed and shown only to the account that started it)."""
-    now = ctx.now()
-    require_verified(session, now)
-    with ctx.db.transaction() as conn:
-        found = enrollments.get(conn, enrollment_id=enrollment_id[:64], account_id=session.account_id)
-    if found is None or found[1] <= now:
-        return None
-    secret = ctx.box.open(found[0], aad=aad_for("totp_enrollments", "secret", enrollment_id))
-    uri = totp.build_otpauth_uri(secret=secret, issuer=ctx.issuer, account=session.username)
-    return TotpEnrollment(enrollment_id, totp.encode_secret(secret), uri, totp.render_qr_svg(uri), found[1])
+NO_SUCH_SETUP = "There is no such setup. Start again."
 
 
 @dataclass(frozen=True)
@@ -114,6 +66,136 @@ def with_codes_if_first(ctx: Context, account_id: int, write: Callable[[list[New
         return write(recovery_codes.generate_recovery_codes())
 
 
+def finish_enrolment(
+    conn: Connection,
+    audit: Audit,
+    session: CurrentSession,
+    *,
+    kind: FactorKind,
+    factor_id: str,
+    name: str,
+    codes: list[NewCodes] | None,
+) -> Added:
+    """The one success path of every new factor, in the caller's transaction (the account locked, the
+    factor's row inserted). The first factor turns two-step verification on: it stores the recovery codes
+    (made before the transaction, H06), ends the account's other sessions that were signed in with the
+    password alone (H04; this session counts as having used the new factor), and sends one e-mail that says
+    all of it (H13).
+
+    Raises:
+        CodesNeeded: it is the first factor and ``codes`` is None.
+    """
+    first = factors.count(conn, session.account_id) == 1
+    ended: int | None = None
+    if first:
+        if codes is None:
+            raise CodesNeeded()
+        recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])
+        ended = session_store.end_password_only(
+            conn, account_id=session.account_id, keep_hash=session.token_hash, second_factor=kind
+        )
+    # The first one's e-mail is that of two_factor_enabled, which says both (H13).
+    audit.record(
+        conn, EventType.FACTOR_ADDED, notify=not first, factor_id=factor_id, type=kind, factor_name=name
+    )
+    if first:
+        audit.record(
+            conn,
+            EventType.TWO_FACTOR_ENABLED,
+            factor_id=factor_id,
+            type=kind,
+            factor_name=name,
+            other_sessions_ended=ended,
+        )
+    row = factors.get(conn, account_id=session.account_id, factor_id=factor_id)
+    assert row is not None
+    shown = [c.shown for c in codes] if first and codes is not None else None
+    return Added(view_of(row), shown, ended)
+
+
+# ---------------------------------------------------------------------------------- authenticator apps
+
+
+@dataclass(frozen=True)
+class TotpEnrollment:
+    enrollment_id: str
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"TotpEnrollment(enrollment_id={self.enrollment_id!r})"
+
+
+def _shown(
+    ctx: Context, session: CurrentSession, enrollment_id: str, secret: bytes, expires_at: datetime
+) -> TotpEnrollment:
+    uri = totp.build_otpauth_uri(secret=secret, issuer=ctx.issuer, account=session.username)
+    return TotpEnrollment(enrollment_id, totp.encode_secret(secret), uri, totp.render_qr_svg(uri), expires_at)
+
+
+def begin_totp(ctx: Context, session: CurrentSession) -> TotpEnrollment:
+    """POST /factors/totp: a pending enrolment, 15 minutes, its secret sealed server-side (SEC-17).
+
+    Raises:
+        VerifyAccessRequired.
+    """
+    now = ctx.now()
+    require_verified(session, now)
+    secret = totp.generate_secret()
+    enrollment_id = new_id()
+    expires_at = now + TOTP_ENROLLMENT_TTL
+    sealed = ctx.box.seal(secret, aad=aad_for("totp_enrollments", "secret", enrollment_id))
+    with ctx.db.transaction() as conn:
+        enrollments.delete_expired(conn, now=now, limit=100)
+        enrollments.insert(
+            conn,
+            enrollment_id=enrollment_id,
+            account_id=session.account_id,
+            sealed_secret=sealed,
+            now=now,
+            expires_at=expires_at,
+        )
+    return _shown(ctx, session, enrollment_id, secret, expires_at)
+
+
+def pending_totp(ctx: Context, session: CurrentSession, *, enrollment_id: str) -> TotpEnrollment | None:
+    """The unexpired pending enrolment of this account, to show its QR code and key again after a wrong
+    code (the secret is still unconfirmed and shown only to the account that started it)."""
+    now = ctx.now()
+    require_verified(session, now)
+    with ctx.db.transaction() as conn:
+        found = enrollments.get(conn, enrollment_id=enrollment_id[:64], account_id=session.account_id)
+    if found is None or found.expires_at <= now:
+        return None
+    secret = ctx.box.open(found.sealed_secret, aad=aad_for("totp_enrollments", "secret", enrollment_id))
+    return _shown(ctx, session, enrollment_id, secret, found.expires_at)
+
+
+def _confirmed_step(
+    ctx: Context, session: CurrentSession, enrollment_id: str, code: str, now: datetime
+) -> tuple[bytes, int]:
+    """The pending enrolment's secret and the time step its code matched.
+
+    Raises:
+        NotFound, EnrollmentExpired, InvalidEnrollmentCode (with clock_skew_seconds when the device clock
+        seems off).
+    """
+    with ctx.db.transaction() as conn:
+        found = enrollments.get(conn, enrollment_id=enrollment_id[:64], account_id=session.account_id)
+    if found is None:
+        raise NotFound(NO_SUCH_SETUP)
+    if found.expires_at <= now:
+        raise EnrollmentExpired()
+    secret = ctx.box.open(found.sealed_secret, aad=aad_for("totp_enrollments", "secret", enrollment_id))
+    try:
+        return secret, totp.verify_code(secret=secret, code=code, now=now, last_used_step=None)
+    except InvalidCode:
+        skew = totp.diagnose_clock_skew(secret=secret, code=code, now=now)
+        raise InvalidEnrollmentCode(clock_skew_seconds=skew) from None
+
+
 def confirm_totp(
     ctx: Context, session: CurrentSession, *, enrollment_id: str, name: str, code: str, client: Client
 ) -> Added:
@@ -126,54 +208,28 @@ def confirm_totp(
     now = ctx.now()
     require_verified(session, now)
     name = clean_name(name)
-    with ctx.db.transaction() as conn:
-        found = enrollments.get(conn, enrollment_id=enrollment_id[:64], account_id=session.account_id)
-    if found is None:
-        raise NotFound("There is no such setup. Start again.")
-    sealed, expires_at = found
-    if expires_at <= now:
-        raise EnrollmentExpired()
-    secret = ctx.box.open(sealed, aad=aad_for("totp_enrollments", "secret", enrollment_id))
-    try:
-        step = totp.verify_code(secret=secret, code=code, now=now, last_used_step=None)
-    except InvalidCode:
-        raise InvalidEnrollmentCode(
-            clock_skew_seconds=totp.diagnose_clock_skew(secret=secret, code=code, now=now)
-        ) from None
+    secret, step = _confirmed_step(ctx, session, enrollment_id, code, now)
     factor_id = new_id()
-    sealed_factor = ctx.box.seal(secret, aad=aad_for("factors", "totp_secret", factor_id))
+    sealed = ctx.box.seal(secret, aad=aad_for("factors", "totp_secret", factor_id))
+    audit = Audit(ctx, session.account_id, client, now)
 
     def write(codes: list[NewCodes] | None) -> Added:
         with ctx.db.transaction() as conn:
             accounts.lock(conn, session.account_id)
             if not enrollments.delete_one(conn, enrollment_id=enrollment_id):
-                raise NotFound("There is no such setup. Start again.")
-            first = factors.count(conn, session.account_id) == 0
+                raise NotFound(NO_SUCH_SETUP)
             factors.insert_totp(
                 conn,
                 factor_id=factor_id,
                 account_id=session.account_id,
                 name=name,
-                sealed_secret=sealed_factor,
+                sealed_secret=sealed,
                 last_step=step,
                 now=now,
             )
-            ended = added_events(
-                conn,
-                ctx,
-                session,
-                client=client,
-                now=now,
-                first=first,
-                name=name,
-                kind="totp",
-                factor_id=factor_id,
-                codes=codes,
+            return finish_enrolment(
+                conn, audit, session, kind=FactorKind.TOTP, factor_id=factor_id, name=name, codes=codes
             )
-            row = factors.get(conn, account_id=session.account_id, factor_id=factor_id)
-        assert row is not None
-        shown = [c.shown for c in codes] if first and codes is not None else None
-        return Added(view_of(row), shown, ended)
 
     try:
         return with_codes_if_first(ctx, session.account_id, write)
@@ -181,65 +237,7 @@ def confirm_totp(
         raise NameTaken() from exc
 
 
-def added_events(
-    conn: Connection,
-    ctx: Context,
-    session: CurrentSession,
-    *,
-    client: Client,
-    now: datetime,
-    first: bool,
-    name: str,
-    kind: str,
-    factor_id: str,
-    codes: list[NewCodes] | None,
-) -> int | None:
-    """Events of a new factor. The first one turns two-step verification on: it stores the recovery codes
-    (made before the transaction, H06), ends the account's other sessions that were signed in with the
-    password alone (H04; this session counts as having used the new factor), and sends one e-mail that says
-    all of it (H13). Returns how many sessions ended (None when it was not the first factor).
-
-    Raises:
-        CodesNeeded: it is the first factor and ``codes`` is None.
-    """
-    detail = {"factor_id": factor_id, "type": kind, "factor_name": name}
-    if not first:
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="factor_added",
-            client=client,
-            now=now,
-            detail=detail,
-            origin=ctx.origin,
-        )
-        return None
-    if codes is None:
-        raise CodesNeeded()
-    recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])
-    ended = session_store.end_password_only(
-        conn, account_id=session.account_id, keep_hash=session.token_hash, second_factor=kind
-    )
-    record(
-        conn,
-        account_id=session.account_id,
-        type_="factor_added",
-        client=client,
-        now=now,
-        detail=detail,
-        origin=ctx.origin,
-        notify=False,  # the message of two_factor_enabled says it
-    )
-    record(
-        conn,
-        account_id=session.account_id,
-        type_="two_factor_enabled",
-        client=client,
-        now=now,
-        detail={**detail, "other_sessions_ended": ended},
-        origin=ctx.origin,
-    )
-    return ended
+# ------------------------------------------------------------------------------------------- passkeys
 
 
 def registration_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
@@ -253,20 +251,19 @@ def registration_options(ctx: Context, session: CurrentSession) -> dict[str, obj
         account = accounts.by_id(conn, session.account_id)
         if account is None:
             raise NotSignedIn()
-        existing = [p.credential_id for p in factors.passkeys_for(conn, session.account_id)]
         options = wa.registration_options(
             rp_id=ctx.rp_id,
             rp_name=ctx.issuer,
             user_handle=account.user_handle,
             username=account.username,
             display_name=account.display_name,
-            exclude_credential_ids=existing,
+            exclude_credential_ids=[cid for cid, _ in sf.allow_list(conn, session.account_id)],
         )
         sf.put_challenge(
             conn,
             ctx,
             session_key=session.token_hash,
-            purpose="register",
+            purpose=ChallengePurpose.REGISTER,
             challenge=options.challenge,
             account_id=session.account_id,
         )
@@ -278,7 +275,7 @@ def _default_name(conn: Connection, account_id: int, aaguid: str) -> str:
     provider = wa.provider_name(aaguid)
     if provider and provider not in taken:
         return provider[:64]
-    n = factors.count(conn, account_id, type_="passkey") + 1
+    n = factors.count(conn, account_id, type_=FactorKind.PASSKEY) + 1
     while f"Passkey {n}" in taken:
         n += 1
     return f"Passkey {n}"
@@ -296,7 +293,9 @@ def register_passkey(
     require_verified(session, now)
     wanted = clean_name(name) if name.strip() else None
     with ctx.db.transaction() as conn:
-        taken = challenges.take(conn, session_key=session.token_hash, purpose="register", now=now)
+        taken = challenges.take(
+            conn, session_key=session.token_hash, purpose=ChallengePurpose.REGISTER, now=now
+        )
     if taken is None or taken.account_id != session.account_id:
         raise PasskeyRegistrationRejected()
     verified = wa.verify_registration(
@@ -306,6 +305,7 @@ def register_passkey(
         expected_rp_id=ctx.rp_id,
     )
     factor_id = new_id()
+    audit = Audit(ctx, session.account_id, client, now)
 
     def write(codes: list[NewCodes] | None) -> Added:
         with ctx.db.transaction() as conn:
@@ -313,39 +313,23 @@ def register_passkey(
             if factors.passkey_by_credential_id(conn, verified.credential_id) is not None:
                 raise PasskeyRegistrationRejected()  # WA-R15: registered already, to anyone
             final_name = wanted or _default_name(conn, session.account_id, verified.aaguid)
-            first = factors.count(conn, session.account_id) == 0
             factors.insert_passkey(
                 conn,
                 factor_id=factor_id,
                 account_id=session.account_id,
                 name=final_name,
-                credential_id=verified.credential_id,
-                public_key=verified.public_key,
-                algorithm=verified.algorithm,
-                sign_count=verified.sign_count,
-                transports=verified.transports,
-                aaguid=verified.aaguid,
-                backup_eligible=verified.backup_eligible,
-                backup_state=verified.backup_state,
-                user_verified=verified.user_verified,
+                passkey=verified,
                 now=now,
             )
-            ended = added_events(
+            return finish_enrolment(
                 conn,
-                ctx,
+                audit,
                 session,
-                client=client,
-                now=now,
-                first=first,
-                name=final_name,
-                kind="passkey",
+                kind=FactorKind.PASSKEY,
                 factor_id=factor_id,
+                name=final_name,
                 codes=codes,
             )
-            row = factors.get(conn, account_id=session.account_id, factor_id=factor_id)
-        assert row is not None
-        shown = [c.shown for c in codes] if first and codes is not None else None
-        return Added(view_of(row), shown, ended)
 
     try:
         return with_codes_if_first(ctx, session.account_id, write)

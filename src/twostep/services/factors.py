@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -15,15 +14,14 @@ from twostep.core.errors import (
     NotFound,
     TwoFactorNotEnabled,
 )
+from twostep.core.events import EventType
+from twostep.core.kinds import FactorKind
 from twostep.core.passkeys import provider_name
+from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
-from twostep.services.notifications import record
 from twostep.services.sessions import CurrentSession, require_verified
 from twostep.storage import accounts, enrollments, recovery
 from twostep.storage import factors as store
-
-T = TypeVar("T")
-NewCodes = recovery_codes.NewRecoveryCode
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Overview:
 
 
 def view_of(row: store.FactorRow) -> FactorView:
-    if row.type == "passkey":
+    if row.type == FactorKind.PASSKEY:
         return FactorView(
             row.id,
             row.type,
@@ -91,15 +89,8 @@ def rename(ctx: Context, session: CurrentSession, *, factor_id: str, name: str, 
             if not store.rename(conn, account_id=session.account_id, factor_id=factor_id[:64], name=name):
                 raise NotFound()
             row = store.get(conn, account_id=session.account_id, factor_id=factor_id)
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="factor_renamed",
-                client=client,
-                now=now,
-                detail={"factor_id": factor_id, "factor_name": name},
-                origin=ctx.origin,
-            )
+            audit = Audit(ctx, session.account_id, client, now)
+            audit.record(conn, EventType.FACTOR_RENAMED, factor_id=factor_id, factor_name=name)
     except IntegrityError as exc:
         raise NameTaken() from exc
     assert row is not None
@@ -120,28 +111,26 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
         if row is None:
             raise NotFound()
         last = store.count(conn, session.account_id) == 0
-        detail = {"factor_id": row.id, "type": row.type, "factor_name": row.name}
-        record(
+        audit = Audit(ctx, session.account_id, client, now)
+        # The last one: the message of two_factor_disabled says both (H13).
+        audit.record(
             conn,
-            account_id=session.account_id,
-            type_="factor_removed",
-            client=client,
-            now=now,
-            detail=detail,
-            origin=ctx.origin,
-            notify=not last,  # the last one: the message of two_factor_disabled says both (H13)
+            EventType.FACTOR_REMOVED,
+            notify=not last,
+            factor_id=row.id,
+            type=row.type,
+            factor_name=row.name,
         )
         if not last:
             return False
         recovery.delete_all(conn, session.account_id)
-        record(
+        audit.record(
             conn,
-            account_id=session.account_id,
-            type_="two_factor_disabled",
-            client=client,
-            now=now,
-            detail={**detail, "reason": "last factor removed"},
-            origin=ctx.origin,
+            EventType.TWO_FACTOR_DISABLED,
+            factor_id=row.id,
+            type=row.type,
+            factor_name=row.name,
+            reason="last factor removed",
         )
         return True
 
@@ -160,14 +149,7 @@ def disable(ctx: Context, session: CurrentSession, *, client: Client) -> None:
             raise TwoFactorNotEnabled()
         recovery.delete_all(conn, session.account_id)
         enrollments.delete_for_account(conn, session.account_id)
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="two_factor_disabled",
-            client=client,
-            now=now,
-            origin=ctx.origin,
-        )
+        Audit(ctx, session.account_id, client, now).record(conn, EventType.TWO_FACTOR_DISABLED)
 
 
 def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: Client) -> list[str]:
@@ -188,12 +170,5 @@ def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: 
         if store.count(conn, session.account_id) == 0:
             raise TwoFactorNotEnabled()
         recovery.replace_set(conn, account_id=session.account_id, codes=[(c.selector, c.hash) for c in codes])
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="recovery_codes_regenerated",
-            client=client,
-            now=now,
-            origin=ctx.origin,
-        )
+        Audit(ctx, session.account_id, client, now).record(conn, EventType.RECOVERY_CODES_REGENERATED)
     return [c.shown for c in codes]

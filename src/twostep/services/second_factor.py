@@ -1,5 +1,10 @@
-"""What the ceremonies share about each factor: the attempt counter, the checks of codes against the database,
-and the passkey challenges and assertion checks."""
+"""What sign-in and verify access share about each factor: the checks of a TOTP code, a recovery code and a
+passkey assertion against the database, and the passkey challenges.
+
+Each check counts on the regulator's second-factor counter of its account before anything is evaluated
+(SEC-27); the ceremonies end in their one success path (``sign_in.finish_sign_in``,
+``verify_access.finish_verify``).
+"""
 
 from __future__ import annotations
 
@@ -10,65 +15,17 @@ from sqlalchemy import Connection
 
 from twostep.core import passkeys as wa
 from twostep.core import recovery_codes, totp
-from twostep.core.errors import InvalidCode, PasskeyRejected, TooManyAttempts
+from twostep.core.errors import InvalidCode, PasskeyRejected
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose
 from twostep.core.secretbox import aad_for
-from twostep.core.throttle import SECOND_FACTOR, Backoff, retry_after_seconds
+from twostep.services import regulator
+from twostep.services.audit import Audit
 from twostep.services.context import CHALLENGE_TTL, Client, Context, new_id
-from twostep.services.notifications import record
-from twostep.storage import accounts, challenges, factors, recovery, throttle
-from twostep.storage.factors import TotpRow
+from twostep.storage import accounts, challenges, factors, recovery
+from twostep.storage.factors import PasskeyRow, TotpRow
 
-
-def mfa_key(account_id: int) -> str:
-    """One counter per account shared by every second-factor kind and verify access (SEC-29)."""
-    return f"mfa:{account_id}"
-
-
-def reserve(conn: Connection, *, account_id: int, policy: Backoff, now: datetime) -> int:
-    """Count this attempt before evaluating it (SEC-27); returns the failures so far, this one included.
-
-    Raises:
-        TooManyAttempts: the account must wait; nothing was evaluated.
-    """
-    res = throttle.reserve_attempt(conn, key=mfa_key(account_id), policy=policy, now=now)
-    if res.blocked_until is not None:
-        raise TooManyAttempts(retry_after_seconds(res.blocked_until, now))
-    return res.failures
-
-
-def record_failure(
-    conn: Connection,
-    *,
-    account_id: int,
-    failures: int,
-    client: Client,
-    now: datetime,
-    origin: str,
-    type_: str,
-    detail: dict[str, object],
-    notify: bool,
-) -> None:
-    """A failed second factor; the failure that starts the backoff is told to the owner (SEC-55)."""
-    record(
-        conn,
-        account_id=account_id,
-        type_=type_,
-        client=client,
-        now=now,
-        detail=detail,
-        origin=origin,
-        notify=notify,
-    )
-    if failures == SECOND_FACTOR.free:
-        record(
-            conn,
-            account_id=account_id,
-            type_="second_factor_locked",
-            client=client,
-            now=now,
-            detail={"failures": failures},
-            origin=origin,
-        )
+# ---------------------------------------------------------------------------------- authenticator apps
 
 
 @dataclass(frozen=True)
@@ -104,10 +61,6 @@ def match_totp(ctx: Context, rows: list[TotpRow], code: str, now: datetime) -> T
     raise InvalidCode()
 
 
-def load_totp(conn: Connection, account_id: int) -> list[TotpRow]:
-    return factors.totp_for(conn, account_id)
-
-
 def consume_totp(conn: Connection, match: TotpMatch, now: datetime) -> None:
     """The database decides single use: compare-and-set of the last used step.
 
@@ -116,6 +69,9 @@ def consume_totp(conn: Connection, match: TotpMatch, now: datetime) -> None:
     """
     if not factors.advance_totp_step(conn, factor_id=match.factor_id, step=match.step, now=now):
         raise Replay()
+
+
+# ------------------------------------------------------------------------------------ recovery codes
 
 
 @dataclass(frozen=True)
@@ -139,7 +95,7 @@ def find_recovery(conn: Connection, *, account_id: int, code: str) -> RecoveryCa
     found = recovery.find_unused(conn, account_id=account_id, selector=selector)
     if found is None:
         return RecoveryCandidate(None, "", secret)
-    return RecoveryCandidate(found[0], found[1], secret)
+    return RecoveryCandidate(found.id, found.code_hash, secret)
 
 
 def check_recovery(candidate: RecoveryCandidate | None) -> RecoveryCandidate:
@@ -166,8 +122,7 @@ def consume_recovery(conn: Connection, candidate: RecoveryCandidate, now: dateti
         raise InvalidCode()
 
 
-def succeeded(conn: Connection, account_id: int) -> None:
-    throttle.reset(conn, key=mfa_key(account_id))
+# ------------------------------------------------------------------------------------------- passkeys
 
 
 def put_challenge(
@@ -175,11 +130,12 @@ def put_challenge(
     ctx: Context,
     *,
     session_key: str,
-    purpose: str,
+    purpose: ChallengePurpose,
     challenge: bytes,
     account_id: int | None,
     allowed: list[bytes] | None = None,
 ) -> None:
+    """Store a ceremony's challenge server-side, bound to ``session_key``, single use, 5 minutes."""
     challenges.put(
         conn,
         challenge_id=new_id(),
@@ -192,13 +148,9 @@ def put_challenge(
     )
 
 
-@dataclass(frozen=True)
-class CheckedAssertion:
-    factor_id: str
-    account_id: int
-    expected_sign_count: int
-    assertion: wa.VerifiedAssertion
-    failures: int
+def allow_list(conn: Connection, account_id: int) -> list[tuple[bytes, list[str]]]:
+    """The account's passkeys as (credential id, transports), for ``allowCredentials``."""
+    return [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, account_id)]
 
 
 class Refused(PasskeyRejected):
@@ -215,20 +167,33 @@ class PreparedAssertion:
 
     credential_id: bytes | None
     handle: bytes | None
-    row: factors.PasskeyRow | None
+    row: PasskeyRow | None
     user_handle: bytes | None
     failures: int
 
 
+@dataclass(frozen=True)
+class CheckedAssertion:
+    factor_id: str
+    account_id: int
+    expected_sign_count: int
+    assertion: wa.VerifiedAssertion
+    failures: int
+
+
 def prepare_assertion(
-    conn: Connection, ctx: Context, *, credential: object, account_id: int | None, now: datetime
+    conn: Connection, *, credential: object, account_id: int | None, now: datetime
 ) -> PreparedAssertion:
     """In the caller's transaction: count the attempt on the account's second-factor counter before anything
     is evaluated (a pending sign-in or verify access; a passwordless attempt moves no account's counter,
-    H01) and look the credential up."""
+    H01) and look the credential up.
+
+    Raises:
+        TooManyAttempts: the account must wait.
+    """
     failures = 0
     if account_id is not None:
-        failures = reserve(conn, account_id=account_id, policy=SECOND_FACTOR, now=now)
+        failures = regulator.reserve(conn, regulator.second_factor(account_id), now=now)
     try:
         credential_id = wa.credential_id_of(credential)
         handle = wa.user_handle_of(credential)
@@ -248,9 +213,15 @@ def check_assertion(
     account_id: int | None,
     require_uv: bool,
     client: Client,
+    now: datetime,
 ) -> CheckedAssertion:
     """Every WA-A row: the credential was listed (A02) and belongs to the account (A03), its user handle
-    (A04), then the signature and flags. Raises PasskeyRejected for all of them alike (SEC-06)."""
+    (A04), then the signature and flags. A validly signed assertion whose counter went back is recorded
+    for the credential's account (WA-A15).
+
+    Raises:
+        Refused: for every failure alike (SEC-06).
+    """
     row, failures = prepared.row, prepared.failures
     if (
         row is None
@@ -275,14 +246,12 @@ def check_assertion(
         )
     except wa.SignCountRegression as exc:
         with ctx.db.transaction() as conn:
-            record(
+            Audit(ctx, row.account_id, client, now).record(
                 conn,
-                account_id=row.account_id,
-                type_="passkey_counter_regressed",
-                client=client,
-                now=ctx.now(),
-                detail={"factor_id": row.id, "stored": exc.stored, "received": exc.received},
-                origin=ctx.origin,
+                EventType.PASSKEY_COUNTER_REGRESSED,
+                factor_id=row.id,
+                stored=exc.stored,
+                received=exc.received,
             )
         raise Refused(failures) from None
     except PasskeyRejected:
@@ -291,7 +260,11 @@ def check_assertion(
 
 
 def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime) -> None:
-    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile."""
+    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile.
+
+    Raises:
+        PasskeyRejected: another request used it first.
+    """
     a = checked.assertion
     if not factors.record_passkey_use(
         conn,

@@ -1,5 +1,5 @@
-"""Sign-in: the password step, then the second step (authenticator app, recovery code, passkey), or a
-passwordless passkey."""
+"""Sign-in: the password step, then the second step (authenticator app, recovery code or passkey), or a
+passwordless passkey. Every successful sign-in ends in ``finish_sign_in``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from sqlalchemy import Connection
 from twostep.core import devices
 from twostep.core import passkeys as wa
 from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
-from twostep.core.throttle import PASSKEY_ADDRESS, RECOVERY, SECOND_FACTOR, retry_after_seconds
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose, FactorKind, Method
+from twostep.services import regulator
 from twostep.services import second_factor as sf
+from twostep.services.audit import Audit
 from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
-from twostep.services.notifications import record
 from twostep.services.passwords import check_password
-from twostep.services.ratelimit import edge_limit
+from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
-from twostep.storage import challenges, factors, recovery, throttle
+from twostep.storage import challenges, factors, recovery
 from twostep.storage import sessions as session_store
+from twostep.storage.sessions import SessionRow
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,49 @@ class LoginResult:
 
 
 def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
-    out: list[str] = [kind for kind in ("totp", "passkey") if kind in kinds]
+    """The second-step methods of an account with these factor kinds (docs/api.md ``methods``)."""
+    out: list[str] = [kind for kind in (FactorKind.TOTP, FactorKind.PASSKEY) if kind in kinds]
     if out and recovery_remaining > 0:
-        out.append("recovery_code")
+        out.append(Method.RECOVERY_CODE)
     return out
+
+
+def finish_sign_in(
+    conn: Connection,
+    audit: Audit,
+    *,
+    pending: SessionRow | None,
+    method: Method,
+    factor_id: str | None = None,
+    verified_until: datetime | None = None,
+) -> str:
+    """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
+    public id passes to the session, so that the security log ties its attempts to it), create the session,
+    reset the account's second-factor counter (when a second factor was used), record ``signed_in``.
+    Returns the session's cookie value.
+
+    Raises:
+        NoPendingLogin: another request finished or ended this pending sign-in first.
+    """
+    if (
+        pending is not None
+        and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None
+    ):
+        raise NoPendingLogin()
+    session_id = pending.public_id if pending is not None else new_id()
+    token = create_active(
+        conn,
+        account_id=audit.account_id,
+        now=audit.now,
+        client=audit.client,
+        second_factor=method.session_factor,
+        verified_until=verified_until,
+        public_id=session_id,
+    )
+    if method.is_second_factor:
+        regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)
+    audit.record(conn, EventType.SIGNED_IN, method=method, factor_id=factor_id, session=session_id)
+    return token
 
 
 def password_step(
@@ -66,19 +108,8 @@ def password_step(
         end(conn, ctx, token=current_token, now=now)
         kinds = factors.kinds(conn, account.id)
         if not kinds:
-            sid = new_id()
-            token = create_active(
-                conn, account_id=account.id, now=now, client=client, second_factor=None, public_id=sid
-            )
-            record(
-                conn,
-                account_id=account.id,
-                type_="signed_in",
-                client=client,
-                now=now,
-                detail={"method": "password", "session": sid},
-                origin=ctx.origin,
-            )
+            audit = Audit(ctx, account.id, client, now)
+            token = finish_sign_in(conn, audit, pending=None, method=Method.PASSWORD)
             return LoginResult("signed_in", token, [], device=remembered)
         methods = methods_for(kinds, recovery.remaining(conn, account.id))
         token = create_pending(conn, account_id=account.id, now=now, client=client)
@@ -86,64 +117,21 @@ def password_step(
 
 
 def _failed(
-    ctx: Context,
-    *,
-    account_id: int,
-    pending_hash: str,
-    client: Client,
-    method: str,
-    replay: bool,
-    failures: int,
-) -> None:
-    """Record a failed second step in a transaction of its own."""
-    with ctx.db.transaction() as conn:
-        _record_failed(
-            conn,
-            ctx,
-            account_id=account_id,
-            pending_hash=pending_hash,
-            client=client,
-            method=method,
-            replay=replay,
-            failures=failures,
-        )
-
-
-def _record_failed(
     conn: Connection,
-    ctx: Context,
-    *,
-    account_id: int,
-    pending_hash: str,
-    client: Client,
-    method: str,
-    replay: bool,
+    audit: Audit,
+    pend: SessionRow,
+    method: Method,
     failures: int,
+    *,
+    replay: bool = False,
+    **detail: object,
 ) -> None:
-    """Record a failed second step; the first failure of a pending sign-in is told to the owner (SEC-07)."""
-    now = ctx.now()
+    """A failed second step; the first failure of a pending sign-in is told to the owner (SEC-07)."""
     if replay:
-        record(
-            conn,
-            account_id=account_id,
-            type_="totp_replay",
-            client=client,
-            now=now,
-            detail={"method": method},
-            origin=ctx.origin,
-            notify=False,
-        )
-    first = session_store.mark_alerted(conn, token_hash=pending_hash)
-    sf.record_failure(
-        conn,
-        account_id=account_id,
-        failures=failures,
-        client=client,
-        now=now,
-        origin=ctx.origin,
-        type_="second_factor_failed",
-        detail={"method": method},
-        notify=first,
+        audit.record(conn, EventType.TOTP_REPLAY, notify=False, method=method)
+    first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
+    audit.second_factor_failed(
+        conn, EventType.SECOND_FACTOR_FAILED, failures=failures, notify=first, method=method, **detail
     )
 
 
@@ -157,47 +145,21 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
     # One transaction: the attempt is counted (and, on PostgreSQL, the account's counter row locked)
     # before the code is evaluated; a failure is recorded and committed before the error is raised.
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
         pend = pending(conn, token=token, now=now)
-        failures = sf.reserve(conn, account_id=pend.account_id, policy=SECOND_FACTOR, now=now)
+        audit = Audit(ctx, pend.account_id, client, now)
+        failures = regulator.reserve(conn, regulator.second_factor(pend.account_id), now=now)
         try:
-            match = sf.match_totp(ctx, sf.load_totp(conn, pend.account_id), code, now)
+            match = sf.match_totp(ctx, factors.totp_for(conn, pend.account_id), code, now)
             sf.consume_totp(conn, match, now)
         except InvalidCode as exc:
-            _record_failed(
-                conn,
-                ctx,
-                account_id=pend.account_id,
-                pending_hash=pend.token_hash,
-                client=client,
-                method="totp",
-                replay=isinstance(exc, sf.Replay),
-                failures=failures,
-            )
-            failed = True
+            _failed(conn, audit, pend, Method.TOTP, failures, replay=isinstance(exc, sf.Replay))
+            new_token = None
         else:
-            failed = False
-            if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
-                raise NoPendingLogin()
-            new_token = create_active(
-                conn,
-                account_id=pend.account_id,
-                now=now,
-                client=client,
-                second_factor="totp",
-                public_id=pend.public_id,
+            new_token = finish_sign_in(
+                conn, audit, pending=pend, method=Method.TOTP, factor_id=match.factor_id
             )
-            sf.succeeded(conn, pend.account_id)
-            record(
-                conn,
-                account_id=pend.account_id,
-                type_="signed_in",
-                client=client,
-                now=now,
-                detail={"method": "totp", "factor_id": match.factor_id, "session": pend.public_id},
-                origin=ctx.origin,
-            )
-    if failed:
+    if new_token is None:
         raise InvalidCode()
     return LoginResult("signed_in", new_token, [])
 
@@ -210,55 +172,28 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
     """
     now = ctx.now()
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
         pend = pending(conn, token=token, now=now)
-        failures = sf.reserve(conn, account_id=pend.account_id, policy=RECOVERY, now=now)
+        counter = regulator.second_factor(pend.account_id, recovery_code=True)
+        failures = regulator.reserve(conn, counter, now=now)
         candidate = sf.find_recovery(conn, account_id=pend.account_id, code=code)
+    audit = Audit(ctx, pend.account_id, client, now)
     try:
         candidate = sf.check_recovery(candidate)
         with ctx.db.transaction() as conn:
             sf.consume_recovery(conn, candidate, now)
-            if session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None:
-                raise NoPendingLogin()
-            new_token = create_active(
-                conn,
-                account_id=pend.account_id,
-                now=now,
-                client=client,
-                second_factor="recovery_code",
-                verified_until=now + VERIFIED_ACCESS_TTL,
-                public_id=pend.public_id,
-            )
-            sf.succeeded(conn, pend.account_id)
             remaining = recovery.remaining(conn, pend.account_id)
-            record(
+            audit.record(conn, EventType.RECOVERY_CODE_USED, remaining=remaining)
+            new_token = finish_sign_in(
                 conn,
-                account_id=pend.account_id,
-                type_="recovery_code_used",
-                client=client,
-                now=now,
-                detail={"remaining": remaining},
-                origin=ctx.origin,
-            )
-            record(
-                conn,
-                account_id=pend.account_id,
-                type_="signed_in",
-                client=client,
-                now=now,
-                detail={"method": "recovery_code", "session": pend.public_id},
-                origin=ctx.origin,
+                audit,
+                pending=pend,
+                method=Method.RECOVERY_CODE,
+                verified_until=now + VERIFIED_ACCESS_TTL,
             )
     except InvalidCode:
-        _failed(
-            ctx,
-            account_id=pend.account_id,
-            pending_hash=pend.token_hash,
-            client=client,
-            method="recovery_code",
-            replay=False,
-            failures=failures,
-        )
+        with ctx.db.transaction() as conn:
+            _failed(conn, audit, pend, Method.RECOVERY_CODE, failures)
         raise InvalidCode() from None
     return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining)
 
@@ -273,10 +208,10 @@ def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, clien
     """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
     now = ctx.now()
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
-            allow = [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, pend.account_id)]
+            allow = sf.allow_list(conn, pend.account_id)
             opts = wa.authentication_options(
                 rp_id=ctx.rp_id, allow_credentials=allow, user_verification="preferred"
             )
@@ -284,7 +219,7 @@ def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, clien
                 conn,
                 ctx,
                 session_key=pend.token_hash,
-                purpose="login",
+                purpose=ChallengePurpose.LOGIN,
                 challenge=opts.challenge,
                 account_id=pend.account_id,
                 allowed=[cid for cid, _ in allow],
@@ -295,127 +230,106 @@ def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, clien
             conn,
             ctx,
             session_key=hash_token(ceremony_key),
-            purpose="passwordless",
+            purpose=ChallengePurpose.PASSWORDLESS,
             challenge=opts.challenge,
             account_id=None,
         )
     return LoginOptions(opts.options, passwordless=True)
 
 
-def passwordless_key(ip: str) -> str:
-    """Passwordless assertions are counted per client address (H01); the challenge is single use."""
-    return f"pk-ip:{ip}"
-
-
 def passkey_step(
     ctx: Context, *, token: str | None, ceremony_key: str | None, credential: object, client: Client
-) -> str:
+) -> LoginResult:
     """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in.
 
     Raises:
         PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
     """
     now = ctx.now()
-    blocked: datetime | None = None
+    refused: TooManyAttempts | None = None
+    prepared: sf.PreparedAssertion | None = None
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
-            taken = challenges.take(conn, session_key=pend.token_hash, purpose="login", now=now)
-        elif ceremony_key:
             taken = challenges.take(
-                conn, session_key=hash_token(ceremony_key), purpose="passwordless", now=now
+                conn, session_key=pend.token_hash, purpose=ChallengePurpose.LOGIN, now=now
             )
-            if taken is not None:
-                # Counted before anything is evaluated, on the address only: a stranger naming someone's
-                # credential id must not move that account's counter (H01).
-                blocked = throttle.reserve_attempt(
-                    conn, key=passwordless_key(client.ip), policy=PASSKEY_ADDRESS, now=now
-                ).blocked_until
+        elif ceremony_key:
+            key = hash_token(ceremony_key)
+            taken = challenges.take(conn, session_key=key, purpose=ChallengePurpose.PASSWORDLESS, now=now)
         else:
             taken = None
-        account_id = pend.account_id if pend is not None else None
-        if taken is not None and blocked is None:
-            prepared = sf.prepare_assertion(conn, ctx, credential=credential, account_id=account_id, now=now)
-    if blocked is not None:
-        raise TooManyAttempts(retry_after_seconds(blocked, now))
-    if taken is None:
+        if taken is not None and pend is None:
+            # Counted before anything is evaluated, on the address only: a stranger naming someone's
+            # credential id must not move that account's counter (H01).
+            try:
+                regulator.reserve(conn, regulator.passwordless(client.ip), now=now)
+            except TooManyAttempts as exc:
+                refused = exc  # raised once the challenge is spent: it stays single use
+        if taken is not None and refused is None:
+            account_id = pend.account_id if pend is not None else None
+            prepared = sf.prepare_assertion(conn, credential=credential, account_id=account_id, now=now)
+    if refused is not None:
+        raise refused
+    if taken is None or prepared is None:
         raise PasskeyRejected()
     try:
-        checked = sf.check_assertion(
-            ctx,
-            credential=credential,
-            taken=taken,
-            prepared=prepared,
-            account_id=account_id,
-            require_uv=pend is None,
-            client=client,
-        )
-        with ctx.db.transaction() as conn:
-            sf.use_passkey(conn, checked, now)
-            if (
-                pend is not None
-                and session_store.consume_pending(conn, token_hash=pend.token_hash, now=now) is None
-            ):
-                raise PasskeyRejected()
-            if token and pend is None:
-                session_store.delete_one(conn, token_hash=hash_token(token))
-            if pend is None:
-                throttle.refund_attempt(conn, key=passwordless_key(client.ip))
-            sid = pend.public_id if pend is not None else new_id()
-            new_token = create_active(
-                conn,
-                account_id=checked.account_id,
-                now=now,
-                client=client,
-                second_factor="passkey",
-                public_id=sid,
-            )
-            sf.succeeded(conn, checked.account_id)
-            record(
-                conn,
-                account_id=checked.account_id,
-                type_="signed_in",
-                client=client,
-                now=now,
-                detail={
-                    "method": "passkey" if pend else "passkey_passwordless",
-                    "factor_id": checked.factor_id,
-                    "session": sid,
-                },
-                origin=ctx.origin,
-            )
+        new_token = _passkey_signed_in(ctx, pend, token, credential, taken, prepared, client, now)
+        return LoginResult("signed_in", new_token, [])
     except PasskeyRejected as exc:
+        failures = exc.failures if isinstance(exc, sf.Refused) else 0
         with ctx.db.transaction() as conn:
             if pend is not None:
-                first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
-                sf.record_failure(
-                    conn,
-                    account_id=pend.account_id,
-                    failures=exc.failures if isinstance(exc, sf.Refused) else 0,
-                    client=client,
-                    now=now,
-                    origin=ctx.origin,
-                    type_="second_factor_failed",
-                    detail={"method": "passkey", "session": pend.public_id},
-                    notify=first,
-                )
+                audit = Audit(ctx, pend.account_id, client, now)
+                _failed(conn, audit, pend, Method.PASSKEY, failures, session=pend.public_id)
             elif prepared.row is not None:
                 # The account whose credential was named sees the attempt in its security log (H01); no
                 # e-mail: anyone who saw the credential id can cause it, and it proves nothing about the
                 # password.
-                record(
+                Audit(ctx, prepared.row.account_id, client, now).record(
                     conn,
-                    account_id=prepared.row.account_id,
-                    type_="passkey_sign_in_failed",
-                    client=client,
-                    now=now,
-                    detail={"method": "passkey_passwordless", "factor_id": prepared.row.id},
-                    origin=ctx.origin,
+                    EventType.PASSKEY_SIGN_IN_FAILED,
                     notify=False,
+                    method=Method.PASSKEY_PASSWORDLESS,
+                    factor_id=prepared.row.id,
                 )
         raise PasskeyRejected() from None
-    return new_token
+
+
+def _passkey_signed_in(
+    ctx: Context,
+    pend: SessionRow | None,
+    token: str | None,
+    credential: object,
+    taken: challenges.Taken,
+    prepared: sf.PreparedAssertion,
+    client: Client,
+    now: datetime,
+) -> str:
+    """The assertion checked, the passkey's counter moved and the sign-in finished, or PasskeyRejected."""
+    checked = sf.check_assertion(
+        ctx,
+        credential=credential,
+        taken=taken,
+        prepared=prepared,
+        account_id=pend.account_id if pend is not None else None,
+        require_uv=pend is None,
+        client=client,
+        now=now,
+    )
+    with ctx.db.transaction() as conn:
+        sf.use_passkey(conn, checked, now)
+        if pend is None:
+            if token:
+                session_store.delete_one(conn, token_hash=hash_token(token))
+            regulator.settle(conn, regulator.passwordless(client.ip), outcome=Outcome.SUCCEEDED)
+        method = Method.PASSKEY if pend is not None else Method.PASSKEY_PASSWORDLESS
+        audit = Audit(ctx, checked.account_id, client, now)
+        try:
+            return finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
+        except NoPendingLogin:
+            raise PasskeyRejected() from None
 
 
 def sweep_abandoned(ctx: Context) -> int:
@@ -423,14 +337,8 @@ def sweep_abandoned(ctx: Context) -> int:
     now = ctx.now()
     with ctx.db.transaction() as conn:
         gone = session_store.take_abandoned(conn, now=now)
-        for account_id, alerted, ip, user_agent in gone:
-            if not alerted:
-                record(
-                    conn,
-                    account_id=account_id,
-                    type_="second_factor_abandoned",
-                    client=Client(ip, user_agent),
-                    now=now,
-                    origin=ctx.origin,
-                )
+        for row in gone:
+            if not row.alerted:
+                audit = Audit(ctx, row.account_id, Client(row.ip, row.user_agent), now)
+                audit.record(conn, EventType.SECOND_FACTOR_ABANDONED)
     return len(gone)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, select
@@ -29,13 +30,23 @@ def insert(
     )
 
 
-def get(conn: Connection, *, enrollment_id: str, account_id: int) -> tuple[bytes, datetime] | None:
+@dataclass(frozen=True)
+class EnrollmentRow:
+    id: str
+    sealed_secret: bytes
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"EnrollmentRow(id={self.id!r}, expires_at={self.expires_at!r})"
+
+
+def get(conn: Connection, *, enrollment_id: str, account_id: int) -> EnrollmentRow | None:
     row = conn.execute(
         select(totp_enrollments.c.secret, totp_enrollments.c.expires_at).where(
             totp_enrollments.c.id == enrollment_id, totp_enrollments.c.account_id == account_id
         )
     ).first()
-    return None if row is None else (bytes(row.secret), row.expires_at)
+    return None if row is None else EnrollmentRow(enrollment_id, bytes(row.secret), row.expires_at)
 
 
 def delete_one(conn: Connection, *, enrollment_id: str) -> bool:

@@ -174,14 +174,24 @@ def mark_alerted(conn: Connection, *, token_hash: str) -> bool:
     return result.rowcount == 1
 
 
-def take_abandoned(conn: Connection, *, now: datetime) -> list[tuple[int, bool, str, str]]:
-    """Remove expired pending sign-ins: (account id, already alerted, ip, user agent) of each."""
+@dataclass(frozen=True)
+class AbandonedRow:
+    """An expired pending sign-in, removed: whose, whether its owner was told already, and its client."""
+
+    account_id: int
+    alerted: bool
+    ip: str
+    user_agent: str
+
+
+def take_abandoned(conn: Connection, *, now: datetime) -> list[AbandonedRow]:
+    """Remove expired pending sign-ins and return them."""
     rows = conn.execute(
         delete(sessions)
         .where(sessions.c.kind == "pending", sessions.c.expires_at <= now)
         .returning(sessions.c.account_id, sessions.c.alerted, sessions.c.ip, sessions.c.user_agent)
     ).all()
-    return [(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
+    return [AbandonedRow(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
 
 
 def delete_one(conn: Connection, *, token_hash: str) -> SessionRow | None:

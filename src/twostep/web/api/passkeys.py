@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from twostep.services import enrolment, sign_in, verify_access
-from twostep.web.api.auth import iso
+from twostep.web.api.auth import verify_response
 from twostep.web.api.factors import added_response
 from twostep.web.api.schemas import (
     Empty,
@@ -59,7 +59,7 @@ def post_login_options(request: Request, body: Empty | None = None) -> JSONRespo
 @router.post("/login/passkey", response_model=LoginOut, tags=["sign-in"])
 def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONResponse:
     cookies = state(request).cookies
-    token = sign_in.passkey_step(
+    result = sign_in.passkey_step(
         ctx_of(request),
         token=token_of(request),
         ceremony_key=cookies.read_ceremony(request),
@@ -67,7 +67,7 @@ def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONRespon
         client=client_of(request),
     )
     response = JSONResponse({"status": "signed_in"})
-    cookies.set(response, token)
+    cookies.set(response, result.token)
     return response
 
 
@@ -86,9 +86,7 @@ def post_verify_options(request: Request, session: SignedIn, body: Empty | None 
     tags=["sign-in"],
 )
 def post_verify_passkey(body: PasskeyAssertionIn, request: Request, session: SignedIn) -> JSONResponse:
-    token, until = verify_access.with_passkey(
+    result = verify_access.with_passkey(
         ctx_of(request), session, credential=body.credential, client=client_of(request)
     )
-    response = JSONResponse({"status": "verified", "verified_until": iso(until)})
-    state(request).cookies.set(response, token)
-    return response
+    return verify_response(request, result)

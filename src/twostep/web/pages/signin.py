@@ -234,7 +234,7 @@ def passkey_login(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token = sign_in.passkey_step(
+        result = sign_in.passkey_step(
             ctx_of(request),
             token=token_of(request),
             ceremony_key=cookies.read_ceremony(request),
@@ -250,7 +250,7 @@ def passkey_login(
             return render(request, "second_step.html", context, status_code=401)
         context = {"next": safe_next(next), "form": {}, "error": error}
         return render(request, "login.html", context, status_code=401)
-    return redirect(safe_next(next), token, request)
+    return redirect(safe_next(next), result.token, request)
 
 
 @router.post("/logout")

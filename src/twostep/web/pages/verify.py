@@ -150,7 +150,7 @@ def verify_passkey(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token, _until = verify_access.with_passkey(
+        result = verify_access.with_passkey(
             ctx_of(request), session, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:
@@ -164,4 +164,4 @@ def verify_passkey(
             return render(request, "verify_second.html", context, status_code=401, user=session)
         context = {"next": safe_next(next), "has_passkey": True, "error": error}
         return render(request, "verify.html", context, status_code=401, user=session)
-    return redirect(safe_next(next), token, request)
+    return redirect(safe_next(next), result.token, request)
