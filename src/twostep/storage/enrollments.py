@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from twostep.storage.tables import totp_enrollments
 
@@ -62,3 +62,17 @@ def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
 
 def delete_for_account(conn: Connection, account_id: int) -> None:
     conn.execute(delete(totp_enrollments).where(totp_enrollments.c.account_id == account_id))
+
+
+def every(conn: Connection) -> list[EnrollmentRow]:
+    """Every pending enrolment, expired or not (key rotation re-seals them all)."""
+    rows = conn.execute(
+        select(totp_enrollments.c.id, totp_enrollments.c.secret, totp_enrollments.c.expires_at)
+    ).all()
+    return [EnrollmentRow(r.id, bytes(r.secret), r.expires_at) for r in rows]
+
+
+def set_sealed_secret(conn: Connection, *, enrollment_id: str, sealed_secret: bytes) -> None:
+    conn.execute(
+        update(totp_enrollments).where(totp_enrollments.c.id == enrollment_id).values(secret=sealed_secret)
+    )

@@ -109,6 +109,20 @@ def totp_for(conn: Connection, account_id: int) -> list[TotpRow]:
     return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
 
 
+def every_totp(conn: Connection) -> list[TotpRow]:
+    """Every authenticator app of every account (key rotation re-seals them all)."""
+    rows = conn.execute(
+        select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
+            factors.c.totp_secret.is_not(None)
+        )
+    ).all()
+    return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
+
+
+def set_totp_secret(conn: Connection, *, factor_id: str, sealed_secret: bytes) -> None:
+    conn.execute(update(factors).where(factors.c.id == factor_id).values(totp_secret=sealed_secret))
+
+
 def advance_totp_step(conn: Connection, *, factor_id: str, step: int, now: datetime) -> bool:
     """Compare-and-set of the last used time step: True only for the one request that moves it forward."""
     result = conn.execute(
