@@ -39,13 +39,15 @@ def sign_up(ctx: Context, *, username: str, password: str, email: str | None, cl
     """
     normalized = normalize_username(username)
     if normalized is None:
-        raise InvalidRequest("A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces).")
+        raise InvalidRequest(
+            "A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces).", field="username"
+        )
     if email is not None:
         email = email.strip()
         if email == "":
             email = None
         elif len(email) > 254 or not _EMAIL.fullmatch(email):
-            raise InvalidRequest("That e-mail address does not look right.")
+            raise InvalidRequest("That e-mail address does not look right.", field="email")
     if len(password) > MAX_INPUT_CHARS:
         check_password_policy(password[: MAX_INPUT_CHARS + 1], username=normalized)
     check_password_policy(password, username=normalized)

@@ -72,7 +72,7 @@ def clean_name(name: str) -> str:
     """
     value = " ".join(name.split())
     if not 1 <= len(value) <= 64 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidRequest("A name has 1 to 64 characters.")
+        raise InvalidRequest("A name has 1 to 64 characters.", field="name")
     return value
 
 

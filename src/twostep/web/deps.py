@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,7 +18,7 @@ from twostep.web.sessions import CookiePolicy
 class WebState:
     ctx: Context
     cookies: CookiePolicy
-    trusted_proxies: list[object]
+    trusted_proxies: list[IPv4Network | IPv6Network]
     csrf_key: bytes
 
 
@@ -33,7 +34,7 @@ def ctx_of(request: Request) -> Context:
 
 def client_of(request: Request) -> Client:
     ws = state(request)
-    ip = client_address(request, ws.trusted_proxies)  # type: ignore[arg-type]
+    ip = client_address(request, ws.trusted_proxies)
     return Client(ip=ip, user_agent=request.headers.get("user-agent", "")[:512])
 
 

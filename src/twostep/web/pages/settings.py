@@ -22,18 +22,16 @@ from twostep.services.sessions import CurrentSession
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
-    CredentialField,
-    FormStr,
     PageRoute,
     check_csrf,
     message_of,
     redirect,
+    redirect_unless_verified,
     render,
     skew_words,
     url_with,
 )
-from twostep.web.pages.signin import parse_credential
-from twostep.web.pages.verify import require_verified
+from twostep.web.pages.forms import CredentialField, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -77,7 +75,7 @@ APP_PATH = HOME + "/app"
 
 @router.get(APP_PATH)
 def app_name_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     return render(request, "app_name.html", {"name": "Authenticator app"}, user=session)
 
 
@@ -94,7 +92,7 @@ def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
 @router.post(APP_PATH)
 def app_begin(request: Request, session: SignedIn, name: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     try:
         factors.clean_name(name)
         enrollment = enrolment.begin_totp(ctx_of(request), session)
@@ -114,7 +112,7 @@ def app_confirm(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     try:
         added = enrolment.confirm_totp(
             ctx_of(request),
@@ -152,7 +150,7 @@ PASSKEY_PATH = HOME + "/passkey"
 
 @router.get(PASSKEY_PATH)
 def passkey_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, PASSKEY_PATH)
+    redirect_unless_verified(request, session, PASSKEY_PATH)
     return render(request, "passkey_add.html", {"name": ""}, user=session)
 
 
@@ -166,7 +164,7 @@ def passkey_add(
 ) -> Response:
     """The end of a registration ceremony (static/webauthn.js, /api/v1/factors/passkey/options)."""
     check_csrf(request, csrf)
-    require_verified(request, session, PASSKEY_PATH)
+    redirect_unless_verified(request, session, PASSKEY_PATH)
     parsed = parse_credential(credential)
     try:
         if parsed is None:
@@ -209,7 +207,7 @@ def rename_post(
 
 @router.get(HOME + "/factors/{factor_id}/remove")
 def remove_page(request: Request, session: SignedIn, factor_id: str) -> Response:
-    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    redirect_unless_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
     view = factors.overview(ctx_of(request), session)
     factor = next((f for f in view.factors if f.id == factor_id), None)
     if factor is None:
@@ -221,7 +219,7 @@ def remove_page(request: Request, session: SignedIn, factor_id: str) -> Response
 @router.post(HOME + "/factors/{factor_id}/remove")
 def remove_post(request: Request, session: SignedIn, factor_id: str, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    redirect_unless_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
     turned_off = factors.remove(ctx_of(request), session, factor_id=factor_id, client=client_of(request))
     return redirect(url_with(HOME, done="removed_last" if turned_off else "removed"))
 
@@ -254,7 +252,7 @@ def recovery_codes_page(
 
 @router.get(CODES_PATH)
 def codes_confirm_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, CODES_PATH)
+    redirect_unless_verified(request, session, CODES_PATH)
     view = factors.overview(ctx_of(request), session)
     if not view.two_factor_enabled:
         return redirect(HOME)
@@ -264,7 +262,7 @@ def codes_confirm_page(request: Request, session: SignedIn) -> Response:
 @router.post(CODES_PATH)
 def codes_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, CODES_PATH)
+    redirect_unless_verified(request, session, CODES_PATH)
     try:
         codes = factors.regenerate_recovery_codes(ctx_of(request), session, client=client_of(request))
     except TwoFactorNotEnabled:
@@ -274,7 +272,7 @@ def codes_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Respo
 
 @router.get(OFF_PATH)
 def off_confirm_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, OFF_PATH)
+    redirect_unless_verified(request, session, OFF_PATH)
     view = factors.overview(ctx_of(request), session)
     if not view.two_factor_enabled:
         return redirect(HOME)
@@ -284,7 +282,7 @@ def off_confirm_page(request: Request, session: SignedIn) -> Response:
 @router.post(OFF_PATH)
 def off_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, OFF_PATH)
+    redirect_unless_verified(request, session, OFF_PATH)
     try:
         factors.disable(ctx_of(request), session, client=client_of(request))
     except TwoFactorNotEnabled:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
@@ -11,7 +9,6 @@ from twostep.core.errors import (
     InvalidRequest,
     NoPendingLogin,
     PasskeyRejected,
-    TooManyAttempts,
     TwostepError,
     UsernameTaken,
     WeakPassword,
@@ -20,11 +17,9 @@ from twostep.services import account, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices
 from twostep.web.deps import client_of, ctx_of, state, token_of
+from twostep.web.errors import status_of
 from twostep.web.pages.common import (
     HOME,
-    CredentialField,
-    FormSecret,
-    FormStr,
     PageRoute,
     check_csrf,
     code_error,
@@ -36,16 +31,9 @@ from twostep.web.pages.common import (
     signed_in_or_none,
     url_with,
 )
+from twostep.web.pages.forms import CredentialField, FormSecret, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def parse_credential(raw: str) -> dict[str, object] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 @router.get("/")
@@ -78,16 +66,13 @@ def signup(
         account.sign_up(ctx, username=username, password=password, email=email or None, client=client)
     except Busy:
         raise  # the 503 page
-    except WeakPassword as exc:
-        errors["password"] = f"This password can't be used: {exc.message}"
-    except UsernameTaken as exc:
-        errors["username"] = exc.message
-    except InvalidRequest as exc:
-        errors["email" if "e-mail" in exc.message else "username"] = exc.message
+    except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
+        # Beside the field it is about, the form shown again (422).
+        prefix = "This password can't be used: " if isinstance(exc, WeakPassword) else ""
+        errors[exc.field or "username"] = prefix + exc.message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
-        status = 429 if isinstance(exc, TooManyAttempts) else 422
-        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status)
+        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status_of(exc))
     else:
         try:
             result = sign_in.password_step(
@@ -147,8 +132,7 @@ def login_post(
         raise
     except TwostepError as exc:
         context = {"next": target, "form": {"username": username}, "error": message_of(exc)}
-        status = 429 if isinstance(exc, TooManyAttempts) else 401
-        return render(request, "login.html", context, status_code=status)
+        return render(request, "login.html", context, status_code=status_of(exc))
     if result.status == "signed_in":
         response = redirect(target, result.token, request)
     else:

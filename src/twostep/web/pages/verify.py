@@ -10,11 +10,7 @@ from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
-    CredentialField,
-    FormSecret,
-    FormStr,
     PageRoute,
-    Redirect,
     check_csrf,
     code_error,
     message_of,
@@ -24,15 +20,9 @@ from twostep.web.pages.common import (
     safe_next,
     url_with,
 )
-from twostep.web.pages.signin import parse_credential
+from twostep.web.pages.forms import CredentialField, FormSecret, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def require_verified(request: Request, session: CurrentSession, return_to: str) -> None:
-    """Send the user to verify access first, then back to ``return_to`` (SEC-43)."""
-    if not session.access_verified(ctx_of(request).now()):
-        raise Redirect(url_with("/verify-access", next=return_to))
 
 
 def _has_passkey(request: Request, session: CurrentSession) -> bool:
