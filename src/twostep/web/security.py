@@ -10,7 +10,6 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -295,7 +294,3 @@ def presession_csrf_ok(key: bytes, presession: str | None, sent: str | None) -> 
 def _same(expected: str, sent: str) -> bool:
     # compare_digest refuses str with non-ASCII characters (a TypeError, a 500): compare bytes.
     return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogatepass"))
-
-
-def origin_host(origin: str) -> str:
-    return urlsplit(origin).netloc
