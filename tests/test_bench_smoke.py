@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_or_skip
+from tests.support import require_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
-from tests.services.helpers import code_at, signed_up, verified, with_totp
+from tests.support import STRONG_PASSWORD, unique_client, unique_username
+from tests.support.services import code_at, signed_up, verified, with_totp
 from twostep.core import guards, recovery_codes, totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import NotSignedIn

@@ -7,7 +7,7 @@ import secrets
 import pytest
 from sqlalchemy import select
 
-from tests.services.helpers import User, pending_login, signed_up, verified
+from tests.support.services import User, pending_login, signed_up, verified
 from tests.support.soft_authenticator import SoftAuthenticator
 from twostep.core.clock import SettableClock
 from twostep.core.errors import PasskeyRegistrationRejected, PasskeyRejected
@@ -67,6 +67,7 @@ def test_WA_A03_bobs_assertion_inside_alices_pending_sign_in_is_refused(ctx: Con
         ctx, token=token, ceremony_key=secrets.token_urlsafe(16), client=alice.client
     )
     challenge = options.options["challenge"]
+    assert isinstance(challenge, str)
     with pytest.raises(PasskeyRejected):
         sign_in.passkey_step(
             ctx, token=token, ceremony_key=None, credential=bob_key.get(challenge), client=alice.client

@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
-from tests.services.helpers import code_at, pending_login, signed_up, verified, with_totp
+from tests.support import STRONG_PASSWORD
+from tests.support.services import code_at, pending_login, signed_up, verified, with_totp
 from twostep.core import totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import (
@@ -213,7 +213,12 @@ def test_SEC_05_unknown_user_costs_a_dummy_verification(
 ) -> None:
     calls: list[str] = []
     original = ctx.hasher.dummy_verify
-    monkeypatch.setattr(ctx.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1])
+
+    def counting(password: str) -> None:
+        calls.append(password)
+        original(password)
+
+    monkeypatch.setattr(ctx.hasher, "dummy_verify", counting)
     client = signed_up(ctx).client
     with pytest.raises(InvalidCredentials):
         sign_in.password_step(

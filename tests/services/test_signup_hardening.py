@@ -14,7 +14,7 @@ import argon2
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
+from tests.support import STRONG_PASSWORD, unique_client, unique_username
 from twostep.core.errors import TooManyAttempts, UsernameTaken, WeakPassword
 from twostep.core.passwords import PasswordHasher
 from twostep.services import account

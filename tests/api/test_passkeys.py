@@ -1,4 +1,4 @@
-"""Passkeys end to end: a real `twostep serve` over HTTP, answered by the software authenticator.
+"""Passkeys over the JSON API (the app in this process), answered by the software authenticator.
 
 security.md F (SEC-38..42, the WA-R and WA-A rows that need the whole service), SEC-06, SEC-43 for
 registration and SEC-61. The pure checks of every WA row are also tested at the core level
@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyotp
 import pytest
 
-from tests.support.passkey_flows import (
+from tests.support.inprocess import AppServer
+from tests.support.passkeys import (
     ONEPASSWORD_AAGUID,
     RP_ID,
     Account,
@@ -36,7 +38,7 @@ from tests.support.passkey_flows import (
     verified_session,
     with_passkey,
 )
-from tests.support.server import Server
+from tests.support.server import Target
 from tests.support.soft_authenticator import (
     OMIT,
     b64url,
@@ -46,7 +48,7 @@ from tests.support.soft_authenticator import (
     tamper,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 CHALLENGE_TTL = 300
 
@@ -58,7 +60,7 @@ def _close_clients() -> Iterator[None]:
 
 
 @pytest.fixture
-def clock(server: Server) -> Iterator[Callable[[float], None]]:
+def clock(server: AppServer) -> Iterator[Callable[[float], None]]:
     """Moves the server's clock; always put back."""
     yield server.set_clock
     server.set_clock(0)
@@ -77,7 +79,7 @@ def _no_passkey_stored(api: Api, account: Account, before: dict[str, Any]) -> No
 # ------------------------------------------------------------------------------------------- registration
 
 
-def test_registration_needs_verified_access_sec43(server: Server) -> None:
+def test_registration_needs_verified_access_sec43(server: AppServer) -> None:
     """SEC-43: adding a passkey needs access verified in this session; nothing is stored without it."""
     account = sign_up(server)
     api = Api(server)
@@ -102,7 +104,7 @@ def test_registration_needs_verified_access_sec43(server: Server) -> None:
     assert r.json()["error"] == "verify_access_required"
 
 
-def test_registration_options_sec38(server: Server) -> None:
+def test_registration_options_sec38(server: AppServer) -> None:
     """SEC-38: 32-byte distinct challenges, a stable 64-byte user.id without the username, the user's passkeys
     excluded, attestation none, ES256/EdDSA/RS256, resident key and user verification preferred."""
     account = sign_up(server)
@@ -151,7 +153,7 @@ def test_registration_options_sec38(server: Server) -> None:
     assert sorted(c["id"] for c in final["excludeCredentials"]) == sorted(ids)
 
 
-def test_first_passkey_returns_ten_recovery_codes_once(server: Server) -> None:
+def test_first_passkey_returns_ten_recovery_codes_once(server: AppServer) -> None:
     account = sign_up(server)
     api = verified_session(server, account)
     r = register(api, account)
@@ -171,7 +173,7 @@ def test_first_passkey_returns_ten_recovery_codes_once(server: Server) -> None:
     assert api.factors()["recovery_codes_remaining"] == 10
 
 
-def test_empty_name_becomes_provider_name_or_passkey_n(server: Server) -> None:
+def test_empty_name_becomes_provider_name_or_passkey_n(server: AppServer) -> None:
     """An empty name: the provider's name from the AAGUID, else (unknown or taken) "Passkey N"."""
     account = sign_up(server, aaguid=uuid.UUID(ONEPASSWORD_AAGUID).bytes)
     api = verified_session(server, account)
@@ -203,7 +205,7 @@ def test_empty_name_becomes_provider_name_or_passkey_n(server: Server) -> None:
     assert sorted(names) == sorted(["1Password", "Passkey 2", "Passkey 3", "Work laptop"])
 
 
-def test_factor_list_shows_authenticator_and_synced(server: Server) -> None:
+def test_factor_list_shows_authenticator_and_synced(server: AppServer) -> None:
     """GET /factors: `authenticator` from the AAGUID, `synced` from the backup-state flag (also as it
     changes at sign-in); never the credential id or the public key."""
     account = sign_up(
@@ -233,7 +235,7 @@ def test_factor_list_shows_authenticator_and_synced(server: Server) -> None:
     assert passkey_factor(api, account.factor_ids[1])["synced"] is True
 
 
-def test_wa_r15_credential_id_of_another_account_is_refused(server: Server) -> None:
+def test_wa_r15_credential_id_of_another_account_is_refused(server: AppServer) -> None:
     """WA-R15: Alice's credential id registered to Bob → 400, nothing stored for Bob, Alice's intact."""
     alice, alice_api = with_passkey(server, "alice")
     taken_id = alice.auth.last.credential_id
@@ -279,8 +281,8 @@ def _standard_base64_challenge(api: Api, account: Account, options: dict[str, An
     return account.auth.create(options, challenge=base64.b64encode(raw).decode())
 
 
-def _port(server: Server) -> int:
-    return server.port
+def _port(server: Target) -> int:
+    return urlsplit(server.url).port or 80
 
 
 REGISTRATION_CASES: dict[str, RegistrationCase] = {
@@ -317,7 +319,7 @@ REGISTRATION_CASES: dict[str, RegistrationCase] = {
 
 
 @pytest.mark.parametrize("case", list(REGISTRATION_CASES), ids=list(REGISTRATION_CASES))
-def test_wa_r_rows_refused_with_nothing_stored_wa_r17(server: Server, case: str) -> None:
+def test_wa_r_rows_refused_with_nothing_stored_wa_r17(server: AppServer, case: str) -> None:
     """WA-R01/R03..R08/R10..R12/R14/R16 over HTTP: 400 passkey_rejected, never a 5xx, and (WA-R17) nothing
     stored. A valid registration afterwards in the same session proves the session itself was fine."""
     account = sign_up(server)
@@ -332,7 +334,7 @@ def test_wa_r_rows_refused_with_nothing_stored_wa_r17(server: Server, case: str)
     assert register(api, account, "good").status_code == 201
 
 
-def test_wa_r17_failed_registration_leaves_existing_factors_unchanged(server: Server) -> None:
+def test_wa_r17_failed_registration_leaves_existing_factors_unchanged(server: AppServer) -> None:
     """WA-R17 with a passkey already there: a refused second one changes nothing, not even the first."""
     account, api = with_passkey(server)
     registered = account.auth.last.credential_id
@@ -354,7 +356,7 @@ def test_wa_r17_failed_registration_leaves_existing_factors_unchanged(server: Se
         options = client.options("/login/passkey/options")
 
 
-def test_wa_r04_replayed_registration_is_refused(server: Server) -> None:
+def test_wa_r04_replayed_registration_is_refused(server: AppServer) -> None:
     """WA-R04: the accepted registration response posted again (with or without new options) → 400."""
     account = sign_up(server)
     api = verified_session(server, account)
@@ -369,7 +371,7 @@ def test_wa_r04_replayed_registration_is_refused(server: Server) -> None:
     assert api.factors() == before
 
 
-def test_wa_r04_challenge_of_another_session_or_user_is_refused(server: Server) -> None:
+def test_wa_r04_challenge_of_another_session_or_user_is_refused(server: AppServer) -> None:
     """WA-R04: a challenge issued to another session of the same user, to another user, or replaced by a
     newer one in this session, does not register."""
     account = sign_up(server)
@@ -397,7 +399,9 @@ def test_wa_r04_challenge_of_another_session_or_user_is_refused(server: Server) 
     assert register(first, account).status_code == 201
 
 
-def test_wa_r04_expired_registration_challenge_sec38(server: Server, clock: Callable[[float], None]) -> None:
+def test_wa_r04_expired_registration_challenge_sec38(
+    server: AppServer, clock: Callable[[float], None]
+) -> None:
     """WA-R04 / SEC-38: finishing a registration more than 5 minutes after its options → 400."""
     account = sign_up(server)
     api = verified_session(server, account)
@@ -418,7 +422,7 @@ def test_wa_r04_expired_registration_challenge_sec38(server: Server, clock: Call
 # ------------------------------------------------------------------------------------------- second step
 
 
-def test_second_step_with_a_passkey_signs_in(server: Server) -> None:
+def test_second_step_with_a_passkey_signs_in(server: AppServer) -> None:
     """The happy path: /login lists "passkey"; the options list only this user's credential with user
     verification preferred; the assertion signs in, rotates the cookie and records the use."""
     account, api = with_passkey(server)
@@ -442,7 +446,7 @@ def test_second_step_with_a_passkey_signs_in(server: Server) -> None:
     assert passkey_factor(api, account.factor_ids[0])["last_used_at"] is not None
 
 
-def test_wa_a02_credential_not_in_allow_list_is_refused(server: Server) -> None:
+def test_wa_a02_credential_not_in_allow_list_is_refused(server: AppServer) -> None:
     """WA-A02: a validly signed assertion from a credential not in allowCredentials (another account's
     passkey, or one never registered) is refused; the pending sign-in then still works with the right one."""
     alice, _ = with_passkey(server, "alice")
@@ -470,7 +474,7 @@ def test_wa_a02_credential_not_in_allow_list_is_refused(server: Server) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_wa_a02_passkey_added_after_the_options_is_not_in_their_list(server: Server) -> None:
+def test_wa_a02_passkey_added_after_the_options_is_not_in_their_list(server: AppServer) -> None:
     """WA-A02 strictly: the options of a pending sign-in list C1; Alice then adds C2 in another session; an
     assertion from C2 on that challenge is not from a listed credential and is refused."""
     alice, manager = with_passkey(server, "alice")
@@ -487,7 +491,7 @@ def test_wa_a02_passkey_added_after_the_options_is_not_in_their_list(server: Ser
     assert client.session().status_code == 401
 
 
-def test_wa_a03_a04_bobs_assertion_or_handle_in_alices_pending_login(server: Server) -> None:
+def test_wa_a03_a04_bobs_assertion_or_handle_in_alices_pending_login(server: AppServer) -> None:
     """WA-A03: Bob's credential and assertion inside Alice's pending sign-in; WA-A04: Alice's own credential
     with Bob's user handle (and Bob's credential with Alice's handle). All refused; no session; Alice's
     passkey is not marked used."""
@@ -518,7 +522,7 @@ def test_wa_a03_a04_bobs_assertion_or_handle_in_alices_pending_login(server: Ser
     assert client.session().json()["username"] == alice.username
 
 
-def test_wa_a06_replayed_assertion_is_refused(server: Server) -> None:
+def test_wa_a06_replayed_assertion_is_refused(server: AppServer) -> None:
     """WA-A06: an accepted assertion posted again, in a new pending sign-in (with and without new options)."""
     account, _ = with_passkey(server)
     first = pending_login(server, account)
@@ -535,7 +539,7 @@ def test_wa_a06_replayed_assertion_is_refused(server: Server) -> None:
     assert again.session().status_code == 401
 
 
-def test_wa_a06_challenge_of_another_session_is_refused(server: Server) -> None:
+def test_wa_a06_challenge_of_another_session_is_refused(server: AppServer) -> None:
     """WA-A06: the answer to one pending sign-in's challenge does not finish another one."""
     account, _ = with_passkey(server)
     one = pending_login(server, account)
@@ -550,7 +554,7 @@ def test_wa_a06_challenge_of_another_session_is_refused(server: Server) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_wa_a06_expired_challenges_are_refused(server: Server, clock: Callable[[float], None]) -> None:
+def test_wa_a06_expired_challenges_are_refused(server: AppServer, clock: Callable[[float], None]) -> None:
     """WA-A06: more than 5 minutes after the options, the assertion is refused: for the second step, for a
     passwordless sign-in and for verify access (these last two have no pending sign-in that could expire)."""
     account, _ = with_passkey(server)
@@ -583,7 +587,7 @@ def test_wa_a06_expired_challenges_are_refused(server: Server, clock: Callable[[
     assert r.status_code == 200, r.text
 
 
-def test_wa_a15_counter_that_goes_backwards_is_refused_and_recorded(server: Server) -> None:
+def test_wa_a15_counter_that_goes_backwards_is_refused_and_recorded(server: AppServer) -> None:
     """WA-A15 / §0.5: stored 10, assertion 5 or 10 → refused with a `passkey_counter_regressed` security
     event; 11 → accepted."""
     account, api = with_passkey(server, sign_count_start=10)
@@ -601,14 +605,14 @@ def test_wa_a15_counter_that_goes_backwards_is_refused_and_recorded(server: Serv
     assert r.status_code == 200, r.text
 
 
-def test_wa_a15_zero_counters_are_accepted_for_synced_passkeys(server: Server) -> None:
+def test_wa_a15_zero_counters_are_accepted_for_synced_passkeys(server: AppServer) -> None:
     """§0.5: 0 and 0 is accepted, again and again (synced passkeys do not count)."""
     account, _ = with_passkey(server, sign_count_step=0, backup_eligible=True, backup_state=True)
     for _ in range(3):
         assert sign_in(server, account).session().json()["second_factor"] == "passkey"
 
 
-def test_wa_a16_failed_assertion_changes_nothing(server: Server) -> None:
+def test_wa_a16_failed_assertion_changes_nothing(server: AppServer) -> None:
     """WA-A16: failed assertions with a high counter (bad signature; validly signed but wrong origin) leave
     last_used_at and the counter as they were: a later assertion with counter 1 is still accepted."""
     account, api = with_passkey(server)
@@ -671,7 +675,7 @@ ASSERTION_CASES: dict[str, AssertionCase] = {
 
 
 @pytest.mark.parametrize("case", list(ASSERTION_CASES), ids=list(ASSERTION_CASES))
-def test_wa_a_rows_refused_in_the_second_step(server: Server, case: str) -> None:
+def test_wa_a_rows_refused_in_the_second_step(server: AppServer, case: str) -> None:
     """WA-A01/A05/A07..A10/A12..A14 over HTTP: 401 passkey_rejected, never a 5xx, no session, the passkey
     not marked used; the same pending sign-in then finishes with a good assertion."""
     account, api = with_passkey(server)
@@ -684,7 +688,7 @@ def test_wa_a_rows_refused_in_the_second_step(server: Server, case: str) -> None
     assert second_step(client, account, sign_count=500).status_code == 200
 
 
-def test_wa_a13_device_bound_flag_missing_for_a_synced_passkey(server: Server) -> None:
+def test_wa_a13_device_bound_flag_missing_for_a_synced_passkey(server: AppServer) -> None:
     """WA-A13 the other way: stored BE=1, assertion BE=0 → refused."""
     account, api = with_passkey(server, backup_eligible=True, backup_state=True)
     client = pending_login(server, account)
@@ -696,7 +700,7 @@ def test_wa_a13_device_bound_flag_missing_for_a_synced_passkey(server: Server) -
 # --------------------------------------------------------------------------------- passwordless, verify
 
 
-def test_passwordless_sign_in_requires_user_verification_wa_a11(server: Server) -> None:
+def test_passwordless_sign_in_requires_user_verification_wa_a11(server: AppServer) -> None:
     """Without a pending sign-in the options are a discoverable request with user verification required,
     bound to a `twostep_ceremony` cookie; UV=0 or no user handle → refused; UV=1 → signed in."""
     account, _ = with_passkey(server)
@@ -730,7 +734,7 @@ def test_passwordless_sign_in_requires_user_verification_wa_a11(server: Server) 
     assert session["second_factor"] == "passkey"
 
 
-def test_passwordless_with_another_users_handle_is_refused(server: Server) -> None:
+def test_passwordless_with_another_users_handle_is_refused(server: AppServer) -> None:
     """WA-A04 for passwordless: Alice's credential with Bob's user handle is nobody's sign-in."""
     alice, _ = with_passkey(server, "alice")
     bob, _ = with_passkey(server, "bob")
@@ -741,7 +745,7 @@ def test_passwordless_with_another_users_handle_is_refused(server: Server) -> No
     assert client.session().status_code == 401
 
 
-def test_verify_access_with_a_passkey_alone(server: Server) -> None:
+def test_verify_access_with_a_passkey_alone(server: AppServer) -> None:
     """§0.6: a passkey with user verification verifies access without the password; UV=0 does not. Then a
     sensitive call works."""
     account, _ = with_passkey(server)
@@ -768,7 +772,7 @@ def test_verify_access_with_a_passkey_alone(server: Server) -> None:
     assert len(r.json()["recovery_codes"]) == 10
 
 
-def test_verify_access_with_password_then_passkey_without_uv(server: Server) -> None:
+def test_verify_access_with_password_then_passkey_without_uv(server: AppServer) -> None:
     """§0.6: after the password step the passkey is a second factor: user verification preferred."""
     account, _ = with_passkey(server)
     client = sign_in(server, account)
@@ -781,7 +785,7 @@ def test_verify_access_with_password_then_passkey_without_uv(server: Server) -> 
     assert client.post("/factors/passkey/options").status_code == 200
 
 
-def test_verify_access_with_another_users_passkey_is_refused(server: Server) -> None:
+def test_verify_access_with_another_users_passkey_is_refused(server: AppServer) -> None:
     """WA-A03 for verify access: Bob's passkey does not verify Alice's session."""
     alice, _ = with_passkey(server, "alice")
     bob, _ = with_passkey(server, "bob")
@@ -798,7 +802,7 @@ def test_verify_access_with_another_users_passkey_is_refused(server: Server) -> 
 # ---------------------------------------------------------------------------------------------- lifecycle
 
 
-def test_sec42_alice_cannot_rename_or_delete_bobs_passkey(server: Server) -> None:
+def test_sec42_alice_cannot_rename_or_delete_bobs_passkey(server: AppServer) -> None:
     """SEC-42 / SEC-60: Bob's factor id in Alice's verified session → 404; Bob's passkey intact and usable."""
     alice, alice_api = with_passkey(server, "alice")
     bob, bob_api = with_passkey(server, "bob", name="Bob's key")
@@ -818,7 +822,7 @@ def test_sec42_alice_cannot_rename_or_delete_bobs_passkey(server: Server) -> Non
     assert r.json()["factor"]["name"] == "Alice's key"
 
 
-def test_sec42_removed_passkey_stops_working_for_a_pending_login_that_listed_it(server: Server) -> None:
+def test_sec42_removed_passkey_stops_working_for_a_pending_login_that_listed_it(server: AppServer) -> None:
     """SEC-42: Alice removes passkey C in another session while a pending sign-in has C in its options →
     C is refused at once; her other passkey still signs that pending sign-in in."""
     alice, manager = with_passkey(server, "alice")
@@ -845,7 +849,7 @@ def test_sec42_removed_passkey_stops_working_for_a_pending_login_that_listed_it(
     assert r.status_code == 200, r.text
 
 
-def test_sec42_removing_the_only_passkey_ends_passwordless_and_pending_use(server: Server) -> None:
+def test_sec42_removing_the_only_passkey_ends_passwordless_and_pending_use(server: AppServer) -> None:
     """SEC-42 / SEC-46: the last passkey removed → two-step off; its assertions fail everywhere at once."""
     account, manager = with_passkey(server)
     pending = pending_login(server, account)
@@ -864,7 +868,7 @@ def test_sec42_removing_the_only_passkey_ends_passwordless_and_pending_use(serve
     assert passwordless.session().status_code == 401
 
 
-def test_sec06_unknown_credential_and_bad_signature_look_the_same(server: Server) -> None:
+def test_sec06_unknown_credential_and_bad_signature_look_the_same(server: AppServer) -> None:
     """SEC-06: unknown credential, bad signature, another user's handle, another account's passkey and a
     used-up challenge all answer with one status and one body."""
     alice, _ = with_passkey(server, "alice")
@@ -901,7 +905,7 @@ def test_sec06_unknown_credential_and_bad_signature_look_the_same(server: Server
 
 
 def test_sec61_an_authenticator_app_user_can_add_a_passkey(
-    server: Server, clock: Callable[[float], None]
+    server: AppServer, clock: Callable[[float], None]
 ) -> None:
     """SEC-61: a user with TOTP signs in with it, verifies access (password and TOTP) and adds a passkey
     (no new recovery codes); sign-in then offers and accepts the passkey."""

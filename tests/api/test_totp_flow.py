@@ -1,7 +1,7 @@
 """Authenticator apps end to end over HTTP: enrolment, the second sign-in step, replay, window, throttling.
 
 Codes come from Debian's `oathtool`, computed from the secret the API handed out at the server's (test)
-clock time. Each test uses fresh accounts; the module shares one `twostep serve` on SQLite.
+clock time. Each test uses fresh accounts; the module shares one app on SQLite.
 Throttling policy (security.md §0.7): 5 free failures per account, then 30 s waits doubling, shared by
 every second-factor kind and verify access.
 """
@@ -18,11 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
-    PERIOD,
     Clients,
-    account_snapshot,
     advance,
     begin_totp,
     call,
@@ -36,29 +34,25 @@ from tests.support.flows import (
     login,
     login_recovery,
     login_totp,
-    mfa_failures,
     new_2fa_user,
     new_user,
     openapi_operations,
-    secret_bytes,
     server_time,
     session_of,
     signup,
     start_login,
-    step_of,
-    totp_code,
-    totp_codes,
     verify_password,
     verify_totp,
-    wrong_code,
 )
-from tests.support.server import Server
+from tests.support.database import account_snapshot, mfa_failures
+from tests.support.inprocess import AppServer
+from tests.support.totp import PERIOD, secret_bytes, step_of, totp_code, totp_codes, wrong_code
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture
-def clients(server: Server) -> Iterator[Clients]:
+def clients(server: AppServer) -> Iterator[Clients]:
     with Clients(server) as c:
         yield c
 
@@ -76,7 +70,7 @@ def assert_too_many(r: httpx.Response) -> int:
 # --- enrolment ---------------------------------------------------------------------------------------------
 
 
-def test_enrolment_needs_verified_access_sec17_sec43(server: Server, clients: Clients) -> None:
+def test_enrolment_needs_verified_access_sec17_sec43(server: AppServer, clients: Clients) -> None:
     """SEC-17 (d), SEC-43: POST /factors/totp without verified access → 403 and the database is unchanged."""
     # A signed-in account without two-step verification, access not verified.
     client = clients.new()
@@ -98,7 +92,7 @@ def test_enrolment_needs_verified_access_sec17_sec43(server: Server, clients: Cl
     assert factors_of(other)["factors"] == factors_of(user.client)["factors"]
 
 
-def test_enrolment_response_secret_and_otpauth_uri_sec16(server: Server, clients: Clients) -> None:
+def test_enrolment_response_secret_and_otpauth_uri_sec16(server: AppServer, clients: Clients) -> None:
     """SEC-16: a 20-byte base32 secret (no padding) and the otpauth URI exactly as docs/api.md gives it."""
     user = new_user(server, clients)
     r = user.client.post(f"{API}/factors/totp", json={})
@@ -130,7 +124,7 @@ def test_enrolment_response_secret_and_otpauth_uri_sec16(server: Server, clients
     assert len(secrets_seen) == 6
 
 
-def test_qr_svg_decodes_to_the_otpauth_uri_sec16(server: Server, clients: Clients) -> None:
+def test_qr_svg_decodes_to_the_otpauth_uri_sec16(server: AppServer, clients: Clients) -> None:
     """SEC-16: qr_svg rendered by rsvg-convert and read by zbarimg gives exactly otpauth_uri."""
     user = new_user(server, clients)
     enrollment = begin_totp(user.client)
@@ -138,7 +132,7 @@ def test_qr_svg_decodes_to_the_otpauth_uri_sec16(server: Server, clients: Client
     assert decode_qr_svg(enrollment.qr_svg) == enrollment.otpauth_uri
 
 
-def test_confirm_with_oathtool_code_first_and_second_app_sec30(server: Server, clients: Clients) -> None:
+def test_confirm_with_oathtool_code_first_and_second_app_sec30(server: AppServer, clients: Clients) -> None:
     """SEC-30: the first app turns 2FA on and returns 10 recovery codes; a second app returns none."""
     user = new_user(server, clients)
     first = begin_totp(user.client)
@@ -171,7 +165,7 @@ def test_confirm_with_oathtool_code_first_and_second_app_sec30(server: Server, c
     }
 
 
-def test_factor_names_unique_per_account_and_1_to_64_chars(server: Server, clients: Clients) -> None:
+def test_factor_names_unique_per_account_and_1_to_64_chars(server: AppServer, clients: Clients) -> None:
     """Factor names: 1 to 64 characters, unique per account (409), at confirm and at rename."""
     user = new_user(server, clients)
     user.add_totp("Phone")
@@ -204,7 +198,9 @@ def test_factor_names_unique_per_account_and_1_to_64_chars(server: Server, clien
     other.add_totp("Phone")
 
 
-def test_wrong_code_at_confirm_is_400_and_keeps_the_enrolment_sec17(server: Server, clients: Clients) -> None:
+def test_wrong_code_at_confirm_is_400_and_keeps_the_enrolment_sec17(
+    server: AppServer, clients: Clients
+) -> None:
     """SEC-17 (c): a wrong code → 400 invalid_code; nothing activated; the same pending secret still works."""
     user = new_user(server, clients)
     enrollment = begin_totp(user.client)
@@ -232,7 +228,7 @@ def test_wrong_code_at_confirm_is_400_and_keeps_the_enrolment_sec17(server: Serv
     [(180, 180), (-180, -180), (60, 60), (-60, -60), (600, 600), (-600, -600), (660, None), (-690, None)],
 )
 def test_confirm_reports_clock_skew(
-    server: Server, clients: Clients, device_ahead: int, expected: int | None
+    server: AppServer, clients: Clients, device_ahead: int, expected: int | None
 ) -> None:
     """A code from a device whose clock is off by more than one step: 400 with clock_skew_seconds
     (positive when the device is ahead, a multiple of 30) within ±10 minutes, without it beyond."""
@@ -250,7 +246,7 @@ def test_confirm_reports_clock_skew(
     assert factors_of(user.client)["factors"] == []
 
 
-def test_enrolment_expires_after_15_minutes(server: Server, clients: Clients) -> None:
+def test_enrolment_expires_after_15_minutes(server: AppServer, clients: Clients) -> None:
     """A pending enrolment lasts 15 minutes: confirmed at 14:50 it works, at 15:10 it is 410
     enrollment_expired."""
     user = new_user(server, clients)
@@ -268,7 +264,7 @@ def test_enrolment_expires_after_15_minutes(server: Server, clients: Clients) ->
     assert [f["name"] for f in factors_of(user.client)["factors"]] == ["A"]
 
 
-def test_pending_enrolment_is_not_a_factor_sec17(server: Server, clients: Clients) -> None:
+def test_pending_enrolment_is_not_a_factor_sec17(server: AppServer, clients: Clients) -> None:
     """SEC-17 (a, b): an unconfirmed enrolment leaves the factor set unchanged; its secret is useless at
     login."""
     # (a) No factor yet: an unconfirmed enrolment does not turn two-step verification on.
@@ -291,7 +287,7 @@ def test_pending_enrolment_is_not_a_factor_sec17(server: Server, clients: Client
     assert [f["name"] for f in factors_of(client)["factors"]] == ["Phone"]
 
 
-def test_confirm_code_cannot_sign_in_sec18d(server: Server, clients: Clients) -> None:
+def test_confirm_code_cannot_sign_in_sec18d(server: AppServer, clients: Clients) -> None:
     """SEC-18 (d): the code that confirmed the enrolment is used up; the next sign-in needs a later one."""
     at = fresh_step(server)
     user = new_2fa_user(server, clients, at=at)
@@ -310,7 +306,7 @@ def allowed_while_pending(path: str) -> bool:
     return path in ALLOWED_WHILE_PENDING or path == f"{API}/login" or path.startswith(f"{API}/login/")
 
 
-def test_pending_sign_in_reaches_no_other_route_sec01(server: Server, clients: Clients) -> None:
+def test_pending_sign_in_reaches_no_other_route_sec01(server: AppServer, clients: Clients) -> None:
     """SEC-01: after the password step of a 2FA user, every route of the OpenAPI document other than
     /login*, /accounts and /logout answers 401 not_signed_in; the pending sign-in survives and then works."""
     at = fresh_step(server)
@@ -360,7 +356,7 @@ def test_pending_sign_in_reaches_no_other_route_sec01(server: Server, clients: C
     )
 
 
-def test_password_alone_issues_no_session_sec02(server: Server, clients: Clients) -> None:
+def test_password_alone_issues_no_session_sec02(server: AppServer, clients: Clients) -> None:
     """SEC-02: for a 2FA account every path needs the second factor: the password step gives no usable
     session, no token in a body, no forward-auth pass, and no way around it through verify access."""
     user = new_2fa_user(server, clients)
@@ -384,7 +380,7 @@ def test_password_alone_issues_no_session_sec02(server: Server, clients: Clients
     assert client.get(f"{API}/forward-auth").status_code == 401
 
 
-def test_pending_sign_in_expires_after_5_minutes_sec03a(server: Server, clients: Clients) -> None:
+def test_pending_sign_in_expires_after_5_minutes_sec03a(server: AppServer, clients: Clients) -> None:
     """SEC-03 (a): after 5 minutes a valid code no longer finishes the pending sign-in (and is not used
     up)."""
     fresh_step(server)
@@ -401,7 +397,7 @@ def test_pending_sign_in_expires_after_5_minutes_sec03a(server: Server, clients:
     expect(login_totp(start_login(clients, user.username), code), 200)
 
 
-def test_pending_sign_in_is_single_use_sec03b(server: Server, clients: Clients) -> None:
+def test_pending_sign_in_is_single_use_sec03b(server: AppServer, clients: Clients) -> None:
     """SEC-03 (b): after success, neither the same client nor the old pending cookie can complete again."""
     user = new_2fa_user(server, clients)
     at = fresh_step(server, 2)
@@ -423,7 +419,7 @@ def test_pending_sign_in_is_single_use_sec03b(server: Server, clients: Clients) 
 
 
 def test_pending_sign_in_cannot_be_paired_with_another_account_sec03c(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """SEC-03 (c): Alice's pending sign-in with Bob's valid TOTP or recovery code is refused."""
     alice = new_2fa_user(server, clients)
@@ -441,7 +437,7 @@ def test_pending_sign_in_cannot_be_paired_with_another_account_sec03c(
     assert factors_of(bob.client)["recovery_codes_remaining"] == 10
 
 
-def test_extra_json_fields_have_no_effect_sec03d(server: Server, clients: Clients) -> None:
+def test_extra_json_fields_have_no_effect_sec03d(server: AppServer, clients: Clients) -> None:
     """SEC-03 (d): fields such as skip_2fa, mfa_verified, trusted, remember change nothing."""
     user = new_2fa_user(server, clients)
     extra = {
@@ -461,7 +457,7 @@ def test_extra_json_fields_have_no_effect_sec03d(server: Server, clients: Client
     assert client.get(f"{API}/forward-auth").status_code == 401
 
 
-def test_second_step_failures_are_indistinguishable_sec06(server: Server, clients: Clients) -> None:
+def test_second_step_failures_are_indistinguishable_sec06(server: AppServer, clients: Clients) -> None:
     """SEC-06: a wrong, a replayed and a removed factor's TOTP, a wrong and a used recovery code: one
     status and one body. An expired pending sign-in answers the same whatever the code (it is not
     evaluated)."""
@@ -497,7 +493,7 @@ def test_second_step_failures_are_indistinguishable_sec06(server: Server, client
     assert valid.json()["error"] == "no_pending_login"
 
 
-def test_totp_used_once_sec18abe(server: Server, clients: Clients) -> None:
+def test_totp_used_once_sec18abe(server: AppServer, clients: Clients) -> None:
     """SEC-18 (a) the same code twice in one step: once; (b) after T, the code of T-1 is refused;
     (e) after T, the code of T+1 is accepted."""
     user = new_2fa_user(server, clients)
@@ -512,7 +508,7 @@ def test_totp_used_once_sec18abe(server: Server, clients: Clients) -> None:
     expect(session_of(second), 200)
 
 
-def test_replayed_code_is_a_security_event_sec25(server: Server, clients: Clients) -> None:
+def test_replayed_code_is_a_security_event_sec25(server: AppServer, clients: Clients) -> None:
     """SEC-25: a replayed TOTP is recorded as a `totp_replay` event with the client address, without the
     code."""
     user = new_2fa_user(server, clients)
@@ -528,7 +524,7 @@ def test_replayed_code_is_a_security_event_sec25(server: Server, clients: Client
 
 
 def test_code_used_at_sign_in_not_reusable_at_verify_access_and_back_sec18c(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """SEC-18 (c): a code used to sign in is refused at verify access, and one used at verify access is
     refused at sign-in."""
@@ -545,7 +541,7 @@ def test_code_used_at_sign_in_not_reusable_at_verify_access_and_back_sec18c(
 
 
 @pytest.mark.parametrize("k", [-2, -1, 0, 1, 2])
-def test_window_is_t_minus_1_to_t_plus_1_sec20(server: Server, clients: Clients, k: int) -> None:
+def test_window_is_t_minus_1_to_t_plus_1_sec20(server: AppServer, clients: Clients, k: int) -> None:
     """SEC-20: with the server clock at T·30+1, the codes of T-1, T and T+1 are accepted (each on a fresh
     account), those of T-2 and T+2 refused."""
     confirm_at = fresh_step(server)
@@ -562,7 +558,7 @@ def test_window_is_t_minus_1_to_t_plus_1_sec20(server: Server, clients: Clients,
         expect(session_of(client), 401, "not_signed_in")
 
 
-def test_only_the_server_clock_counts_sec21(server: Server, clients: Clients) -> None:
+def test_only_the_server_clock_counts_sec21(server: AppServer, clients: Clients) -> None:
     """SEC-21: a code valid 10 minutes ago, sent with that time in the body and a forged Date header,
     is refused."""
     user = new_2fa_user(server, clients)
@@ -593,7 +589,7 @@ STRING_MALFORMED = [
 TYPE_MALFORMED: list[object] = [81804, None, ["081804"], {"$ne": ""}, True, "1" * 10_000]
 
 
-def test_malformed_codes_are_4xx_never_5xx_sec22(server: Server, clients: Clients) -> None:
+def test_malformed_codes_are_4xx_never_5xx_sec22(server: AppServer, clients: Clients) -> None:
     """SEC-22: malformed codes at every code endpoint → 4xx, never 5xx (a 1 MiB body → 413)."""
     user = new_2fa_user(server, clients)
     pending = start_login(clients, user.username)
@@ -617,7 +613,7 @@ def test_malformed_codes_are_4xx_never_5xx_sec22(server: Server, clients: Client
     expect(session_of(pending), 401, "not_signed_in")
 
 
-def test_malformed_string_codes_count_as_failures_sec22(server: Server, clients: Clients) -> None:
+def test_malformed_string_codes_count_as_failures_sec22(server: AppServer, clients: Clients) -> None:
     """SEC-22 (documented behaviour): a malformed code sent as a JSON string is an ordinary wrong code and
     counts toward the limit; a wrong JSON type is refused with 422 before any lookup and does not count."""
     user = new_2fa_user(server, clients)
@@ -633,7 +629,7 @@ def test_malformed_string_codes_count_as_failures_sec22(server: Server, clients:
 
 
 def test_white_space_in_codes_is_dropped_and_leading_zeros_kept_sec22(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """SEC-22 with §0.10: "456 987"-style spaces are dropped before the check; a code with a leading zero
     is accepted as the string it is."""
@@ -653,7 +649,7 @@ def test_white_space_in_codes_is_dropped_and_leading_zeros_kept_sec22(
     expect(login_totp(start_login(clients, user.username), code), 200)
 
 
-def test_factor_listing_never_contains_a_secret_sec24(server: Server, clients: Clients) -> None:
+def test_factor_listing_never_contains_a_secret_sec24(server: AppServer, clients: Clients) -> None:
     """SEC-24: after enrolment no response (factors, session, events, sessions) carries the secret."""
     user = new_2fa_user(server, clients)
     pending_enrolment = begin_totp(user.client)
@@ -673,7 +669,7 @@ def test_factor_listing_never_contains_a_secret_sec24(server: Server, clients: C
 # --- throttling ------------------------------------------------------------------------------------------
 
 
-def test_failures_accumulate_across_fresh_sign_ins_sec26a(server: Server, clients: Clients) -> None:
+def test_failures_accumulate_across_fresh_sign_ins_sec26a(server: AppServer, clients: Clients) -> None:
     """SEC-26 (a): wrong codes over 3 fresh sign-ins share one counter: 5 free, then 429 even for the
     right code; after the wait the right code works. The next wait doubles (30 s, then 60 s)."""
     user = new_2fa_user(server, clients)
@@ -696,7 +692,7 @@ def test_failures_accumulate_across_fresh_sign_ins_sec26a(server: Server, client
     expect(login_totp(client, code_now(server, user.secret)), 200)
 
 
-def test_forwarded_for_headers_do_not_reset_the_count_sec26b(server: Server, clients: Clients) -> None:
+def test_forwarded_for_headers_do_not_reset_the_count_sec26b(server: AppServer, clients: Clients) -> None:
     """SEC-26 (b): a new client and a new X-Forwarded-For / X-Real-IP per attempt do not help."""
     user = new_2fa_user(server, clients)
     at = fresh_step(server, 2)
@@ -711,7 +707,7 @@ def test_forwarded_for_headers_do_not_reset_the_count_sec26b(server: Server, cli
             assert_too_many(login_totp(client, totp_code(user.secret, at)))
 
 
-def test_success_resets_the_count_sec26c(server: Server, clients: Clients) -> None:
+def test_success_resets_the_count_sec26c(server: AppServer, clients: Clients) -> None:
     """SEC-26 (c): 4 failures then a success: the next 5 failures are all evaluated, the 6th waits."""
     user = new_2fa_user(server, clients)
     at = fresh_step(server, 2)
@@ -727,7 +723,7 @@ def test_success_resets_the_count_sec26c(server: Server, clients: Clients) -> No
     assert_too_many(login_totp(client, totp_code(user.secret, at + PERIOD)))
 
 
-def test_the_lock_is_per_account_sec26d(server: Server, clients: Clients) -> None:
+def test_the_lock_is_per_account_sec26d(server: AppServer, clients: Clients) -> None:
     """SEC-26 (d): locking one account leaves another (same client address) unaffected."""
     locked = new_2fa_user(server, clients)
     other = new_2fa_user(server, clients)
@@ -741,7 +737,7 @@ def test_the_lock_is_per_account_sec26d(server: Server, clients: Clients) -> Non
     expect(login_totp(other_client, totp_code(other.secret, at)), 200)
 
 
-def test_totp_recovery_and_verify_access_share_one_counter_sec29(server: Server, clients: Clients) -> None:
+def test_totp_recovery_and_verify_access_share_one_counter_sec29(server: AppServer, clients: Clients) -> None:
     """SEC-29: wrong codes at verify access (TOTP), at sign-in (TOTP) and at sign-in (recovery code) add up;
     at the combined 5 every endpoint, including the recovery-code ones, waits."""
     user = new_2fa_user(server, clients)
@@ -765,7 +761,7 @@ def test_totp_recovery_and_verify_access_share_one_counter_sec29(server: Server,
     assert factors_of(user.client)["recovery_codes_remaining"] == 10
 
 
-def test_pending_sign_in_reaches_forward_auth_never(server: Server, clients: Clients) -> None:
+def test_pending_sign_in_reaches_forward_auth_never(server: AppServer, clients: Clients) -> None:
     """SEC-01: the forward-auth endpoint of a reverse proxy answers a pending sign-in with 401, and the
     finished sign-in with 200 and Remote-User."""
     at = fresh_step(server)
@@ -778,7 +774,7 @@ def test_pending_sign_in_reaches_forward_auth_never(server: Server, clients: Cli
     assert r.status_code == 200 and r.headers["remote-user"] == user.username
 
 
-def test_users_have_distinct_secrets(server: Server, clients: Clients) -> None:
+def test_users_have_distinct_secrets(server: AppServer, clients: Clients) -> None:
     """SEC-16: secrets are per credential: two apps of one account and two accounts never share one."""
     a = new_2fa_user(server, clients)
     a.add_totp("Second")
@@ -787,7 +783,7 @@ def test_users_have_distinct_secrets(server: Server, clients: Clients) -> None:
     assert len(set(found)) == 3
 
 
-def test_confirming_another_accounts_enrolment_is_404(server: Server, clients: Clients) -> None:
+def test_confirming_another_accounts_enrolment_is_404(server: AppServer, clients: Clients) -> None:
     """An enrolment belongs to its account: another account cannot confirm it (404), the owner still can."""
     alice = new_user(server, clients)
     bob = new_user(server, clients)
@@ -798,7 +794,7 @@ def test_confirming_another_accounts_enrolment_is_404(server: Server, clients: C
     expect(confirm_totp(alice.client, enrollment.enrollment_id, name="Phone", code=code), 201)
 
 
-def test_password_guessing_is_throttled_per_account_sec28(server: Server, clients: Clients) -> None:
+def test_password_guessing_is_throttled_per_account_sec28(server: AppServer, clients: Clients) -> None:
     """SEC-28: 5 wrong passwords, then every password step of that account from that address waits (429 with
     Retry-After, the correct password too; H07: per account and address); another account is unaffected;
     after the wait the password works."""
@@ -816,7 +812,7 @@ def test_password_guessing_is_throttled_per_account_sec28(server: Server, client
     assert login(client, user.username)["status"] == "second_factor_required"
 
 
-def test_after_100_failures_only_a_recovery_code_signs_in_sec26(server: Server, clients: Clients) -> None:
+def test_after_100_failures_only_a_recovery_code_signs_in_sec26(server: AppServer, clients: Clients) -> None:
     """SEC-26 / §0.7: waits double up to 1 hour and never lock for ever, but at 100 consecutive failures the
     authenticator app is refused even after waiting; a recovery code then signs in and resets the count."""
     user = new_2fa_user(server, clients)

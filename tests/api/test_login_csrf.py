@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import API, db_rows
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import API
+from tests.support.database import db_rows
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 PRESESSION = "twostep_presession"
 SESSION = "twostep_session"
@@ -24,18 +25,19 @@ FORM_TOKEN = re.compile(
 
 
 @pytest.fixture
-def browsers(server: Server) -> Iterator[list[httpx.Client]]:
+def browsers(server: AppServer) -> Iterator[list[httpx.Client]]:
     """Three browser-like clients with their own cookie jars (no redirects followed)."""
-    made = [httpx.Client(base_url=server.url, timeout=30) for _ in range(3)]
+    made = [server.client() for _ in range(3)]
     yield made
     for client in made:
         client.close()
 
 
-def account(server: Server) -> str:
+def account(server: AppServer) -> str:
     name = unique_username("h14")
     body = {"username": name, "password": STRONG_PASSWORD}
-    assert httpx.post(f"{server.url}{API}/accounts", json=body, timeout=10).status_code == 201
+    with server.client() as client:
+        assert client.post(f"{API}/accounts", json=body).status_code == 201
     return name
 
 
@@ -45,7 +47,7 @@ def form_token(page: httpx.Response) -> str:
     return match.group(1)
 
 
-def sessions_of(server: Server, name: str) -> int:
+def sessions_of(server: AppServer, name: str) -> int:
     rows = db_rows(
         server,
         "SELECT count(*) FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE a.username = :u",
@@ -62,7 +64,7 @@ def assert_forbidden(r: httpx.Response, back: str) -> None:
 
 
 def test_H14_the_sign_in_form_carries_a_token_bound_to_a_pre_session_cookie(
-    server: Server, browsers: list[httpx.Client]
+    server: AppServer, browsers: list[httpx.Client]
 ) -> None:
     page = browsers[0].get("/login")
     assert page.status_code == 200
@@ -75,7 +77,7 @@ def test_H14_the_sign_in_form_carries_a_token_bound_to_a_pre_session_cookie(
 
 
 def test_H14_a_sign_in_post_without_the_token_is_refused(
-    server: Server, browsers: list[httpx.Client]
+    server: AppServer, browsers: list[httpx.Client]
 ) -> None:
     name = account(server)
     form = {"username": name, "password": STRONG_PASSWORD}
@@ -92,7 +94,7 @@ def test_H14_a_sign_in_post_without_the_token_is_refused(
 
 
 def test_H14_a_sign_up_post_without_the_token_creates_no_account(
-    server: Server, browsers: list[httpx.Client]
+    server: AppServer, browsers: list[httpx.Client]
 ) -> None:
     name = unique_username("h14new")
     form = {"username": name, "password": STRONG_PASSWORD}
@@ -102,7 +104,7 @@ def test_H14_a_sign_up_post_without_the_token_creates_no_account(
     assert db_rows(server, "SELECT id FROM accounts WHERE username = :u", u=name) == []
 
 
-def test_H14_the_token_of_another_browser_is_refused(server: Server, browsers: list[httpx.Client]) -> None:
+def test_H14_the_token_of_another_browser_is_refused(server: AppServer, browsers: list[httpx.Client]) -> None:
     attacker, victim, fresh = browsers
     stolen = form_token(attacker.get("/login"))
     victim.get("/login")  # the victim has a pre-session cookie of its own
@@ -121,7 +123,7 @@ def test_H14_the_token_of_another_browser_is_refused(server: Server, browsers: l
 
 
 def test_H14_a_browser_that_shows_the_forms_first_signs_up_and_in(
-    server: Server, browsers: list[httpx.Client]
+    server: AppServer, browsers: list[httpx.Client]
 ) -> None:
     browser = browsers[0]
     name = unique_username("h14ok")

@@ -1,7 +1,7 @@
-"""The API's conventions over real HTTP (docs/api.md "Conventions"; SEC-52, SEC-53, SEC-54, SEC-59).
+"""The API's conventions over HTTP (docs/api.md "Conventions"; SEC-52, SEC-53, SEC-54, SEC-59).
 
-Every test talks to a real `twostep serve` process (the module-scoped ``server`` fixture). Nothing here
-fails a password, so the per-address sign-in counter is never touched.
+Every test talks to the app in this process (the module-scoped ``server`` fixture of tests/api/conftest.py).
+Nothing here fails a password, so the per-address sign-in counter is never touched.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import get
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 API = "/api/v1"
 MAX_BODY = 64 * 1024
@@ -102,8 +103,8 @@ def fill(path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def openapi(server: Server) -> dict[str, Any]:
-    r = httpx.get(f"{server.url}{API}/openapi.json", timeout=10)
+def openapi(server: AppServer) -> dict[str, Any]:
+    r = get(server, f"{API}/openapi.json")
     assert r.status_code == 200
     doc: dict[str, Any] = r.json()
     return doc
@@ -123,7 +124,7 @@ def operations(openapi: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: AppServer) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
 
@@ -151,7 +152,7 @@ def chunks(total: int, size: int = 4096) -> Iterator[bytes]:
 # ---------------------------------------------------------------------------------- the error shape
 
 
-def _trigger(status: int, server: Server, client: httpx.Client) -> httpx.Response:
+def _trigger(status: int, server: AppServer, client: httpx.Client) -> httpx.Response:
     if status == 401:
         return client.get(f"{API}/session")
     if status == 403:
@@ -187,7 +188,9 @@ EXPECTED_CODE = {
 
 
 @pytest.mark.parametrize("status", sorted(EXPECTED_CODE))
-def test_sec59_every_error_has_the_contract_shape(status: int, server: Server, client: httpx.Client) -> None:
+def test_sec59_every_error_has_the_contract_shape(
+    status: int, server: AppServer, client: httpx.Client
+) -> None:
     """SEC-59: every error is {"error", "message"} JSON, with the documented code, never a stack trace."""
     response = _trigger(status, server, client)
     assert_error(response, status, EXPECTED_CODE[status])
@@ -224,7 +227,7 @@ def test_openapi_document_describes_every_contract_endpoint(openapi: dict[str, A
     ids=["text-plain", "form", "multipart", "no-content-type"],
 )
 def test_sec52_d_write_without_json_content_type_is_415(
-    headers: dict[str, str], server: Server, operations: list[tuple[str, str]]
+    headers: dict[str, str], server: AppServer, operations: list[tuple[str, str]]
 ) -> None:
     """SEC-52 (d): every POST/PUT/PATCH of the API refuses a non-JSON body with 415 unsupported_media_type."""
     writes = [(m, p) for m, p in operations if m in ("post", "put", "patch")]
@@ -285,7 +288,7 @@ def test_sec59_small_chunked_body_is_accepted(client: httpx.Client) -> None:
 
 
 def test_sec52_c_origin_of_another_site_is_403_on_every_mutating_endpoint(
-    server: Server, operations: list[tuple[str, str]]
+    server: AppServer, operations: list[tuple[str, str]]
 ) -> None:
     """SEC-52 (c): Origin: https://evil.example → 403 cross_site_request on every state-changing route."""
     mutating = [(m, p) for m, p in operations if m in MUTATING]
@@ -299,7 +302,7 @@ def test_sec52_c_origin_of_another_site_is_403_on_every_mutating_endpoint(
 
 
 def test_sec52_c_sec_fetch_site_cross_site_is_403_on_every_mutating_endpoint(
-    server: Server, operations: list[tuple[str, str]]
+    server: AppServer, operations: list[tuple[str, str]]
 ) -> None:
     """SEC-52 (c): Sec-Fetch-Site: cross-site → 403, with no Origin and even with our own Origin."""
     mutating = [(m, p) for m, p in operations if m in MUTATING]
@@ -314,7 +317,7 @@ def test_sec52_c_sec_fetch_site_cross_site_is_403_on_every_mutating_endpoint(
                 assert_error(r, 403, "cross_site_request")
 
 
-def test_sec52_cross_site_sign_up_and_sign_in_change_nothing(server: Server, client: httpx.Client) -> None:
+def test_sec52_cross_site_sign_up_and_sign_in_change_nothing(server: AppServer, client: httpx.Client) -> None:
     """SEC-52: a refused cross-site sign-up creates no account, and a cross-site sign-in sets no cookie."""
     username = unique_username()
     body = {"username": username, "password": STRONG_PASSWORD}
@@ -338,7 +341,7 @@ def test_sec52_cross_site_sign_up_and_sign_in_change_nothing(server: Server, cli
     ],
     ids=["no-headers", "own-origin", "own-origin-same-origin", "same-origin-only", "fetch-site-none"],
 )
-def test_sec52_same_origin_or_non_browser_writes_pass(headers: dict[str, str], server: Server) -> None:
+def test_sec52_same_origin_or_non_browser_writes_pass(headers: dict[str, str], server: AppServer) -> None:
     """SEC-52: the configured origin, or neither header (a non-browser client), passes the guard."""
     sent = {k: (server.url if v == "SERVER" else v) for k, v in headers.items()}
     with server.client() as c:
@@ -359,7 +362,7 @@ def test_sec52_cross_site_reads_are_not_blocked(client: httpx.Client) -> None:
     assert_error(client.get(f"{API}/session", headers={"Origin": EVIL}), 401, "not_signed_in")
 
 
-def test_sec52_e_get_on_every_mutating_url_is_405(server: Server, openapi: dict[str, Any]) -> None:
+def test_sec52_e_get_on_every_mutating_url_is_405(server: AppServer, openapi: dict[str, Any]) -> None:
     """SEC-52 (e): a GET on a URL that only changes state is 405 with the error shape (no GET side effect)."""
     write_only = [path for path, item in openapi["paths"].items() if "get" not in item]
     assert f"{API}/logout" in write_only and f"{API}/accounts" in write_only
@@ -371,7 +374,7 @@ def test_sec52_e_get_on_every_mutating_url_is_405(server: Server, openapi: dict[
             assert "GET" not in r.headers.get("allow", "").upper().split(", ")
 
 
-def test_sec52_e_get_on_logout_does_not_sign_out(server: Server) -> None:
+def test_sec52_e_get_on_logout_does_not_sign_out(server: AppServer) -> None:
     with server.client() as c:
         username = new_account(c)
         assert (
@@ -385,7 +388,7 @@ def test_sec52_e_get_on_logout_does_not_sign_out(server: Server) -> None:
 # ----------------------------------------------------------------------------- caching and headers
 
 
-def _battery(server: Server) -> Iterator[httpx.Response]:
+def _battery(server: AppServer) -> Iterator[httpx.Response]:
     """Responses of every kind under /api/v1: 2xx, 204, errors from handlers and from the guard."""
     with server.client() as c:
         username = unique_username()
@@ -413,7 +416,7 @@ def _battery(server: Server) -> Iterator[httpx.Response]:
         yield c.post(f"{API}/logout", json={})  # 204
 
 
-def test_sec53_every_api_response_has_cache_control_no_store(server: Server) -> None:
+def test_sec53_every_api_response_has_cache_control_no_store(server: AppServer) -> None:
     """SEC-53 / api.md: every response under /api/v1 carries Cache-Control: no-store."""
     statuses = set()
     for r in _battery(server):
@@ -435,7 +438,7 @@ def _assert_security_headers(r: httpx.Response) -> None:
     assert r.headers.get("x-content-type-options", "").lower() == "nosniff", where
 
 
-def test_sec54_security_headers_on_html_pages(server: Server) -> None:
+def test_sec54_security_headers_on_html_pages(server: AppServer) -> None:
     """SEC-54: HSTS ≥ 1 year, CSP frame-ancestors 'none' and nosniff on the HTML pages."""
     with server.client() as c:
         for path in ("/", f"{API}/docs"):
@@ -446,7 +449,7 @@ def test_sec54_security_headers_on_html_pages(server: Server) -> None:
         _assert_security_headers(c.get("/no-such-page"))
 
 
-def test_sec54_security_headers_on_api_responses(server: Server) -> None:
+def test_sec54_security_headers_on_api_responses(server: AppServer) -> None:
     """SEC-54: the same headers on every kind of API response, including the guard's own refusals."""
     for r in _battery(server):
         _assert_security_headers(r)
@@ -514,7 +517,7 @@ STRICT_ENDPOINTS = [
 
 
 @pytest.mark.parametrize("path", STRICT_ENDPOINTS)
-def test_sec59_type_confused_payloads_are_4xx_never_5xx(path: str, server: Server) -> None:
+def test_sec59_type_confused_payloads_are_4xx_never_5xx(path: str, server: AppServer) -> None:
     """SEC-59: type-confused JSON (arrays, objects, null, numbers) → 4xx with the error shape, no 500."""
     with server.client() as c:
         for payload in TYPE_CONFUSED:
@@ -525,7 +528,7 @@ def test_sec59_type_confused_payloads_are_4xx_never_5xx(path: str, server: Serve
 
 
 @pytest.mark.parametrize("name", sorted(RAW_BODIES))
-def test_sec59_malformed_bodies_are_4xx_never_5xx(name: str, server: Server) -> None:
+def test_sec59_malformed_bodies_are_4xx_never_5xx(name: str, server: AppServer) -> None:
     """SEC-59: invalid JSON, invalid UTF-8, NUL bytes, deep nesting → 4xx with the error shape."""
     with server.client() as c:
         for path in ("/accounts", "/login", "/login/totp", "/verify-access", "/factors/passkey"):
@@ -542,7 +545,7 @@ def test_sec59_unparseable_bodies_answer_invalid_request(name: str, client: http
 
 
 def test_sec59_every_write_endpoint_survives_confused_payloads(
-    server: Server, operations: list[tuple[str, str]]
+    server: AppServer, operations: list[tuple[str, str]]
 ) -> None:
     """SEC-59: no write endpoint (signed out) answers a 5xx to any confused payload; errors keep the shape."""
     writes = [(m, p) for m, p in operations if m in ("post", "put", "patch")]

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import API
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import API
+from tests.support.inprocess import AppServer
 from twostep.core import keys
 from twostep.keyfile import read_key
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 def token(key: bytes, message: bytes) -> str:
@@ -24,13 +24,13 @@ def token(key: bytes, message: bytes) -> str:
 
 
 @pytest.fixture
-def browser(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+def browser(server: AppServer) -> Iterator[httpx.Client]:
+    with server.client() as client:
         yield client
 
 
 def test_H15_a_session_form_token_made_with_the_master_key_is_refused(
-    server: Server, browser: httpx.Client
+    server: AppServer, browser: httpx.Client
 ) -> None:
     master = read_key(server.data_dir / "secret.key")
     body = {"username": unique_username("h15"), "password": STRONG_PASSWORD}
@@ -47,7 +47,7 @@ def test_H15_a_session_form_token_made_with_the_master_key_is_refused(
 
 
 def test_H15_a_sign_in_form_token_made_with_the_master_key_is_refused(
-    server: Server, browser: httpx.Client
+    server: AppServer, browser: httpx.Client
 ) -> None:
     master = read_key(server.data_dir / "secret.key")
     body = {"username": unique_username("h15"), "password": STRONG_PASSWORD}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.support.server import Server
+from tests.support.inprocess import AppServer
 
 
 def test_SEC_62_rapid_requests_from_one_address_get_429_with_retry_after(tmp_path: Path) -> None:
-    with Server(tmp_path, env={"TWOSTEP_RATE_LIMIT_PER_MINUTE": "40"}) as server, server.client() as client:
+    with (
+        AppServer(tmp_path, env={"TWOSTEP_RATE_LIMIT_PER_MINUTE": "40"}) as server,
+        server.client() as client,
+    ):
         # Put the server clock one second into a minute, so that the burst falls in one window.
         offset = 60 - time.time() % 60 + 1
         server.set_clock(offset)

@@ -1,20 +1,17 @@
 """Helpers for the notification, security-log and session tests: an SMTP sink, a TOTP device,
 a server clock, users that sign up, sign in, verify access and enrol, and secret scanners.
 
-Everything here talks to a real `twostep serve` over HTTP; the TOTP arithmetic is re-implemented
-(RFC 6238) instead of imported from the code under test.
+Everything here talks to a twostep over HTTP (a real `twostep serve`, or the app in this process); codes come
+from `oathtool` (tests.support.totp), never from the code under test.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 import secrets
 import socket
 import string
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +26,8 @@ from typing import Any, cast
 import httpx
 from aiosmtpd.controller import Controller
 
-from tests.support.server import Server, free_port
+from tests.support.server import Target, free_port
+from tests.support.totp import PERIOD, secret_bytes, totp_code, wrong_code
 
 API = "/api/v1"
 MAIL_FROM = "twostep notifications <security@twostep.test>"
@@ -182,7 +180,7 @@ def read_outbox(folder: Path) -> list[Received]:
 class Clock:
     """The server's clock: the real time plus an offset we set (POST /_test/clock); it only moves forward."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Target) -> None:
         self.server = server
         self.offset = 0.0
 
@@ -194,20 +192,12 @@ class Clock:
         self.server.set_clock(self.offset)
 
 
-def hotp(secret: bytes, counter: int) -> str:
-    digest = hmac.new(secret, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
-    return f"{value % 1_000_000:06d}"
-
-
 class TotpDevice:
     """An authenticator app: each code is for a time step the server has not seen used yet."""
 
     def __init__(self, secret_b32: str, clock: Clock) -> None:
         self.secret_b32 = secret_b32
-        padded = secret_b32 + "=" * (-len(secret_b32) % 8)
-        self.secret = base64.b32decode(padded)
+        self.secret = secret_bytes(secret_b32)
         self.clock = clock
         self.last_step = -1
         self.used: list[str] = []
@@ -222,19 +212,15 @@ class TotpDevice:
             self.clock.advance((self.last_step - step + 1) * 30)
             step = self.step()
         self.last_step = step
-        value = hotp(self.secret, step)
+        value = totp_code(self.secret_b32, step * PERIOD)
         self.used.append(value)
         return value
 
     def wrong_code(self) -> str:
         """Six digits that match none of the steps near now."""
-        step = self.step()
-        near = {hotp(self.secret, s) for s in range(step - 4, step + 5)}
-        while True:
-            value = f"{secrets.randbelow(1_000_000):06d}"
-            if value not in near:
-                self.used.append(value)
-                return value
+        value = wrong_code(self.secret_b32, self.step() * PERIOD, steps=4)
+        self.used.append(value)
+        return value
 
 
 # --- users -----------------------------------------------------------------------------------------
@@ -271,7 +257,7 @@ def new_ip() -> str:
 
 @dataclass
 class User:
-    server: Server
+    server: Target
     clock: Clock
     username: str
     password: str
@@ -380,7 +366,7 @@ class User:
 
 
 def sign_up(
-    server: Server, clock: Clock, *, email: bool = True, prefix: str = "mail"
+    server: Target, clock: Clock, *, email: bool = True, prefix: str = "mail"
 ) -> tuple[User, Browser]:
     """A new account (unique username, strong unique password), signed in from a new browser."""
     username = f"{prefix}{letters(10)}"

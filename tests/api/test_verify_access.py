@@ -11,18 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
-    PERIOD,
     Clients,
     User,
-    account_id,
-    account_snapshot,
     advance,
     begin_totp,
     call,
     code_now,
-    db_rows,
     expect,
     factors_of,
     fresh_step,
@@ -33,23 +29,24 @@ from tests.support.flows import (
     server_time,
     session_of,
     start_login,
-    totp_code,
     verify_password,
     verify_recovery,
     verify_totp,
 )
-from tests.support.server import Server
+from tests.support.database import account_id, account_snapshot, db_rows
+from tests.support.inprocess import AppServer
+from tests.support.totp import PERIOD, totp_code
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture
-def clients(server: Server) -> Iterator[Clients]:
+def clients(server: AppServer) -> Iterator[Clients]:
     with Clients(server) as c:
         yield c
 
 
-def signed_in_unverified(server: Server, clients: Clients, user: User) -> tuple[httpx.Client, float]:
+def signed_in_unverified(server: AppServer, clients: Clients, user: User) -> tuple[httpx.Client, float]:
     """A second session of ``user`` signed in with a TOTP (access not verified); returns it and its time."""
     at = fresh_step(server)
     client = start_login(clients, user.username)
@@ -93,7 +90,7 @@ SENSITIVE = [
     ("method", "template", "body", "ok"), SENSITIVE, ids=[f"{m} {p}" for m, p, _, _ in SENSITIVE]
 )
 def test_sensitive_endpoints_need_verified_access_sec43(
-    server: Server,
+    server: AppServer,
     clients: Clients,
     method: str,
     template: str,
@@ -130,7 +127,7 @@ def test_sensitive_endpoints_need_verified_access_sec43(
     assert r.status_code == ok, f"{method} {path}: {r.status_code} {r.text}"
 
 
-def test_password_alone_does_not_verify_access_with_2fa_sec44(server: Server, clients: Clients) -> None:
+def test_password_alone_does_not_verify_access_with_2fa_sec44(server: AppServer, clients: Clients) -> None:
     """SEC-44: with 2FA the password step is not enough; the TOTP used to sign in is refused; password plus a
     fresh TOTP verifies; the TOTP step alone (no password first) is refused."""
     user = new_2fa_user(server, clients)
@@ -149,7 +146,7 @@ def test_password_alone_does_not_verify_access_with_2fa_sec44(server: Server, cl
     expect(client.post(f"{API}/recovery-codes", json={}), 201)
 
 
-def test_password_step_of_verify_access_lasts_5_minutes_sec44(server: Server, clients: Clients) -> None:
+def test_password_step_of_verify_access_lasts_5_minutes_sec44(server: AppServer, clients: Clients) -> None:
     """SEC-44 with §0.8: verify access re-runs sign-in with its rules: the password step, like a pending
     sign-in, lasts 5 minutes; after that a valid TOTP does not verify access."""
     user = new_2fa_user(server, clients)
@@ -161,7 +158,7 @@ def test_password_step_of_verify_access_lasts_5_minutes_sec44(server: Server, cl
     assert expect(verify_totp(client, code_now(server, user.secret)), 200)["status"] == "verified"
 
 
-def test_verify_access_with_a_recovery_code_sec44(server: Server, clients: Clients) -> None:
+def test_verify_access_with_a_recovery_code_sec44(server: AppServer, clients: Clients) -> None:
     """SEC-44: password plus a recovery code verifies access and uses the code up."""
     user = new_2fa_user(server, clients)
     client, _ = signed_in_unverified(server, clients, user)
@@ -174,7 +171,7 @@ def test_verify_access_with_a_recovery_code_sec44(server: Server, clients: Clien
 
 
 def test_verified_access_lasts_10_minutes_and_stays_in_its_session_sec45(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """SEC-45: 10 minutes, then 403; a second session of the same account is not verified; the grant
     rotates the session id (the old cookie is dead); after logout and a new sign-in there is no grant."""
@@ -208,7 +205,7 @@ def test_verified_access_lasts_10_minutes_and_stays_in_its_session_sec45(
     expect(client.post(f"{API}/recovery-codes", json={}), 403, "verify_access_required")
 
 
-def test_removing_a_factor_takes_effect_at_once_sec46(server: Server, clients: Clients) -> None:
+def test_removing_a_factor_takes_effect_at_once_sec46(server: AppServer, clients: Clients) -> None:
     """SEC-46: a removed app's codes are refused at once, even by a pending sign-in started before."""
     user = new_2fa_user(server, clients)
     removed = user.add_totp("Old phone")
@@ -226,7 +223,7 @@ def test_removing_a_factor_takes_effect_at_once_sec46(server: Server, clients: C
     expect(user.client.delete(f"{API}/factors/{removed.factor_id}"), 404, "not_found")
 
 
-def test_removing_the_last_factor_turns_2fa_off_sec46(server: Server, clients: Clients) -> None:
+def test_removing_the_last_factor_turns_2fa_off_sec46(server: AppServer, clients: Clients) -> None:
     """SEC-46: removing the last factor turns two-step verification off and deletes the recovery codes."""
     user = new_2fa_user(server, clients)
     expect(user.client.delete(f"{API}/factors/{user.factors[0].factor_id}"), 204)
@@ -245,7 +242,7 @@ def test_removing_the_last_factor_turns_2fa_off_sec46(server: Server, clients: C
     assert "factor_removed" in events and "two_factor_disabled" in events
 
 
-def outbox_messages(server: Server, recipient: str, subject: str) -> list[str]:
+def outbox_messages(server: AppServer, recipient: str, subject: str) -> list[str]:
     found = []
     for path in sorted((server.data_dir / "outbox").glob("*.eml")):
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -254,7 +251,7 @@ def outbox_messages(server: Server, recipient: str, subject: str) -> list[str]:
     return found
 
 
-def test_disabling_2fa_deletes_every_secret_sec47(server: Server, clients: Clients) -> None:
+def test_disabling_2fa_deletes_every_secret_sec47(server: AppServer, clients: Clients) -> None:
     """SEC-47: DELETE /two-factor removes the apps, the recovery codes and pending enrolments, records the
     event and notifies once; after 2FA is turned on again, the old TOTP and old recovery codes are refused
     at verify access."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tests.support.flows import API, Clients, expect, factors_of, new_2fa_user
-from tests.support.server import Server
+from tests.support.api import API, Clients, expect, factors_of, new_2fa_user
+from tests.support.inprocess import AppServer
 
 TOTP_KEYS = {"id", "type", "name", "created_at", "last_used_at"}
 
 
-def test_a_totp_factor_object_has_exactly_the_documented_fields(server: Server) -> None:
+def test_a_totp_factor_object_has_exactly_the_documented_fields(server: AppServer) -> None:
     with Clients(server) as clients:
         user = new_2fa_user(server, clients)
         listed = factors_of(user.client)

@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import API, Clients, begin_totp, db_rows, new_2fa_user, new_user, start_login
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import API, Clients, begin_totp, new_2fa_user, new_user, start_login
+from tests.support.database import db_rows
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 # C0 (NUL, SOH, BS, TAB, LF, VT, CR, ESC, US), DEL, C1 (NEL, CSI, APC).
 CONTROLS = ["\x00", "\x01", "\x08", "\t", "\n", "\x0b", "\r", "\x1b", "\x1f", "\x7f", "\x85", "\x9b", "\x9f"]
@@ -32,15 +33,15 @@ PATH_CONTROLS = ["%00", "a%01b", "%0A", "x%7F", "%C2%85"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     data_dir: Path = tmp_path_factory.mktemp(f"controls-{request.param}")
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    with Server(data_dir, database_url=url) as srv:
+    with AppServer(data_dir, database_url=url) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
-def clients(server: Server) -> Iterator[Clients]:
+def clients(server: AppServer) -> Iterator[Clients]:
     with Clients(server) as made:
         yield made
 
@@ -63,7 +64,7 @@ def with_controls(value: str) -> Iterator[str]:
         yield f"{value[:2]}{c}{value[2:]}"
 
 
-def test_H10_sign_up_and_sign_in_refuse_control_characters(server: Server, clients: Clients) -> None:
+def test_H10_sign_up_and_sign_in_refuse_control_characters(server: AppServer, clients: Clients) -> None:
     client = clients.new()
     name = unique_username("h10")
     for bad in with_controls(name):
@@ -85,7 +86,7 @@ def test_H10_sign_up_and_sign_in_refuse_control_characters(server: Server, clien
     )
 
 
-def test_H10_second_steps_refuse_control_characters_in_codes(server: Server, clients: Clients) -> None:
+def test_H10_second_steps_refuse_control_characters_in_codes(server: AppServer, clients: Clients) -> None:
     user = new_2fa_user(server, clients)
     pending = start_login(clients, user.username)
     for bad in with_controls("123456"):
@@ -102,7 +103,9 @@ def test_H10_second_steps_refuse_control_characters_in_codes(server: Server, cli
         assert_refused(send(user.client, "POST", f"{API}/password", body), 422, "invalid_request")
 
 
-def test_H10_factor_names_and_credentials_refuse_control_characters(server: Server, clients: Clients) -> None:
+def test_H10_factor_names_and_credentials_refuse_control_characters(
+    server: AppServer, clients: Clients
+) -> None:
     user = new_2fa_user(server, clients)
     factor_id = user.factors[0].factor_id
     enrollment = begin_totp(user.client)
@@ -131,7 +134,7 @@ def test_H10_factor_names_and_credentials_refuse_control_characters(server: Serv
     assert names == [("Phone",)]
 
 
-def test_H10_control_characters_in_a_path_id_answer_404(server: Server, clients: Clients) -> None:
+def test_H10_control_characters_in_a_path_id_answer_404(server: AppServer, clients: Clients) -> None:
     user = new_2fa_user(server, clients)
     for bad in PATH_CONTROLS:
         for method, path, body in (
@@ -147,7 +150,7 @@ def test_H10_control_characters_in_a_path_id_answer_404(server: Server, clients:
     assert len(user.client.get(f"{API}/factors").json()["factors"]) == 1
 
 
-def test_H10_a_password_may_hold_a_tab_as_it_is_only_hashed(server: Server, clients: Clients) -> None:
+def test_H10_a_password_may_hold_a_tab_as_it_is_only_hashed(server: AppServer, clients: Clients) -> None:
     """The decision of docs/api.md: a password is only hashed, so characters other than NUL are kept."""
     client = clients.new()
     name = unique_username("h10tab")
@@ -168,7 +171,7 @@ def form_token(page: httpx.Response) -> str:
 
 
 def test_H10_the_sign_up_and_sign_in_pages_refuse_control_characters(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     browser = clients.new(headers={"Origin": server.url})
     token = form_token(browser.get("/signup"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import db_rows
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.database import db_rows
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 def csrf_of(page: httpx.Response) -> str:
@@ -24,12 +24,12 @@ def csrf_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def accounts_named(server: Server, username: str) -> int:
+def accounts_named(server: AppServer, username: str) -> int:
     return len(db_rows(server, "SELECT id FROM accounts WHERE username = :u", u=username))
 
 
 def test_H02_the_sign_up_page_answers_the_address_limit_and_creates_nothing(tmp_path: Path) -> None:
-    with Server(tmp_path, env={"TWOSTEP_RATE_LIMIT_PER_MINUTE": "3"}) as server, server.client() as client:
+    with AppServer(tmp_path, env={"TWOSTEP_RATE_LIMIT_PER_MINUTE": "3"}) as server, server.client() as client:
         offset = 60 - time.time() % 60 + 1  # one second into a minute: the requests share one window
         server.set_clock(offset)
         csrf = csrf_of(client.get("/signup"))

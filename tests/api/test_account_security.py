@@ -15,29 +15,22 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.mail_flows import (
-    API,
-    Browser,
-    Clock,
-    User,
-    leaks,
-    pattern_leaks,
-    sign_up,
-)
-from tests.support.server import Server
+from tests.support.api import get
+from tests.support.inprocess import AppServer
+from tests.support.mail import API, Browser, Clock, User, leaks, pattern_leaks, sign_up
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     env = {"TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"}
-    with Server(tmp_path_factory.mktemp("account-security"), env=env) as server:
+    with AppServer(tmp_path_factory.mktemp("account-security"), env=env) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def clock(srv: Server) -> Clock:
+def clock(srv: AppServer) -> Clock:
     return Clock(srv)
 
 
@@ -50,7 +43,7 @@ def cast() -> Iterator[list[User]]:
             b.close()
 
 
-def new_user(srv: Server, clock: Clock, cast: list[User]) -> tuple[User, Browser]:
+def new_user(srv: AppServer, clock: Clock, cast: list[User]) -> tuple[User, Browser]:
     user, b = sign_up(srv, clock, email=False, prefix="sec")
     cast.append(user)
     return user, b
@@ -94,7 +87,7 @@ def parse_at(value: str) -> datetime:
 
 
 def test_sec56_security_log_lists_every_event_newest_first_without_secrets(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-56: sign-ins (with the method), failed second steps, factors added/renamed/removed, recovery
     codes used/regenerated, 2FA on/off, access verified and ended sessions are listed newest first, each
@@ -175,7 +168,7 @@ SESSION_KEYS = ("session", "session_id", "session_hash", "sid")
 
 
 def test_sec56_authentication_events_name_the_session_by_a_hash_not_the_cookie(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-56: authentication events carry a hashed session id (so a sign-in can be tied to the session it
     made and to later failures), never the raw cookie value; two sign-ins name two different sessions."""
@@ -193,7 +186,7 @@ def test_sec56_authentication_events_name_the_session_by_a_hash_not_the_cookie(
     assert leaks(json.dumps(events), user.secret_values()) == []
 
 
-def test_sec25_replayed_totp_is_logged_as_totp_replay(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec25_replayed_totp_is_logged_as_totp_replay(srv: AppServer, clock: Clock, cast: list[User]) -> None:
     """SEC-25: a code used once and presented again (at sign-in and at verify access) is refused like any
     wrong code and logged as `totp_replay` with the replaying client's address, without the code."""
     user, a = new_user(srv, clock, cast)
@@ -234,7 +227,7 @@ def test_sec25_replayed_totp_is_logged_as_totp_replay(srv: Server, clock: Clock,
 
 
 def test_sec51_sessions_lists_this_accounts_signed_in_sessions_with_current(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-51: GET /sessions lists exactly the account's signed-in sessions, marks the caller's own as
     current, and shows when, from where and with which browser; pending sign-ins and other accounts'
@@ -268,7 +261,7 @@ def test_sec51_sessions_lists_this_accounts_signed_in_sessions_with_current(
 
 
 def test_sec51_ending_one_session_needs_verify_access_and_takes_effect_at_once(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-51: DELETE /sessions/{id} is refused (403) without verified access; with it the other session's
     very next request is 401 (API and forward auth), the rest keep working, the id is gone (404 again)."""
@@ -297,7 +290,7 @@ def test_sec51_ending_one_session_needs_verify_access_and_takes_effect_at_once(
     assert len(ended) == 1 and ended[0]["ip"] == a.ip
 
 
-def test_sec51_ending_all_other_sessions(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec51_ending_all_other_sessions(srv: AppServer, clock: Clock, cast: list[User]) -> None:
     """SEC-51: DELETE /sessions is refused (403) without verified access; with it every other session
     (signed in or pending) ends at once and the caller's own keeps working."""
     user, a = new_user(srv, clock, cast)
@@ -315,7 +308,9 @@ def test_sec51_ending_all_other_sessions(srv: Server, clock: Clock, cast: list[U
     assert [(s["user_agent"], s["current"]) for s in sessions] == [(a.user_agent, True)]
 
 
-def test_sec60_another_accounts_session_id_is_not_found(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec60_another_accounts_session_id_is_not_found(
+    srv: AppServer, clock: Clock, cast: list[User]
+) -> None:
     """SEC-60: Alice, with verified access, cannot end Bob's session by its id: 404, and Bob stays in."""
     alice, a = new_user(srv, clock, cast)
     _bob, bob_b = new_user(srv, clock, cast)
@@ -331,7 +326,7 @@ def test_sec60_another_accounts_session_id_is_not_found(srv: Server, clock: Cloc
     assert signed_in(bob_b)
 
 
-def test_sec51_logout_ends_the_session_server_side(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec51_logout_ends_the_session_server_side(srv: AppServer, clock: Clock, cast: list[User]) -> None:
     """SEC-51: after logout the old cookie value, replayed by another client, is 401."""
     _user, a = new_user(srv, clock, cast)
     value = a.http.cookies.get("twostep_session")
@@ -345,13 +340,13 @@ def test_sec51_logout_ends_the_session_server_side(srv: Server, clock: Clock, ca
 # --- password change (SEC-13) ------------------------------------------------------------------------------
 
 
-def login_status(srv: Server, user: User, password: str) -> int:
+def login_status(srv: AppServer, user: User, password: str) -> int:
     with srv.client(headers={"X-Forwarded-For": "198.51.100.7"}) as c:
         return c.post(f"{API}/login", json={"username": user.username, "password": password}).status_code
 
 
 def test_sec13_change_password_ends_other_sessions_and_swaps_the_password(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-13/SEC-51: with verified access and the current password, POST /password answers 204, every
     other session ends (401), the caller stays signed in, the new password works and the old does not."""
@@ -372,7 +367,7 @@ def test_sec13_change_password_ends_other_sessions_and_swaps_the_password(
     assert old not in json.dumps(changed) and new not in json.dumps(changed)
 
 
-def test_sec13_change_password_needs_verify_access(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec13_change_password_needs_verify_access(srv: AppServer, clock: Clock, cast: list[User]) -> None:
     """SEC-13: the correct current password alone is not enough: 403 verify_access_required; nothing
     changes and the other sessions stay."""
     user, a = new_user(srv, clock, cast)
@@ -384,7 +379,7 @@ def test_sec13_change_password_needs_verify_access(srv: Server, clock: Clock, ca
 
 
 def test_sec13_change_password_with_a_wrong_current_password(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-13: a wrong current password is 401 invalid_credentials and counted as a password failure;
     a missing one is 422; nothing changes."""
@@ -404,7 +399,9 @@ def test_sec13_change_password_with_a_wrong_current_password(
     assert len(failed) == 1
 
 
-def test_sec13_change_password_to_a_weak_one_is_refused(srv: Server, clock: Clock, cast: list[User]) -> None:
+def test_sec13_change_password_to_a_weak_one_is_refused(
+    srv: AppServer, clock: Clock, cast: list[User]
+) -> None:
     """SEC-13 with the password policy: a weak new password is 422 weak_password with a reason; nothing
     changes."""
     user, a = new_user(srv, clock, cast)
@@ -431,10 +428,10 @@ def _walk_keys(node: object) -> Iterator[str]:
             yield from _walk_keys(item)
 
 
-def test_sec13_no_password_hint_or_security_question_in_the_api(srv: Server) -> None:
+def test_sec13_no_password_hint_or_security_question_in_the_api(srv: AppServer) -> None:
     """SEC-13 (static): no field for a password hint or a security question anywhere in the OpenAPI
     document; POST /password takes exactly the current and the new password."""
-    doc = httpx.get(f"{srv.url}/api/v1/openapi.json", timeout=10).json()
+    doc = get(srv, "/api/v1/openapi.json").json()
     names = {k.lower() for k in _walk_keys(doc)}
     assert not {n for n in names if "hint" in n or "question" in n or "answer" in n}
     schemas = doc["components"]["schemas"]
@@ -449,7 +446,7 @@ def test_sec13_no_password_hint_or_security_question_in_the_api(srv: Server) -> 
 
 
 def test_sec46_after_removing_a_factor_other_sessions_can_be_ended(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-46: after a factor is removed the other sessions can be ended right away (DELETE /sessions
     in the same verified session), and then they are 401."""
@@ -469,7 +466,7 @@ def test_sec46_after_removing_a_factor_other_sessions_can_be_ended(
 
 
 def test_sec47_after_disabling_two_factor_other_sessions_can_be_ended(
-    srv: Server, clock: Clock, cast: list[User]
+    srv: AppServer, clock: Clock, cast: list[User]
 ) -> None:
     """SEC-47: after two-step verification is turned off the other sessions are ended or can be ended at
     once with DELETE /sessions; either way none of them works afterwards and the caller's does."""

@@ -1,4 +1,4 @@
-"""Passkey flows over real HTTP for the end-to-end tests (docs/api.md), with the software authenticator.
+"""Passkey flows of the JSON API over HTTP (docs/api.md), with the software authenticator.
 
 Each :class:`Api` is one browser-like client with its own cookie jar (the session cookie and, for a
 passwordless ceremony, the ``twostep_ceremony`` cookie). Every helper asserts the happy path it needs, so a
@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from tests.support.server import Server
+from tests.support import PASSWORD
+from tests.support.server import Target
 from tests.support.soft_authenticator import SoftAuthenticator, b64url_decode
 
 API = "/api/v1"
-PASSWORD = "correct horse battery staple"
 RP_ID = "localhost"
 ONEPASSWORD_AAGUID = "bada5566-a7aa-401f-bd96-45619a55120d"
 
@@ -34,7 +34,7 @@ def close_all() -> None:
 class Api:
     """A client of the JSON API with its own cookies (like one browser)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Target) -> None:
         self.server = server
         self.http = server.client()
         _OPEN.append(self)
@@ -108,11 +108,11 @@ class Account:
     factor_ids: list[str] = field(default_factory=list)
 
 
-def new_authenticator(server: Server, **kwargs: Any) -> SoftAuthenticator:
+def new_authenticator(server: Target, **kwargs: Any) -> SoftAuthenticator:
     return SoftAuthenticator(RP_ID, server.url, **kwargs)
 
 
-def sign_up(server: Server, prefix: str = "pk", **auth_kwargs: Any) -> Account:
+def sign_up(server: Target, prefix: str = "pk", **auth_kwargs: Any) -> Account:
     username = f"{prefix}_{secrets.token_hex(5)}"
     with server.client() as http:
         r = http.post(API + "/accounts", json={"username": username, "password": PASSWORD})
@@ -120,7 +120,7 @@ def sign_up(server: Server, prefix: str = "pk", **auth_kwargs: Any) -> Account:
     return Account(username, new_authenticator(server, **auth_kwargs))
 
 
-def verified_session(server: Server, account: Account) -> Api:
+def verified_session(server: Target, account: Account) -> Api:
     """A signed-in session of an account *without* two-step verification, with access verified."""
     api = Api(server)
     assert api.login(account.username)["status"] == "signed_in"
@@ -140,7 +140,7 @@ def register(api: Api, account: Account, name: str = "", **overrides: Any) -> ht
 
 
 def with_passkey(
-    server: Server, prefix: str = "pk", name: str = "", **auth_kwargs: Any
+    server: Target, prefix: str = "pk", name: str = "", **auth_kwargs: Any
 ) -> tuple[Account, Api]:
     """A new account with one passkey; returns it and the (still verified) session that added it."""
     account = sign_up(server, prefix, **auth_kwargs)
@@ -150,7 +150,7 @@ def with_passkey(
     return account, api
 
 
-def pending_login(server: Server, account: Account) -> Api:
+def pending_login(server: Target, account: Account) -> Api:
     """A new client whose password step is done and whose second step is owed."""
     api = Api(server)
     body = api.login(account.username)
@@ -164,7 +164,7 @@ def second_step(api: Api, account: Account, **overrides: Any) -> httpx.Response:
     return api.post("/login/passkey", {"credential": account.auth.get(options, **overrides)})
 
 
-def sign_in(server: Server, account: Account) -> Api:
+def sign_in(server: Target, account: Account) -> Api:
     """Password, then the passkey: a signed-in session (access not verified)."""
     api = pending_login(server, account)
     r = second_step(api, account)

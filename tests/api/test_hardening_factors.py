@@ -1,4 +1,4 @@
-"""Hardening findings H04, H05, H06 and H08 against a real `twostep serve` (security.md section 6).
+"""Hardening findings H04, H05, H06 and H08 against the app over HTTP (security.md section 6).
 
 H13 (one message per action, no flood) is in test_notifications.py, next to the other notification tests.
 """
@@ -17,14 +17,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
     Clients,
-    account_id,
     advance,
     begin_totp,
-    database_url,
-    db_rows,
     expect,
     login,
     new_user,
@@ -32,14 +29,15 @@ from tests.support.flows import (
     signup,
     verify_password,
 )
-from tests.support.mail_flows import read_outbox, wait_until
-from tests.support.server import Server
+from tests.support.database import account_id, database_url, db_rows
+from tests.support.inprocess import AppServer
+from tests.support.mail import read_outbox, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture
-def clients(server: Server) -> Iterator[Clients]:
+def clients(server: AppServer) -> Iterator[Clients]:
     with Clients(server) as c:
         yield c
 
@@ -48,7 +46,7 @@ def forward_auth(client: httpx.Client) -> httpx.Response:
     return client.get(f"{API}/forward-auth")
 
 
-def sessions_of(server: Server, username: str) -> list[tuple[object, ...]]:
+def sessions_of(server: AppServer, username: str) -> list[tuple[object, ...]]:
     return db_rows(
         server,
         "SELECT public_id, second_factor FROM sessions WHERE account_id = :a AND kind = 'active'",
@@ -60,7 +58,7 @@ def sessions_of(server: Server, username: str) -> list[tuple[object, ...]]:
 
 
 def test_H04_turning_two_step_on_ends_the_other_password_only_sessions(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """H04: S1 signed in with the password alone; S2 turns TOTP on. S1 is signed out at once (401 on
     forward-auth and on /session), S2 keeps working (forward-auth 200, /session names the new factor),
@@ -95,7 +93,7 @@ def test_H04_turning_two_step_on_ends_the_other_password_only_sessions(
 
 
 def test_H04_forward_auth_never_admits_a_password_only_session_of_an_account_with_a_factor(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """H04, the second defence: a password-only session that survived the enrolment (a sign-in racing with
     it, made here by writing the factor row directly) is not signed in: forward-auth answers 401."""
@@ -139,7 +137,7 @@ NAMES = [
 
 
 def test_H05_every_username_reaches_remote_user_unambiguously_and_never_a_500(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """H05: `алиса` and `josé` sign up and sign in; forward-auth answers 200 with an ASCII-only Remote-User
     that percent-decodes to the username (the raw form is never sent). No username, accepted or refused,
@@ -180,7 +178,7 @@ def test_H05_every_username_reaches_remote_user_unambiguously_and_never_a_500(
 
 
 def test_H06_adding_a_first_factor_does_not_hold_the_write_lock_while_hashing(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """H06: the server runs with TWOSTEP_ASSERT_NO_HASH_IN_TX=1, so a slow hash inside a write transaction
     fails the request. Adding a first factor (ten recovery-code hashes) succeeds, and the other requests
@@ -218,14 +216,14 @@ def test_H06_adding_a_first_factor_does_not_hold_the_write_lock_while_hashing(
 def test_H08_anonymous_passkey_options_leave_bounded_state(tmp_path: Path) -> None:
     """H08: 1,000 anonymous POST /login/passkey/options add 1,000 challenges; an hour later (server clock)
     the sweep has removed them: fewer than 50 rows remain."""
-    with Server(tmp_path / "srv") as srv:
+    with AppServer(tmp_path / "srv") as srv:
         local = threading.local()
         opened: list[httpx.Client] = []
 
         def ask(_: int) -> int:
             # Like an attacker: no cookie kept from one request to the next.
             if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=srv.url, timeout=30)
+                local.client = srv.client()
                 opened.append(local.client)
             local.client.cookies.clear()
             return int(local.client.post(f"{API}/login/passkey/options", json={}).status_code)
@@ -249,7 +247,7 @@ def test_H08_expired_session_is_deleted_when_seen_and_stays_dead_when_the_clock_
 ) -> None:
     """H08: a session idle for more than 30 minutes is refused and deleted when it is seen; when the clock
     steps back it does not come back to life. One never seen again is deleted by the sweep."""
-    with Server(tmp_path / "srv") as srv, Clients(srv) as clients:
+    with AppServer(tmp_path / "srv") as srv, Clients(srv) as clients:
         seen, unseen = clients.new(), clients.new()
         name = signup(seen)
         assert login(seen, name) == {"status": "signed_in"}
@@ -271,7 +269,7 @@ def test_H08_the_sweep_removes_expired_enrolments_and_rate_windows(tmp_path: Pat
     """H08: pending TOTP enrolments past their 15 minutes and ended rate-limit windows are swept; live
     ones stay."""
     env = {"TWOSTEP_RATE_LIMIT_PER_MINUTE": "1000"}
-    with Server(tmp_path / "srv", env=env) as srv, Clients(srv) as clients:
+    with AppServer(tmp_path / "srv", env=env) as srv, Clients(srv) as clients:
         client = clients.new()
         name = signup(client)
         assert login(client, name) == {"status": "signed_in"}

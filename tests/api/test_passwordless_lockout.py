@@ -8,24 +8,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.flows import mfa_failures
-from tests.support.passkey_flows import (
-    Api,
-    close_all,
-    expect_rejected,
-    sign_in,
-    with_passkey,
-)
-from tests.support.server import Server
+from tests.support.database import mfa_failures
+from tests.support.inprocess import AppServer
+from tests.support.passkeys import Api, close_all, expect_rejected, sign_in, with_passkey
 from tests.support.soft_authenticator import generate_private_key
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """Loopback is a trusted proxy, so each test's clients can come from addresses of their own."""
-    with Server(tmp_path_factory.mktemp("h01"), env={"TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"}) as srv:
+    with AppServer(tmp_path_factory.mktemp("h01"), env={"TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"}) as srv:
         yield srv
 
 
@@ -39,13 +33,13 @@ def address() -> str:
     return f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
 
 
-def client_at(server: Server, ip: str) -> Api:
+def client_at(server: AppServer, ip: str) -> Api:
     api = Api(server)
     api.http.headers["X-Forwarded-For"] = ip
     return api
 
 
-def test_H01_passwordless_failures_naming_a_credential_do_not_lock_its_account(server: Server) -> None:
+def test_H01_passwordless_failures_naming_a_credential_do_not_lock_its_account(server: AppServer) -> None:
     victim, _ = with_passkey(server, "victim")
     stranger_ip = address()
     stranger = client_at(server, stranger_ip)
@@ -64,7 +58,7 @@ def test_H01_passwordless_failures_naming_a_credential_do_not_lock_its_account(s
         assert event["detail"] == {"method": "passkey_passwordless", "factor_id": victim.factor_ids[0]}
 
 
-def test_H01_passwordless_failures_are_limited_per_address(server: Server) -> None:
+def test_H01_passwordless_failures_are_limited_per_address(server: AppServer) -> None:
     victim, _ = with_passkey(server, "victim")
     stranger = client_at(server, address())
     statuses = []
@@ -88,7 +82,7 @@ def test_H01_passwordless_failures_are_limited_per_address(server: Server) -> No
     assert mfa_failures(server, victim.username) == 0
 
 
-def test_H01_an_unknown_credential_is_refused_and_recorded_nowhere(server: Server) -> None:
+def test_H01_an_unknown_credential_is_refused_and_recorded_nowhere(server: AppServer) -> None:
     victim, owner = with_passkey(server, "victim")
     stranger = client_at(server, address())
     options = stranger.options("/login/passkey/options")

@@ -8,15 +8,12 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
     RECOVERY_CODE_RE,
     Clients,
-    account_id,
-    account_snapshot,
     advance,
     code_now,
-    db_rows,
     expect,
     factors_of,
     fresh_step,
@@ -31,13 +28,14 @@ from tests.support.flows import (
     verify_recovery,
     verify_totp,
 )
-from tests.support.server import Server
+from tests.support.database import account_id, account_snapshot, db_rows
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 
 @pytest.fixture
-def clients(server: Server) -> Iterator[Clients]:
+def clients(server: AppServer) -> Iterator[Clients]:
     with Clients(server) as c:
         yield c
 
@@ -46,7 +44,7 @@ def compact(code: str) -> str:
     return code.replace("-", "").upper()
 
 
-def test_ten_distinct_codes_of_80_bits_sec30(server: Server, clients: Clients) -> None:
+def test_ten_distinct_codes_of_80_bits_sec30(server: AppServer, clients: Clients) -> None:
     """SEC-30: 10 distinct codes, 16 Crockford base32 characters in groups of 4 (80 bits ≥ 64); no code
     repeats across accounts or across a regenerated set."""
     seen: set[str] = set()
@@ -64,7 +62,7 @@ def test_ten_distinct_codes_of_80_bits_sec30(server: Server, clients: Clients) -
     assert all(re.fullmatch(RECOVERY_CODE_RE, c) for c in regenerated)
 
 
-def test_codes_are_shown_once_sec32(server: Server, clients: Clients) -> None:
+def test_codes_are_shown_once_sec32(server: AppServer, clients: Clients) -> None:
     """SEC-32: the responses that carry codes are no-store; afterwards only the count is visible."""
     user = new_user(server, clients)
     enrollment = user.client.post(f"{API}/factors/totp", json={}).json()
@@ -90,7 +88,7 @@ def test_codes_are_shown_once_sec32(server: Server, clients: Clients) -> None:
             assert code[5:9] + code[10:14] not in text.replace("-", "")  # no middle part either
 
 
-def test_each_code_works_once_sec33(server: Server, clients: Clients) -> None:
+def test_each_code_works_once_sec33(server: AppServer, clients: Clients) -> None:
     """SEC-33: code #3 signs in once; again it fails, also at verify access; #4 still works; 8 remain."""
     user = new_2fa_user(server, clients)
     third, fourth = user.recovery_codes[2], user.recovery_codes[3]
@@ -115,7 +113,7 @@ def test_each_code_works_once_sec33(server: Server, clients: Clients) -> None:
 
 
 def test_regeneration_needs_verified_access_and_replaces_the_set_sec35(
-    server: Server, clients: Clients
+    server: AppServer, clients: Clients
 ) -> None:
     """SEC-35: POST /recovery-codes without verified access → 403, nothing changes and the old codes work;
     with it → 201, a new set, and every old code fails."""
@@ -159,7 +157,7 @@ def test_regeneration_needs_verified_access_and_replaces_the_set_sec35(
     expect(plain.client.post(f"{API}/recovery-codes", json={}), 409, "two_factor_not_enabled")
 
 
-def test_recovery_sign_in_sec36(server: Server, clients: Clients) -> None:
+def test_recovery_sign_in_sec36(server: AppServer, clients: Clients) -> None:
     """SEC-36: a wrong password with a valid code fails and does not use the code; password + code signs in
     as a recovery sign-in with verified access, so 2FA can be turned off without a TOTP."""
     user = new_2fa_user(server, clients)
@@ -204,7 +202,7 @@ def test_recovery_sign_in_sec36(server: Server, clients: Clients) -> None:
         pytest.param(lambda c: " " + c.lower().replace("-", " - ") + " ", id="padded"),
     ],
 )
-def test_input_is_normalised_but_single_use_sec37(server: Server, clients: Clients, shape: object) -> None:
+def test_input_is_normalised_but_single_use_sec37(server: AppServer, clients: Clients, shape: object) -> None:
     """SEC-37: case, spaces and hyphens are ignored; the code still works only once; overlong input → 4xx."""
     assert callable(shape)
     user = new_2fa_user(server, clients)

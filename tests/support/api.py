@@ -1,13 +1,12 @@
-"""End-to-end flows over real HTTP: sign-up, sign-in, verify access, TOTP enrolment, codes from `oathtool`.
+"""Flows of the JSON API over HTTP: sign-up, sign-in, verify access, TOTP enrolment, concurrency helpers.
 
-Codes are computed by Debian's `oathtool` (an independent RFC 6238 implementation) from the secret the API
-handed out, at a time taken from the server's own (test) clock, so tests drive time-dependent behaviour
-with `Server.set_clock` and still compute the right codes.
+They run against a ``Target``: a real `twostep serve` or the app in this process. Codes come from `oathtool`
+(tests.support.totp) for the secret the API handed out, at a time taken from the server's own (test) clock, so
+tests drive time-dependent behaviour with ``set_clock`` and still compute the right codes.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import secrets
 import subprocess
@@ -23,38 +22,43 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.server import Target
+from tests.support.totp import PERIOD, totp_code
 
 API = "/api/v1"
-PERIOD = 30
 RECOVERY_CODE_RE = r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}"
 
 
 # --- time and codes -------------------------------------------------------------------------------------
 
 
-def server_time(server: Server) -> float:
+def get(server: Target, path: str) -> httpx.Response:
+    """One GET with a client of its own (no cookies), to ``server`` in a subprocess or in this process."""
+    with server.client() as client:
+        return client.get(path)
+
+
+def server_time(server: Target) -> float:
     """The server's current time (its test clock), as Unix seconds."""
-    r = httpx.get(f"{server.url}{API}/_test/clock", timeout=10)
+    r = get(server, f"{API}/_test/clock")
     r.raise_for_status()
     return datetime.fromisoformat(r.json()["now"]).timestamp()
 
 
-def clock_offset(server: Server) -> float:
-    r = httpx.get(f"{server.url}{API}/_test/clock", timeout=10)
+def clock_offset(server: Target) -> float:
+    r = get(server, f"{API}/_test/clock")
     r.raise_for_status()
     return float(r.json()["offset_seconds"])
 
 
-def advance(server: Server, seconds: float) -> None:
+def advance(server: Target, seconds: float) -> None:
     """Move the server clock forward by ``seconds`` (the offset is absolute, so read it first)."""
     server.set_clock(clock_offset(server) + seconds)
 
 
-def fresh_step(server: Server, steps_ahead: int = 1) -> float:
+def fresh_step(server: Target, steps_ahead: int = 1) -> float:
     """Move the server clock to 1 s into the start of a later 30 s step and return that server time.
 
     The step then stays the same for about 29 s of real time, so codes computed for it are stable.
@@ -68,50 +72,9 @@ def fresh_step(server: Server, steps_ahead: int = 1) -> float:
     return float(target)
 
 
-def step_of(at: float) -> int:
-    return int(at // PERIOD)
-
-
-def totp_code(secret: str, at: float) -> str:
-    """The 6-digit code of ``secret`` (base32) at Unix time ``at``, computed by `oathtool`."""
-    out = subprocess.run(
-        ["oathtool", "--totp", "-b", secret, "--now", f"@{int(at)}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert len(out) == 1 and len(out[0]) == 6 and out[0].isdigit(), out
-    return out[0]
-
-
-def totp_codes(secret: str, start: float, count: int) -> list[str]:
-    """``count`` consecutive codes starting with the step of ``start`` (one `oathtool -w` call)."""
-    out = subprocess.run(
-        ["oathtool", "--totp", "-b", secret, "--now", f"@{int(start)}", "-w", str(count - 1)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert len(out) == count, out
-    return out
-
-
-def code_now(server: Server, secret: str, steps: int = 0) -> str:
+def code_now(server: Target, secret: str, steps: int = 0) -> str:
     """The code for the server's current step plus ``steps``."""
     return totp_code(secret, server_time(server) + steps * PERIOD)
-
-
-def wrong_code(secret: str, at: float) -> str:
-    """A well-formed code that matches no step of ``secret`` within ±10 minutes of ``at``."""
-    near = set(totp_codes(secret, at - 21 * PERIOD, 43))
-    while True:
-        candidate = f"{secrets.randbelow(10**6):06d}"
-        if candidate not in near:
-            return candidate
-
-
-def secret_bytes(secret: str) -> bytes:
-    return base64.b32decode(secret + "=" * (-len(secret) % 8))
 
 
 # --- QR ---------------------------------------------------------------------------------------------------
@@ -139,7 +102,7 @@ def decode_qr_svg(svg: str) -> str:
 class Clients:
     """httpx clients (each with its own cookie jar) that are all closed at the end."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Target) -> None:
         self.server = server
         self._all: list[httpx.Client] = []
         self._lock = threading.Lock()
@@ -252,7 +215,7 @@ class Factor:
 class User:
     """An account and its signed-in session ``client`` (access verified at set-up)."""
 
-    server: Server
+    server: Target
     username: str
     client: httpx.Client
     password: str = STRONG_PASSWORD
@@ -281,7 +244,7 @@ class User:
         return factor
 
 
-def new_user(server: Server, clients: Clients, *, email: str | None = None) -> User:
+def new_user(server: Target, clients: Clients, *, email: str | None = None) -> User:
     """A fresh account, signed in (password only: no second factor yet) with access verified."""
     client = clients.new()
     username = signup(client, email=email)
@@ -291,7 +254,7 @@ def new_user(server: Server, clients: Clients, *, email: str | None = None) -> U
 
 
 def new_2fa_user(
-    server: Server, clients: Clients, *, email: str | None = None, at: float | None = None
+    server: Target, clients: Clients, *, email: str | None = None, at: float | None = None
 ) -> User:
     """A fresh account with one authenticator app (confirmed with the code of ``at``) and 10 recovery codes.
 
@@ -317,9 +280,9 @@ def signed_in_with_totp(clients: Clients, user: User, code: str) -> httpx.Client
     return client
 
 
-def openapi_operations(server: Server) -> list[tuple[str, str]]:
+def openapi_operations(server: Target) -> list[tuple[str, str]]:
     """Every (METHOD, path) of the OpenAPI document, path parameters filled with dummy ids."""
-    doc = httpx.get(f"{server.url}{API}/openapi.json", timeout=10).json()
+    doc = get(server, f"{API}/openapi.json").json()
     ops: list[tuple[str, str]] = []
     for path, methods in doc["paths"].items():
         concrete = path
@@ -337,53 +300,6 @@ def call(client: httpx.Client, method: str, path: str, body: dict[str, Any] | No
     if method in {"POST", "PUT", "PATCH"}:
         return client.request(method, path, json=body if body is not None else {})
     return client.request(method, path)
-
-
-# --- the database, read directly (white-box checks of "nothing changed" and of race outcomes) -------------
-
-
-def database_url(server: Server) -> str:
-    if server.database_url:
-        return server.database_url
-    return f"sqlite:///{server.data_dir / 'twostep.sqlite3'}"
-
-
-def db_rows(server: Server, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = create_engine(database_url(server))
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql), params)]
-    finally:
-        engine.dispose()
-
-
-def account_id(server: Server, username: str) -> int:
-    rows = db_rows(server, "SELECT id FROM accounts WHERE username = :u", u=username.casefold())
-    assert len(rows) == 1, rows
-    return int(rows[0][0])
-
-
-def account_snapshot(server: Server, username: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row that belongs to the account, in the tables a sensitive change could touch."""
-    aid = account_id(server, username)
-    queries = {
-        "accounts": "SELECT username, password_hash, email FROM accounts WHERE id = :a",
-        "factors": "SELECT id, type, name, totp_secret, totp_last_step, credential_id FROM factors"
-        " WHERE account_id = :a ORDER BY id",
-        "recovery_codes": "SELECT id, selector, code_hash, used_at FROM recovery_codes"
-        " WHERE account_id = :a ORDER BY id",
-        "totp_enrollments": "SELECT id, secret, expires_at FROM totp_enrollments"
-        " WHERE account_id = :a ORDER BY id",
-        "sessions": "SELECT public_id, kind FROM sessions WHERE account_id = :a ORDER BY public_id",
-    }
-    return {name: db_rows(server, sql, a=aid) for name, sql in queries.items()}
-
-
-def mfa_failures(server: Server, username: str) -> int:
-    rows = db_rows(
-        server, "SELECT failures FROM throttles WHERE key = :k", k=f"mfa:{account_id(server, username)}"
-    )
-    return int(rows[0][0]) if rows else 0
 
 
 # --- concurrency --------------------------------------------------------------------------------------------
@@ -408,6 +324,6 @@ def parallel(tasks: Sequence[Callable[[], Any]], workers: int = 20) -> list[Any]
 
 
 @contextmanager
-def clients_for(server: Server) -> Iterator[Clients]:
+def clients_for(server: Target) -> Iterator[Clients]:
     with Clients(server) as clients:
         yield clients

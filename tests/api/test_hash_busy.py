@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import db_rows, release_together
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import release_together
+from tests.support.database import db_rows
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 BURST = 16
 # Real argon2id at the OWASP floor (about 30 ms a hash here), so that the burst overlaps.
@@ -25,13 +26,13 @@ FLOOR_ARGON2 = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     env = {**FLOOR_ARGON2, "TWOSTEP_PASSWORD_HASH_CONCURRENCY": "1", "TWOSTEP_PASSWORD_HASH_QUEUE": "1"}
-    with Server(tmp_path_factory.mktemp("h03"), env=env, cheap_argon2=False) as srv:
+    with AppServer(tmp_path_factory.mktemp("h03"), env=env, cheap_argon2=False) as srv:
         yield srv
 
 
-def new_accounts(server: Server, count: int) -> list[str]:
+def new_accounts(server: AppServer, count: int) -> list[str]:
     """Accounts of their own for each racer: the per-account counters stay out of the way."""
     names = [unique_username("burst") for _ in range(count)]
     with server.client() as client:
@@ -49,7 +50,7 @@ def assert_busy(r: httpx.Response) -> None:
     assert int(r.headers["Retry-After"]) == body["retry_after"]
 
 
-def test_H03_a_burst_of_sign_ins_gets_busy_never_a_500(server: Server) -> None:
+def test_H03_a_burst_of_sign_ins_gets_busy_never_a_500(server: AppServer) -> None:
     names = new_accounts(server, BURST)
     clients = [server.client() for _ in range(BURST)]
     try:
@@ -74,7 +75,7 @@ def test_H03_a_burst_of_sign_ins_gets_busy_never_a_500(server: Server) -> None:
             assert r.json() == {"status": "signed_in"}
 
 
-def test_H03_a_busy_attempt_is_not_counted(server: Server) -> None:
+def test_H03_a_busy_attempt_is_not_counted(server: AppServer) -> None:
     """Wrong passwords of unknown users: only the ones that were evaluated (401) count for the address."""
     server.set_clock(25 * 3600)  # past the address counter's memory of earlier tests
     clients = [server.client() for _ in range(BURST)]
@@ -100,7 +101,7 @@ def test_H03_a_busy_attempt_is_not_counted(server: Server) -> None:
             assert_busy(r)
 
 
-def test_H03_pages_show_a_busy_page_with_503(server: Server) -> None:
+def test_H03_pages_show_a_busy_page_with_503(server: AppServer) -> None:
     names = new_accounts(server, BURST)
     clients = [server.client() for _ in range(BURST)]
     try:

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 API = "/api/v1"
 WRONG = "wrong " + STRONG_PASSWORD
@@ -28,15 +28,15 @@ DEVICE = "twostep_device"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("h07"), env={"TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"}) as srv:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    with AppServer(tmp_path_factory.mktemp("h07"), env={"TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"}) as srv:
         yield srv
 
 
 class Clock:
     """The server's test clock, moved forward only."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: AppServer) -> None:
         self.server = server
         self.offset = 0.0
 
@@ -46,7 +46,7 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def clock(server: Server) -> Clock:
+def clock(server: AppServer) -> Clock:
     return Clock(server)
 
 
@@ -59,7 +59,7 @@ def sign_in(client: httpx.Client, username: str, password: str, ip: str) -> http
     return client.post(f"{API}/login", json=body, headers={"X-Forwarded-For": ip})
 
 
-def new_account(server: Server) -> str:
+def new_account(server: AppServer) -> str:
     username = unique_username("h07")
     with server.client() as client:
         body = {"username": username, "password": STRONG_PASSWORD}
@@ -82,7 +82,7 @@ def assert_waits(r: httpx.Response) -> int:
     return int(body["retry_after"])
 
 
-def distributed_attack(server: Server, username: str, failures: int = CEILING) -> None:
+def distributed_attack(server: AppServer, username: str, failures: int = CEILING) -> None:
     """``failures`` wrong passwords, 5 from each of many addresses: each one evaluated (401)."""
     for _ in range(failures // 5):
         ip = address()
@@ -92,7 +92,7 @@ def distributed_attack(server: Server, username: str, failures: int = CEILING) -
                 assert r.status_code == 401, r.text
 
 
-def test_H07_wrong_passwords_from_one_address_do_not_lock_the_owner_out_elsewhere(server: Server) -> None:
+def test_H07_wrong_passwords_from_one_address_do_not_lock_the_owner_out_elsewhere(server: AppServer) -> None:
     victim = new_account(server)
     attacker_ip = address()
     with server.client() as attacker:
@@ -108,7 +108,7 @@ def test_H07_wrong_passwords_from_one_address_do_not_lock_the_owner_out_elsewher
 
 @pytest.mark.parametrize("known", [True, False], ids=["known-username", "unknown-username"])
 def test_H07_the_account_wide_ceiling_stops_a_distributed_attack(
-    server: Server, clock: Clock, known: bool
+    server: AppServer, clock: Clock, known: bool
 ) -> None:
     """100 failures from 20 addresses, then every browser without a device cookie waits, from anywhere;
     an unknown username behaves exactly alike (SEC-05). The wait ends (never a lock for ever)."""
@@ -130,7 +130,7 @@ def test_H07_the_account_wide_ceiling_stops_a_distributed_attack(
             assert 55 <= assert_waits(sign_in(fresh, victim, WRONG, address())) <= 60
 
 
-def test_H07_a_browser_that_signed_in_before_passes_the_ceiling(server: Server) -> None:
+def test_H07_a_browser_that_signed_in_before_passes_the_ceiling(server: AppServer) -> None:
     victim = new_account(server)
     home = address()
     with server.client() as owner:
@@ -160,7 +160,7 @@ def test_H07_a_browser_that_signed_in_before_passes_the_ceiling(server: Server) 
         assert_waits(sign_in(stranger, victim, STRONG_PASSWORD, address()))
 
 
-def test_H07_a_forged_moved_or_stale_device_cookie_gives_nothing(server: Server) -> None:
+def test_H07_a_forged_moved_or_stale_device_cookie_gives_nothing(server: AppServer) -> None:
     attacker_account = new_account(server)
     victim = new_account(server)
     with server.client() as attacker:

@@ -1,12 +1,13 @@
-"""Service-level helpers: an account with an authenticator app, driven by the service functions."""
+"""The use cases called directly (no HTTP): accounts with an authenticator app, driven by the services.
+Codes come from `oathtool` (tests.support.totp), never from the code under test."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
-from twostep.core import totp
+from tests.support import STRONG_PASSWORD, unique_client, unique_username
+from tests.support.totp import PERIOD, secret_bytes, secret_text, totp_code
 from twostep.core.clock import SettableClock
 from twostep.services import account, enrolment, sign_in, verify_access
 from twostep.services.context import Client, Context
@@ -26,7 +27,8 @@ class User:
 
 
 def code_at(secret: bytes, when: datetime, steps: int = 0) -> str:
-    return totp.hotp(secret, totp.time_step(when) + steps)
+    """The code of ``secret`` for the time step of ``when`` plus ``steps``."""
+    return totp_code(secret_text(secret), when.timestamp() + steps * PERIOD)
 
 
 def signed_up(ctx: Context) -> User:
@@ -50,7 +52,7 @@ def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> Use
     user = signed_up(ctx)
     verified(ctx, user)
     enrollment = enrolment.begin_totp(ctx, user.session(ctx))
-    user.secret = totp.decode_secret(enrollment.secret)
+    user.secret = secret_bytes(enrollment.secret)
     added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),

@@ -1,4 +1,4 @@
-"""Server-side sessions over real HTTP: the cookie, rotation, logout, timeouts (SEC-04, SEC-48..SEC-53).
+"""AppServer-side sessions over real HTTP: the cookie, rotation, logout, timeouts (SEC-04, SEC-48..SEC-53).
 
 The server clock only moves forward here: an autouse fixture moves it a day on before each test, which
 ends every session of earlier tests and starts the sign-in counters afresh.
@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import get
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 API = "/api/v1"
 COOKIE = "twostep_session"  # the origin is http://localhost: no __Host- prefix, no Secure
@@ -34,7 +35,7 @@ HOUR = 3600
 class ServerClock:
     """Tracks the absolute offset of a server's test clock (set_clock takes an absolute offset)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: AppServer) -> None:
         self.server = server
         self.offset = 0.0
 
@@ -48,7 +49,7 @@ class ServerClock:
 
 
 @pytest.fixture(scope="module")
-def server_clock(server: Server) -> ServerClock:
+def server_clock(server: AppServer) -> ServerClock:
     return ServerClock(server)
 
 
@@ -58,7 +59,7 @@ def _fresh_day(server_clock: ServerClock) -> None:
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: AppServer) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
 
@@ -109,9 +110,10 @@ def sign_in(client: httpx.Client, username: str, password: str = STRONG_PASSWORD
     return r
 
 
-def session_with(server: Server, token: str, path: str = "/session") -> httpx.Response:
+def session_with(server: AppServer, token: str, path: str = "/session") -> httpx.Response:
     """A request that carries only this cookie value (no jar): how a replayed or forged cookie looks."""
-    return httpx.get(f"{server.url}{API}{path}", headers={"Cookie": f"{COOKIE}={token}"}, timeout=10)
+    with server.client() as client:
+        return client.get(f"{API}{path}", headers={"Cookie": f"{COOKIE}={token}"})
 
 
 def verify_access(client: httpx.Client) -> httpx.Response:
@@ -134,7 +136,7 @@ def b64url_decode(value: str) -> bytes:
 # ----------------------------------------------------------------------------------- GET /session
 
 
-def test_get_session_before_and_after_sign_in(server: Server, client: httpx.Client) -> None:
+def test_get_session_before_and_after_sign_in(server: AppServer, client: httpx.Client) -> None:
     """GET /session: 401 not_signed_in before; after sign-in the account, a UTC time and no factor."""
     assert_error(client.get(f"{API}/session"), 401, "not_signed_in")
     username = new_account(client)
@@ -152,11 +154,11 @@ def test_get_session_before_and_after_sign_in(server: Server, client: httpx.Clie
     assert before <= signed_in_at <= before + timedelta(minutes=2)
 
 
-def server_offset(server: Server) -> float:
-    return float(httpx.get(f"{server.url}{API}/_test/clock", timeout=10).json()["offset_seconds"])
+def server_offset(server: AppServer) -> float:
+    return float(get(server, f"{API}/_test/clock").json()["offset_seconds"])
 
 
-def test_forward_auth_follows_the_session(server: Server, client: httpx.Client) -> None:
+def test_forward_auth_follows_the_session(server: AppServer, client: httpx.Client) -> None:
     """api.md forward auth: 401 without a session, 200 + Remote-User with one, never a redirect."""
     r = client.get(f"{API}/forward-auth")
     assert r.status_code == 401 and "location" not in r.headers
@@ -171,7 +173,7 @@ def test_forward_auth_follows_the_session(server: Server, client: httpx.Client) 
 # ------------------------------------------------------------------------------------------- SEC-51
 
 
-def test_sec51_logout_destroys_the_session_server_side(server: Server, client: httpx.Client) -> None:
+def test_sec51_logout_destroys_the_session_server_side(server: AppServer, client: httpx.Client) -> None:
     """SEC-51: POST /logout → 204; the old cookie, replayed, is 401 everywhere."""
     username = new_account(client)
     token = session_token(sign_in(client, username))
@@ -189,7 +191,7 @@ def test_sec51_logout_destroys_the_session_server_side(server: Server, client: h
     assert client.post(f"{API}/logout", json={}).status_code == 204
 
 
-def test_sec51_logout_ends_only_this_session(server: Server) -> None:
+def test_sec51_logout_ends_only_this_session(server: AppServer) -> None:
     with server.client() as a, server.client() as b:
         username = new_account(a)
         sign_in(a, username)
@@ -199,7 +201,7 @@ def test_sec51_logout_ends_only_this_session(server: Server) -> None:
         assert b.get(f"{API}/session").status_code == 200
 
 
-def test_sec51_ending_another_session_works_server_side(server: Server) -> None:
+def test_sec51_ending_another_session_works_server_side(server: AppServer) -> None:
     """SEC-51: session A (access verified) ends session B; B's next request is 401."""
     with server.client() as a, server.client() as b:
         username = new_account(a)
@@ -236,7 +238,7 @@ def _assert_session_cookie_attributes(response: httpx.Response) -> str:
     return value
 
 
-def test_sec49_session_cookie_attributes_at_every_step(server: Server, client: httpx.Client) -> None:
+def test_sec49_session_cookie_attributes_at_every_step(server: AppServer, client: httpx.Client) -> None:
     """SEC-49: HttpOnly, SameSite=Lax, Path=/, no Domain (and no Secure on http) at sign-in and at
     verify-access; the token never appears in a response body."""
     username = new_account(client)
@@ -257,7 +259,7 @@ def test_sec49_session_cookie_attributes_at_every_step(server: Server, client: h
 # ------------------------------------------------------------------------------------------- SEC-48
 
 
-def test_sec48_session_ids_are_256_bit_random_and_opaque(server: Server, client: httpx.Client) -> None:
+def test_sec48_session_ids_are_256_bit_random_and_opaque(server: AppServer, client: httpx.Client) -> None:
     """SEC-48: the cookie value decodes to ≥ 32 bytes; values never repeat nor look sequential."""
     username = new_account(client)
     tokens = []
@@ -294,7 +296,7 @@ def _forgeries(token: str) -> list[str]:
     ]
 
 
-def test_sec48_forged_or_incremented_session_ids_are_401(server: Server, client: httpx.Client) -> None:
+def test_sec48_forged_or_incremented_session_ids_are_401(server: AppServer, client: httpx.Client) -> None:
     """SEC-48: a forged, incremented or truncated cookie value → 401 not_signed_in, validated server-side."""
     username = new_account(client)
     token = session_token(sign_in(client, username))
@@ -307,7 +309,9 @@ def test_sec48_forged_or_incremented_session_ids_are_401(server: Server, client:
 # ------------------------------------------------------------------------------------------- SEC-04
 
 
-def test_sec04_session_id_rotates_at_sign_in_and_verify_access(server: Server, client: httpx.Client) -> None:
+def test_sec04_session_id_rotates_at_sign_in_and_verify_access(
+    server: AppServer, client: httpx.Client
+) -> None:
     """SEC-04: a planted id is not adopted at sign-in; the id changes at sign-in and at verify-access;
     every earlier value, replayed, is 401."""
     username = new_account(client)
@@ -332,7 +336,7 @@ def test_sec04_session_id_rotates_at_sign_in_and_verify_access(server: Server, c
     assert session_with(server, again).status_code == 200
 
 
-def test_sec04_signing_in_again_replaces_the_current_session(server: Server, client: httpx.Client) -> None:
+def test_sec04_signing_in_again_replaces_the_current_session(server: AppServer, client: httpx.Client) -> None:
     """SEC-04: a new sign-in in the same browser gets a new id and the old one stops working."""
     username = new_account(client)
     first = session_token(sign_in(client, username))
@@ -342,7 +346,7 @@ def test_sec04_signing_in_again_replaces_the_current_session(server: Server, cli
     assert session_with(server, second).status_code == 200
 
 
-def test_sec04_failed_verify_access_keeps_the_session(server: Server, client: httpx.Client) -> None:
+def test_sec04_failed_verify_access_keeps_the_session(server: AppServer, client: httpx.Client) -> None:
     username = new_account(client)
     token = session_token(sign_in(client, username))
     r = client.post(f"{API}/verify-access", json={"password": "not " + STRONG_PASSWORD})
@@ -355,7 +359,7 @@ def test_sec04_failed_verify_access_keeps_the_session(server: Server, client: ht
 
 
 def test_sec50_idle_timeout_is_30_minutes(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-50: 29 minutes idle is fine (and counts as activity); 30 minutes + 1 s idle → 401."""
     username = new_account(client)
@@ -371,7 +375,7 @@ def test_sec50_idle_timeout_is_30_minutes(
 
 
 def test_sec50_idle_timeout_is_enforced_for_every_endpoint(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     username = new_account(client)
     token = session_token(sign_in(client, username))
@@ -382,7 +386,7 @@ def test_sec50_idle_timeout_is_enforced_for_every_endpoint(
 
 
 def test_sec50_absolute_lifetime_is_12_hours_despite_activity(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-50: activity every 29 minutes keeps a session alive until 12 h after sign-in, then 401."""
     username = new_account(client)
@@ -404,7 +408,7 @@ def test_sec50_absolute_lifetime_is_12_hours_despite_activity(
 
 
 def test_sec50_verify_access_does_not_extend_the_absolute_lifetime(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-50: rotating the id at verify-access keeps the session's 12-hour end."""
     username = new_account(client)
@@ -423,7 +427,7 @@ def test_sec50_verify_access_does_not_extend_the_absolute_lifetime(
 # ------------------------------------------------------------------------------------------- SEC-53
 
 
-def test_sec53_no_session_token_in_any_location_header_url_or_body(server: Server) -> None:
+def test_sec53_no_session_token_in_any_location_header_url_or_body(server: AppServer) -> None:
     """SEC-53: across sign-up, sign-in, verify-access, the session list, forward auth and logout, no
     session token (nor its hash) appears in a Location header, a URL or a response body."""
     seen: list[httpx.Response] = []

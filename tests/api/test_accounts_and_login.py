@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.server import Server
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.inprocess import AppServer
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.api
 
 API = "/api/v1"
 DAY_AND_MORE = 25 * 3600
@@ -34,7 +34,7 @@ DAY_AND_MORE = 25 * 3600
 class ServerClock:
     """Tracks the absolute offset of a server's test clock (set_clock takes an absolute offset)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: AppServer) -> None:
         self.server = server
         self.offset = 0.0
 
@@ -48,7 +48,7 @@ class ServerClock:
 
 
 @pytest.fixture(scope="module")
-def server_clock(server: Server) -> ServerClock:
+def server_clock(server: AppServer) -> ServerClock:
     return ServerClock(server)
 
 
@@ -58,7 +58,7 @@ def _fresh_day(server_clock: ServerClock) -> None:
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: AppServer) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
 
@@ -94,7 +94,7 @@ def fold(username: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
 
-def assert_signed_in(server: Server, username: str, password: str) -> None:
+def assert_signed_in(server: AppServer, username: str, password: str) -> None:
     """A fresh client signs in with these credentials and GET /session names the account."""
     with server.client() as c:
         r = sign_in(c, username, password)
@@ -105,7 +105,7 @@ def assert_signed_in(server: Server, username: str, password: str) -> None:
         assert s.json()["username"] == fold(username)
 
 
-def assert_refused(server: Server, username: str, password: str) -> None:
+def assert_refused(server: AppServer, username: str, password: str) -> None:
     with server.client() as c:
         assert_error(sign_in(c, username, password), 401, "invalid_credentials")
         assert_error(c.get(f"{API}/session"), 401, "not_signed_in")
@@ -141,7 +141,7 @@ def rand_text(n: int) -> str:
     ids=["14-ascii", "15-ascii", "14-e-acute", "15-e-acute", "14-emoji", "15-emoji", "14-nfd-e-acute"],
 )
 def test_sec08_minimum_length_is_15_code_points(
-    password: str, accepted: bool, server: Server, client: httpx.Client
+    password: str, accepted: bool, server: AppServer, client: httpx.Client
 ) -> None:
     """SEC-08: 15 Unicode code points (after NFKC) at least; 14 is refused with a reason."""
     if password.startswith("ascii-"):
@@ -160,7 +160,7 @@ def test_sec08_minimum_length_is_15_code_points(
 # ------------------------------------------------------------------------------------------- SEC-09
 
 
-def test_sec09_long_password_is_checked_in_full(server: Server, client: httpx.Client) -> None:
+def test_sec09_long_password_is_checked_in_full(server: AppServer, client: httpx.Client) -> None:
     """SEC-09: a 128-character password; its first 127 characters fail, its case swapped fails, it works."""
     password = rand_text(64) + rand_text(64)
     assert len(password) == 128 and password.swapcase() != password
@@ -171,7 +171,7 @@ def test_sec09_long_password_is_checked_in_full(server: Server, client: httpx.Cl
     assert_signed_in(server, username, password)
 
 
-def test_sec09_upper_bound_is_256_code_points(server: Server, client: httpx.Client) -> None:
+def test_sec09_upper_bound_is_256_code_points(server: AppServer, client: httpx.Client) -> None:
     """SEC-09: at most 256 characters (≥ 64 allowed); above it, weak_password says why."""
     ok = rand_text(256)
     username = new_account(client, ok)
@@ -198,7 +198,7 @@ def test_sec09_huge_password_is_refused_quickly(client: httpx.Client) -> None:
     ["correct horse battery", "Пароль-надёжный-1", "  spaces at both ends  ", "пароль 密码 كلمة السر ✓✓"],
 )
 def test_sec10_no_composition_rules_and_unicode_allowed(
-    password: str, server: Server, client: httpx.Client
+    password: str, server: AppServer, client: httpx.Client
 ) -> None:
     """SEC-10: spaces, Cyrillic, CJK, Arabic and symbols are accepted without any composition rule."""
     username = new_account(client, password)
@@ -206,7 +206,7 @@ def test_sec10_no_composition_rules_and_unicode_allowed(
 
 
 def test_sec10_password_is_normalized_the_same_way_at_set_and_at_verify(
-    server: Server, client: httpx.Client
+    server: AppServer, client: httpx.Client
 ) -> None:
     """SEC-10: set with precomposed "é" (NFC), sign in with decomposed "e" + U+0301 (NFD), and back."""
     nfc = unicodedata.normalize("NFC", f"Café-crème-brûlée-{rand_text(4)}")
@@ -223,7 +223,7 @@ def test_sec10_password_is_normalized_the_same_way_at_set_and_at_verify(
     assert_signed_in(server, third, ascii_pw)
 
 
-def test_sec10_spaces_are_not_trimmed(server: Server, client: httpx.Client) -> None:
+def test_sec10_spaces_are_not_trimmed(server: AppServer, client: httpx.Client) -> None:
     password = f"  {rand_text(16)}  "
     username = new_account(client, password)
     assert_refused(server, username, password.strip())
@@ -262,7 +262,7 @@ def test_sec11_common_passwords_of_15_or_more_characters_are_refused(
 
 
 def test_sec11_blocklist_compares_the_whole_value_not_substrings(
-    server: Server, client: httpx.Client
+    server: AppServer, client: httpx.Client
 ) -> None:
     """SEC-11: a strong random password that merely contains "password" is accepted."""
     password = f"{rand_text(6)}password{rand_text(6)}"
@@ -273,7 +273,7 @@ def test_sec11_blocklist_compares_the_whole_value_not_substrings(
 # -------------------------------------------------------------------------------------- usernames
 
 
-def test_usernames_are_case_insensitive_nfkc_casefolded(server: Server, client: httpx.Client) -> None:
+def test_usernames_are_case_insensitive_nfkc_casefolded(server: AppServer, client: httpx.Client) -> None:
     """api.md: usernames are NFKC-normalised and case-folded; a variant is 409 username_taken."""
     tail = secrets.token_hex(4)
     r = sign_up(client, f"Alice_{tail}", STRONG_PASSWORD)
@@ -290,7 +290,7 @@ def test_usernames_are_case_insensitive_nfkc_casefolded(server: Server, client: 
     assert_signed_in(server, f"strasse_{tail}", STRONG_PASSWORD)
 
 
-def test_username_taken_does_not_replace_the_account(server: Server, client: httpx.Client) -> None:
+def test_username_taken_does_not_replace_the_account(server: AppServer, client: httpx.Client) -> None:
     username = new_account(client)
     other = f"{rand_text(20)}-other"
     assert_error(sign_up(client, username, other), 409, "username_taken")
@@ -321,7 +321,7 @@ def test_malformed_usernames_are_refused(username: str, client: httpx.Client) ->
 # ------------------------------------------------------------------------------------------- SEC-05
 
 
-def _first_step_failures(server: Server, known: str) -> list[httpx.Response]:
+def _first_step_failures(server: AppServer, known: str) -> list[httpx.Response]:
     with server.client() as c:
         return [
             sign_in(c, unique_username("ghost"), STRONG_PASSWORD),  # unknown user
@@ -332,7 +332,7 @@ def _first_step_failures(server: Server, known: str) -> list[httpx.Response]:
 
 
 def test_sec05_unknown_user_and_wrong_password_are_byte_identical(
-    server: Server, client: httpx.Client
+    server: AppServer, client: httpx.Client
 ) -> None:
     """SEC-05: unknown user, wrong password and an impossible username give the same status and body."""
     known = new_account(client)
@@ -355,15 +355,15 @@ OWASP_FLOOR_ARGON2 = {
 
 
 @pytest.fixture(scope="module")
-def real_cost_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def real_cost_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """A server with argon2id at a real cost: timing only means something when hashing costs."""
     data_dir = Path(tmp_path_factory.mktemp("real-argon2"))
-    with Server(data_dir, cheap_argon2=False, env=OWASP_FLOOR_ARGON2) as srv:
+    with AppServer(data_dir, cheap_argon2=False, env=OWASP_FLOOR_ARGON2) as srv:
         yield srv
         srv.set_clock(0)
 
 
-def test_sec05_unknown_user_and_wrong_password_take_about_the_same_time(real_cost_server: Server) -> None:
+def test_sec05_unknown_user_and_wrong_password_take_about_the_same_time(real_cost_server: AppServer) -> None:
     """SEC-05: a dummy argon2id verification for unknown users: medians of 15 requests each within ~50%."""
     rounds = 15
     clock = ServerClock(real_cost_server)
@@ -402,7 +402,7 @@ def test_sec05_unknown_user_and_wrong_password_take_about_the_same_time(real_cos
 
 
 def test_sec28_password_guessing_backs_off_per_account(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-28: after 5 wrong passwords from one address the next attempt from it is 429 with Retry-After;
     the right password from it waits too; another account is unaffected; once the wait is over the right
@@ -432,7 +432,7 @@ def test_sec28_password_guessing_backs_off_per_account(
     assert_error(sign_in(client, victim, "wrong " + STRONG_PASSWORD), 401, "invalid_credentials")
 
 
-def test_sec28_backoff_doubles(server: Server, server_clock: ServerClock, client: httpx.Client) -> None:
+def test_sec28_backoff_doubles(server: AppServer, server_clock: ServerClock, client: httpx.Client) -> None:
     """SEC-28 / security.md §0.7: the wait after each further failure doubles (30 s, then 60 s)."""
     victim = new_account(client)
     for _ in range(5):
@@ -458,7 +458,7 @@ def test_sec28_unknown_usernames_are_throttled_alike(client: httpx.Client) -> No
 
 
 def test_sec28_password_guessing_backs_off_per_client_address(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-28: 20 failures from one address over many usernames, then that address waits, for everyone."""
     account = new_account(client)
@@ -472,7 +472,7 @@ def test_sec28_password_guessing_backs_off_per_client_address(
 
 
 def test_sec28_a_correct_password_does_not_make_the_address_wait(
-    server: Server, server_clock: ServerClock, client: httpx.Client
+    server: AppServer, server_clock: ServerClock, client: httpx.Client
 ) -> None:
     """SEC-28: once an address has served its wait, a correct sign-in must not start a new wait for it."""
     first = new_account(client)
