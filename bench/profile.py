@@ -148,7 +148,10 @@ def analyze(path: Path) -> dict[str, Any]:
         for fn in FUNCTIONS:
             if fn in joined:
                 incl[fn] += count
-    pct = lambda n: round(100 * n / total, 1)  # noqa: E731
+
+    def pct(n: int) -> float:
+        return round(100 * n / total, 1)
+
     return {
         "samples": total,
         "idle_samples_dropped": idle,
@@ -242,13 +245,14 @@ def profile(what: str, db: str, seconds: float, rate: int, out: Path, pg_url: st
         for mode in ("all-threads", "gil"):
             raw = out / f"{what}-{db}-{mode}.collapsed.txt"
             c0 = read_counts(counts_file)
+            assert server.proc is not None
             argv = [
                 "py-spy",
                 "record",
                 "--pid",
                 str(server.proc.pid),
                 "--duration",
-                str(int(seconds)),  # type: ignore[union-attr]
+                str(int(seconds)),
                 "--rate",
                 str(rate),
                 "--format",
