@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -112,26 +113,13 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
             raise NotFound()
         last = store.count(conn, session.account_id) == 0
         audit = Audit(ctx, session.account_id, client, now)
+        removed: dict[str, Any] = {"factor_id": row.id, "type": row.type, "factor_name": row.name}
         # The last one: the message of two_factor_disabled says both (H13).
-        audit.record(
-            conn,
-            EventType.FACTOR_REMOVED,
-            notify=not last,
-            factor_id=row.id,
-            type=row.type,
-            factor_name=row.name,
-        )
+        audit.record(conn, EventType.FACTOR_REMOVED, notify=not last, **removed)
         if not last:
             return False
         recovery.delete_all(conn, session.account_id)
-        audit.record(
-            conn,
-            EventType.TWO_FACTOR_DISABLED,
-            factor_id=row.id,
-            type=row.type,
-            factor_name=row.name,
-            reason="last factor removed",
-        )
+        audit.record(conn, EventType.TWO_FACTOR_DISABLED, **removed, reason="last factor removed")
         return True
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from datetime import datetime
 
 from twostep.core import devices
 from twostep.core.errors import Busy, InvalidCredentials, TooManyAttempts
@@ -39,27 +40,7 @@ def check_password(
         Busy: too many password hashes in this worker; the attempt was not counted (H03).
     """
     now = ctx.now()
-    refused: TooManyAttempts | None = None
-    with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
-        normalized = normalize_username(username)
-        account = accounts.by_username(conn, normalized) if normalized else None
-        known_browser = known_browser or (
-            account is not None
-            and devices.is_known_device(
-                key=ctx.device_key,
-                cookie=device,
-                username=account.username,
-                password_hash=account.password_hash,
-            )
-        )
-        counters = regulator.password(username, client.ip, known_browser=known_browser)
-        try:
-            regulator.reserve(conn, *counters, now=now)
-        except TooManyAttempts as exc:
-            refused = exc  # raised once this request is counted at the edge (SEC-62)
-    if refused is not None:
-        raise refused
+    account, counters = _reserve(ctx, username, client, device=device, known_browser=known_browser, now=now)
     try:
         matched = _verify(ctx, account, password)
     except Busy:
@@ -81,6 +62,39 @@ def check_password(
             accounts.set_password_hash(conn, account.id, new_hash)
             account = dataclasses.replace(account, password_hash=new_hash)
     return account
+
+
+def _reserve(
+    ctx: Context, username: str, client: Client, *, device: str | None, known_browser: bool, now: datetime
+) -> tuple[AccountRow | None, tuple[regulator.Counter, ...]]:
+    """The account of this username (if any) and the password counters, each with this attempt counted.
+
+    Raises:
+        TooManyAttempts: too many requests from the address this minute, or a counter must wait (then
+            raised once this request is counted at the edge, SEC-62).
+    """
+    refused: TooManyAttempts | None = None
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        normalized = normalize_username(username)
+        account = accounts.by_username(conn, normalized) if normalized else None
+        known_browser = known_browser or (
+            account is not None
+            and devices.is_known_device(
+                key=ctx.device_key,
+                cookie=device,
+                username=account.username,
+                password_hash=account.password_hash,
+            )
+        )
+        counters = regulator.password(username, client.ip, known_browser=known_browser)
+        try:
+            regulator.reserve(conn, *counters, now=now)
+        except TooManyAttempts as exc:
+            refused = exc
+    if refused is not None:
+        raise refused
+    return account, counters
 
 
 def _verify(ctx: Context, account: AccountRow | None, password: str) -> bool:

@@ -246,34 +246,7 @@ def passkey_step(
         PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
     """
     now = ctx.now()
-    refused: TooManyAttempts | None = None
-    prepared: sf.PreparedAssertion | None = None
-    with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
-        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
-        if pend is not None:
-            taken = challenges.take(
-                conn, session_key=pend.token_hash, purpose=ChallengePurpose.LOGIN, now=now
-            )
-        elif ceremony_key:
-            key = hash_token(ceremony_key)
-            taken = challenges.take(conn, session_key=key, purpose=ChallengePurpose.PASSWORDLESS, now=now)
-        else:
-            taken = None
-        if taken is not None and pend is None:
-            # Counted before anything is evaluated, on the address only: a stranger naming someone's
-            # credential id must not move that account's counter (H01).
-            try:
-                regulator.reserve(conn, regulator.passwordless(client.ip), now=now)
-            except TooManyAttempts as exc:
-                refused = exc  # raised once the challenge is spent: it stays single use
-        if taken is not None and refused is None:
-            account_id = pend.account_id if pend is not None else None
-            prepared = sf.prepare_assertion(conn, credential=credential, account_id=account_id, now=now)
-    if refused is not None:
-        raise refused
-    if taken is None or prepared is None:
-        raise PasskeyRejected()
+    pend, taken, prepared = _take_challenge(ctx, token, ceremony_key, credential, client, now)
     try:
         new_token = _passkey_signed_in(ctx, pend, token, credential, taken, prepared, client, now)
         return LoginResult("signed_in", new_token, [])
@@ -295,6 +268,52 @@ def passkey_step(
                     factor_id=prepared.row.id,
                 )
         raise PasskeyRejected() from None
+
+
+def _take_challenge(
+    ctx: Context,
+    token: str | None,
+    ceremony_key: str | None,
+    credential: object,
+    client: Client,
+    now: datetime,
+) -> tuple[SessionRow | None, challenges.Taken, sf.PreparedAssertion]:
+    """The first transaction of a passkey step: the pending sign-in (if any), its challenge taken (single
+    use), the attempt counted and the credential looked up.
+
+    Raises:
+        PasskeyRejected: no challenge to take.
+        TooManyAttempts: the address or the account must wait; a passwordless challenge is spent even then.
+    """
+    refused: TooManyAttempts | None = None
+    prepared: sf.PreparedAssertion | None = None
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            taken = challenges.take(
+                conn, session_key=pend.token_hash, purpose=ChallengePurpose.LOGIN, now=now
+            )
+        elif ceremony_key:
+            key = hash_token(ceremony_key)
+            taken = challenges.take(conn, session_key=key, purpose=ChallengePurpose.PASSWORDLESS, now=now)
+        else:
+            taken = None
+        if taken is not None and pend is None:
+            # Counted before anything is evaluated, on the address only: a stranger naming someone's
+            # credential id must not move that account's counter (H01).
+            try:
+                regulator.reserve(conn, regulator.passwordless(client.ip), now=now)
+            except TooManyAttempts as exc:
+                refused = exc
+        if taken is not None and refused is None:
+            account_id = pend.account_id if pend is not None else None
+            prepared = sf.prepare_assertion(conn, credential=credential, account_id=account_id, now=now)
+    if refused is not None:
+        raise refused
+    if taken is None or prepared is None:
+        raise PasskeyRejected()
+    return pend, taken, prepared
 
 
 def _passkey_signed_in(

@@ -42,6 +42,29 @@ def sign_count_ok(*, stored: int, received: int) -> bool:
     return received > stored
 
 
+def _assertion(
+    credential: object, *, expected_challenge: bytes, expected_origin: str
+) -> tuple[dict[str, object], bytes]:
+    """The credential's dict and its authenticator data, once its shape and client data are checked."""
+    body = wire.credential_dict(credential)
+    wire.raw_id(body)
+    response = wire.response_dict(body)
+    # WA-A01: an attestation response has no signature.
+    if "attestationObject" in response or "signature" not in response:
+        raise Invalid("not an assertion response")
+    wire.user_handle(response)
+    wire.check_client_data(  # WA-A05 .. WA-A08
+        wire.b64url_field(response, "clientDataJSON", wire.MAX_CLIENT_DATA_BYTES),
+        expected_type="webauthn.get",
+        expected_challenge=expected_challenge,
+        expected_origin=expected_origin,
+    )
+    auth_data = wire.b64url_field(response, "authenticatorData", wire.MAX_AUTHENTICATOR_DATA_BYTES)
+    wire.b64url_field(response, "signature", wire.MAX_SIGNATURE_BYTES)
+    return body, auth_data
+
+
+@wire.refused_as(PasskeyRejected)
 def verify_authentication(
     *,
     credential: object,
@@ -62,49 +85,9 @@ def verify_authentication(
         PasskeyRejected: for every failure, with the reason as ``__cause__``.
         SignCountRegression: a validly signed assertion whose counter did not increase (WA-A15).
     """
-    try:
-        return _verify(
-            credential=credential,
-            expected_challenge=expected_challenge,
-            expected_origin=expected_origin,
-            expected_rp_id=expected_rp_id,
-            public_key=public_key,
-            stored_sign_count=stored_sign_count,
-            stored_backup_eligible=stored_backup_eligible,
-            require_user_verification=require_user_verification,
-        )
-    except PasskeyRejected:
-        raise
-    except Exception as exc:  # the edge: any failure on untrusted input is a refusal, never a 500
-        raise PasskeyRejected() from exc
-
-
-def _verify(
-    *,
-    credential: object,
-    expected_challenge: bytes,
-    expected_origin: str,
-    expected_rp_id: str,
-    public_key: bytes,
-    stored_sign_count: int,
-    stored_backup_eligible: bool,
-    require_user_verification: bool,
-) -> VerifiedAssertion:
-    body = wire.credential_dict(credential)
-    wire.raw_id(body)
-    response = wire.response_dict(body)
-    # WA-A01: an attestation response has no signature.
-    if "attestationObject" in response or "signature" not in response:
-        raise Invalid("not an assertion response")
-    wire.user_handle(response)
-    wire.check_client_data(  # WA-A05 .. WA-A08
-        wire.b64url_field(response, "clientDataJSON", wire.MAX_CLIENT_DATA_BYTES),
-        expected_type="webauthn.get",
-        expected_challenge=expected_challenge,
-        expected_origin=expected_origin,
+    body, auth_data = _assertion(
+        credential, expected_challenge=expected_challenge, expected_origin=expected_origin
     )
-    auth_data = wire.b64url_field(response, "authenticatorData", wire.MAX_AUTHENTICATOR_DATA_BYTES)
-    wire.b64url_field(response, "signature", wire.MAX_SIGNATURE_BYTES)
     flags = wire.check_auth_data_header(  # WA-A09 .. WA-A12
         auth_data, expected_rp_id=expected_rp_id, require_user_verification=require_user_verification
     )
@@ -134,25 +117,21 @@ def _verify(
     )
 
 
+@wire.refused_as(PasskeyRejected)
 def credential_id_of(credential: object) -> bytes:
     """The credential id (``rawId``, which must agree with ``id``) of a posted credential.
 
     Raises:
         PasskeyRejected: it is missing or malformed.
     """
-    try:
-        return wire.raw_id(wire.credential_dict(credential))
-    except Exception as exc:
-        raise PasskeyRejected() from exc
+    return wire.raw_id(wire.credential_dict(credential))
 
 
+@wire.refused_as(PasskeyRejected)
 def user_handle_of(credential: object) -> bytes | None:
     """The ``response.userHandle`` of a posted assertion, or ``None`` when absent, null or empty.
 
     Raises:
         PasskeyRejected: it is malformed.
     """
-    try:
-        return wire.user_handle(wire.response_dict(wire.credential_dict(credential)))
-    except Exception as exc:
-        raise PasskeyRejected() from exc
+    return wire.user_handle(wire.response_dict(wire.credential_dict(credential)))

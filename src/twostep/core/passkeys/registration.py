@@ -29,6 +29,30 @@ class RegisteredPasskey:
     transports: list[str]
 
 
+def _attestation(response: dict[str, object], *, expected_challenge: bytes, expected_origin: str) -> bytes:
+    """The authenticator data of an attestation response, once its shape and client data are checked; a
+    ``none`` attestation must carry an empty ``attStmt`` (WA-R12; py_webauthn ignores unknown members)."""
+    # WA-R01: an assertion has no attestationObject.
+    if "attestationObject" not in response or "signature" in response:
+        raise Invalid("not an attestation response")
+    wire.check_client_data(  # WA-R02 .. WA-R06
+        wire.b64url_field(response, "clientDataJSON", wire.MAX_CLIENT_DATA_BYTES),
+        expected_type="webauthn.create",
+        expected_challenge=expected_challenge,
+        expected_origin=expected_origin,
+    )
+    att = cbor2.loads(wire.b64url_field(response, "attestationObject", wire.MAX_ATTESTATION_OBJECT_BYTES))
+    if not isinstance(att, dict):
+        raise Invalid("attestationObject is not a map")
+    fmt, att_stmt, auth_data = att.get("fmt"), att.get("attStmt"), att.get("authData")
+    if not isinstance(fmt, str) or not isinstance(att_stmt, dict) or not isinstance(auth_data, bytes):
+        raise Invalid("attestationObject lacks fmt, attStmt or authData")
+    if fmt == "none" and att_stmt:
+        raise Invalid("none attestation with a non-empty attStmt")
+    return auth_data
+
+
+@wire.refused_as(PasskeyRegistrationRejected)
 def verify_registration(
     *,
     credential: object,
@@ -45,55 +69,10 @@ def verify_registration(
     Raises:
         PasskeyRegistrationRejected: for every failure, with the reason as ``__cause__``.
     """
-    try:
-        return _verify(
-            credential=credential,
-            expected_challenge=expected_challenge,
-            expected_origin=expected_origin,
-            expected_rp_id=expected_rp_id,
-            require_user_verification=require_user_verification,
-        )
-    except PasskeyRegistrationRejected:
-        raise
-    except Exception as exc:  # the edge: any failure on untrusted input is a refusal, never a 500
-        raise PasskeyRegistrationRejected() from exc
-
-
-def _attestation(response: dict[str, object]) -> bytes:
-    """The authenticator data of the attestation object; a ``none`` attestation must carry an empty
-    ``attStmt`` (WA-R12; py_webauthn ignores unknown members)."""
-    att = cbor2.loads(wire.b64url_field(response, "attestationObject", wire.MAX_ATTESTATION_OBJECT_BYTES))
-    if not isinstance(att, dict):
-        raise Invalid("attestationObject is not a map")
-    fmt, att_stmt, auth_data = att.get("fmt"), att.get("attStmt"), att.get("authData")
-    if not isinstance(fmt, str) or not isinstance(att_stmt, dict) or not isinstance(auth_data, bytes):
-        raise Invalid("attestationObject lacks fmt, attStmt or authData")
-    if fmt == "none" and att_stmt:
-        raise Invalid("none attestation with a non-empty attStmt")
-    return auth_data
-
-
-def _verify(
-    *,
-    credential: object,
-    expected_challenge: bytes,
-    expected_origin: str,
-    expected_rp_id: str,
-    require_user_verification: bool,
-) -> RegisteredPasskey:
     body = wire.credential_dict(credential)
     raw_id = wire.raw_id(body)
     response = wire.response_dict(body)
-    # WA-R01: an assertion has no attestationObject.
-    if "attestationObject" not in response or "signature" in response:
-        raise Invalid("not an attestation response")
-    wire.check_client_data(  # WA-R02 .. WA-R06
-        wire.b64url_field(response, "clientDataJSON", wire.MAX_CLIENT_DATA_BYTES),
-        expected_type="webauthn.create",
-        expected_challenge=expected_challenge,
-        expected_origin=expected_origin,
-    )
-    auth_data = _attestation(response)
+    auth_data = _attestation(response, expected_challenge=expected_challenge, expected_origin=expected_origin)
     flags = wire.check_auth_data_header(
         auth_data, expected_rp_id=expected_rp_id, require_user_verification=require_user_verification
     )

@@ -7,11 +7,13 @@ Every failure raises ``Invalid`` with a reason for logs; the public verifiers tu
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Final, ParamSpec, TypeVar
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -19,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography
 from webauthn.helpers.structs import AuthenticatorTransport
+
+from twostep.core.errors import TwostepError
 
 USER_HANDLE_BYTES: Final = 64
 MAX_CREDENTIAL_ID_BYTES: Final = 1023
@@ -71,6 +75,30 @@ _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 class Invalid(ValueError):
     """One failed check, with a reason for logs (it becomes ``__cause__`` of the public error)."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def refused_as(error: type[TwostepError]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The edge of untrusted input: any failure of the decorated function raises ``error`` (with the reason
+    as its ``__cause__``), an ``error`` raised inside passes as it is; no other exception type escapes for
+    any input, so a malformed credential is a refusal, never a 500."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def refusing(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return function(*args, **kwargs)
+            except error:
+                raise
+            except Exception as exc:
+                raise error() from exc
+
+        return refusing
+
+    return decorate
 
 
 def b64url(data: bytes) -> str:
