@@ -55,10 +55,11 @@ test: $(STAMP_TEST) debian-packages node_modules/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: core, storage and services (SQLite, and PostgreSQL when TWOSTEP_TEST_POSTGRES_URL is set),
-# the API in process (tests/api) and the static checks; no subprocess server, no browser. Two workers.
+# the API in process (tests/api) and the static checks, without the tests marked slow; no subprocess server,
+# no browser. Two workers.
 FAST_TESTS := tests/core tests/storage tests/services tests/api tests/test_config.py tests/test_static_security.py tests/test_tables.py
 test-fast: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(FAST_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
 check: $(STAMP_DEV)
 	$(BIN)/ruff format --check src tests bench

@@ -363,6 +363,7 @@ def real_cost_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppSe
         srv.set_clock(0)
 
 
+@pytest.mark.slow  # argon2id at a real cost, 30 sign-ins
 def test_sec05_unknown_user_and_wrong_password_take_about_the_same_time(real_cost_server: AppServer) -> None:
     """SEC-05: a dummy argon2id verification for unknown users: medians of 15 requests each within ~50%."""
     rounds = 15

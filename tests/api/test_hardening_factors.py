@@ -213,6 +213,7 @@ def test_H06_adding_a_first_factor_does_not_hold_the_write_lock_while_hashing(
 # --- H08 -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 1,000 requests
 def test_H08_anonymous_passkey_options_leave_bounded_state(tmp_path: Path) -> None:
     """H08: 1,000 anonymous POST /login/passkey/options add 1,000 challenges; an hour later (server clock)
     the sweep has removed them: fewer than 50 rows remain."""

@@ -812,6 +812,7 @@ def test_password_guessing_is_throttled_per_account_sec28(server: AppServer, cli
     assert login(client, user.username)["status"] == "second_factor_required"
 
 
+@pytest.mark.slow  # 100 failed sign-ins
 def test_after_100_failures_only_a_recovery_code_signs_in_sec26(server: AppServer, clients: Clients) -> None:
     """SEC-26 / §0.7: waits double up to 1 hour and never lock for ever, but at 100 consecutive failures the
     authenticator app is refused even after waiting; a recovery code then signs in and resets the count."""

@@ -69,6 +69,12 @@ def parse_methods(raw: str | None) -> list[str]:
     return [m for m in METHODS if m in wanted]
 
 
+def second_step_context(methods: str, next: str) -> dict[str, object]:
+    """What a second-step page (sign-in or verify access) shows: its methods and where it returns to."""
+    kinds = parse_methods(methods)
+    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
+
+
 def redirect(url: str, token: str | None = None, request: Request | None = None) -> RedirectResponse:
     """A 303 to ``url``; sets the session cookie when a service returned a new token (step up)."""
     response = RedirectResponse(url, status_code=303)

@@ -24,10 +24,10 @@ from twostep.web.pages.common import (
     check_csrf,
     code_error,
     message_of,
-    parse_methods,
     redirect,
     render,
     safe_next,
+    second_step_context,
     signed_in_or_none,
     url_with,
 )
@@ -143,18 +143,13 @@ def login_post(
     return response
 
 
-def _second_step_context(methods: str, next: str) -> dict[str, object]:
-    kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
-
-
 @router.get("/login/second-step")
 def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
     if signed_in_or_none(request) is not None:
         return redirect(safe_next(next))
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "second_step.html", _second_step_context(methods, next))
+    return render(request, "second_step.html", second_step_context(methods, next))
 
 
 def _pending_gone(next: str) -> Response:
@@ -173,7 +168,7 @@ def second_step_post(
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**_second_step_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
     return redirect(safe_next(next), result.token, request)
 
@@ -182,7 +177,7 @@ def second_step_post(
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "recovery_login.html", _second_step_context(methods, next))
+    return render(request, "recovery_login.html", second_step_context(methods, next))
 
 
 @router.post("/login/recovery-code")
@@ -197,7 +192,7 @@ def recovery_post(
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**_second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
     # The two-step page shows the recovery banner to a session signed in with a recovery code.
     return redirect(HOME, result.token, request)
@@ -230,7 +225,7 @@ def passkey_login(
         if isinstance(exc, PasskeyRejected):
             error = "That passkey could not be verified. Try again, or use another way to sign in."
         if methods:
-            context = {**_second_step_context(methods, next), "error": error}
+            context = {**second_step_context(methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
         context = {"next": safe_next(next), "form": {}, "error": error}
         return render(request, "login.html", context, status_code=401)

@@ -14,10 +14,10 @@ from twostep.web.pages.common import (
     check_csrf,
     code_error,
     message_of,
-    parse_methods,
     redirect,
     render,
     safe_next,
+    second_step_context,
     url_with,
 )
 from twostep.web.pages.forms import CredentialField, FormSecret, FormStr, parse_credential
@@ -64,14 +64,9 @@ def verify_post(
     return _after(request, result, next)
 
 
-def _second_context(methods: str, next: str) -> dict[str, object]:
-    kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
-
-
 @router.get("/verify-access/second-step")
 def verify_second_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_second.html", _second_context(methods, next), user=session)
+    return render(request, "verify_second.html", second_step_context(methods, next), user=session)
 
 
 def _restart(next: str) -> Response:
@@ -93,14 +88,14 @@ def verify_totp(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = {**_second_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
 
 @router.get("/verify-access/recovery-code")
 def verify_recovery_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_recovery.html", _second_context(methods, next), user=session)
+    return render(request, "verify_recovery.html", second_step_context(methods, next), user=session)
 
 
 @router.post("/verify-access/recovery-code")
@@ -120,7 +115,7 @@ def verify_recovery(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = {**_second_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
@@ -150,7 +145,7 @@ def verify_passkey(
             else message_of(exc)
         )
         if methods:
-            context = {**_second_context(methods, next), "error": error}
+            context = {**second_step_context(methods, next), "error": error}
             return render(request, "verify_second.html", context, status_code=401, user=session)
         context = {"next": safe_next(next), "has_passkey": True, "error": error}
         return render(request, "verify.html", context, status_code=401, user=session)
