@@ -59,7 +59,7 @@ test: $(STAMP_TEST) debian-packages node_modules/.installed
 # no browser. Two workers.
 FAST_TESTS := tests/core tests/storage tests/services tests/api tests/test_config.py tests/test_static_security.py tests/test_tables.py
 test-fast: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" $(FAST_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" $(FAST_TESTS) $(PYTEST_ARGS)
 
 check: $(STAMP_DEV)
 	$(BIN)/ruff format --check src tests bench

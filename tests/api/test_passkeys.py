@@ -674,6 +674,7 @@ ASSERTION_CASES: dict[str, AssertionCase] = {
 }
 
 
+@pytest.mark.slow  # a first passkey, with its ten argon2id recovery codes, for each of the rows
 @pytest.mark.parametrize("case", list(ASSERTION_CASES), ids=list(ASSERTION_CASES))
 def test_wa_a_rows_refused_in_the_second_step(server: AppServer, case: str) -> None:
     """WA-A01/A05/A07..A10/A12..A14 over HTTP: 401 passkey_rejected, never a 5xx, no session, the passkey

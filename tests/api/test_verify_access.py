@@ -86,6 +86,7 @@ SENSITIVE = [
 ]
 
 
+@pytest.mark.slow  # a new account with a first factor and ten argon2id recovery codes for each endpoint
 @pytest.mark.parametrize(
     ("method", "template", "body", "ok"), SENSITIVE, ids=[f"{m} {p}" for m, p, _, _ in SENSITIVE]
 )
