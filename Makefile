@@ -1,5 +1,5 @@
 # twostep — `make serve` and `make test` each do all of their own set-up on a fresh machine.
-# For contributors: `make test-fast` (unit and in-process tests, under a minute), `make check` (format, lint,
+# For contributors: `make test-fast` (unit and in-process tests, about a minute), `make check` (format, lint,
 # types, layers), `make fmt` (format and fix). See CONTRIBUTING.md.
 PYTHON ?= python3
 VENV := .venv
