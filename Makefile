@@ -1,9 +1,12 @@
 # twostep — `make serve` and `make test` each do all of their own set-up on a fresh machine.
+# For contributors: `make test-fast` (unit and in-process tests, about a minute), `make check` (format, lint,
+# types, layers), `make fmt` (format and fix). See CONTRIBUTING.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+STAMP_DEV := $(VENV)/.installed-dev
 DEBIAN_TEST_PACKAGES := chromium oathtool zbar-tools librsvg2-bin nginx-light wrk
 # `make serve HOST=… PORT=… WORKERS=…` passes them as flags; unset, the configuration decides (TWOSTEP_CONFIG,
 # TWOSTEP_HOST/PORT/WORKERS; defaults 127.0.0.1, 8000, 1).
@@ -11,7 +14,7 @@ HOST ?=
 PORT ?=
 WORKERS ?=
 
-.PHONY: serve test check bench debian-packages clean
+.PHONY: serve test test-fast check fmt bench debian-packages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,11 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP_RUN) $@
+
+# The tools of `make check` and `make fmt`: no browser driver, no Debian packages.
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP_RUN) $@
 
 serve: $(STAMP_RUN)
@@ -48,10 +56,22 @@ node_modules/.installed: package.json
 test: $(STAMP_TEST) debian-packages node_modules/.installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-check: $(STAMP_TEST)
+# The inner loop: core, storage and services (SQLite, and PostgreSQL when TWOSTEP_TEST_POSTGRES_URL is set),
+# the API in process (tests/api) and the static checks, without the tests marked slow; no subprocess server,
+# no browser. Two workers.
+FAST_TESTS := tests/core tests/storage tests/services tests/api tests/test_config.py tests/test_static_security.py tests/test_tables.py
+test-fast: $(STAMP_TEST)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" $(FAST_TESTS) $(PYTEST_ARGS)
+
+check: $(STAMP_DEV)
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+fmt: $(STAMP_DEV)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 STAMP_BENCH := $(VENV)/.installed-bench
 $(STAMP_BENCH): pyproject.toml | $(BIN)/python

@@ -74,7 +74,7 @@ PG_URL = re.sub(r"^postgresql\+\w+://", "postgresql://", os.environ.get("FLOOR_D
 TRACE_FIRST = 16
 TRACE_EVERY = 32
 
-# twostep's constants (services/context.py, core/throttle.py SECOND_FACTOR, services/ratelimit.py).
+# twostep's constants (services/context.py, core/throttle.py SECOND_FACTOR, services/regulator.py).
 SESSION_ABSOLUTE = timedelta(hours=12)
 WINDOW = 60
 FREE = 5  # failures before the backoff starts
@@ -293,21 +293,25 @@ def sqlite_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> 
     if (yield ONE, SQLITE_CONSUME, (token_hash, "pending", at)) is None:
         return NO_PENDING
     token = secrets.token_urlsafe(32)
-    yield COUNT, SQLITE_INSERT_SESSION, (
-        hash_token(token),
-        public_id,
-        account_id,
-        "active",
-        at,
-        at,
-        at,
-        _ts(now + SESSION_ABSOLUTE),
-        "totp",
-        None,
-        None,
-        0,
-        ip,
-        ua,
+    yield (
+        COUNT,
+        SQLITE_INSERT_SESSION,
+        (
+            hash_token(token),
+            public_id,
+            account_id,
+            "active",
+            at,
+            at,
+            at,
+            _ts(now + SESSION_ABSOLUTE),
+            "totp",
+            None,
+            None,
+            0,
+            ip,
+            ua,
+        ),
     )
     yield COUNT, SQLITE_RESET, (key,)
     detail = json.dumps({"method": "totp", "factor_id": factor_id, "session": public_id})
@@ -353,22 +357,26 @@ def pg_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> Step
     if (yield ONE, PG_CONSUME, {"b_hash": token_hash, "kind_1": "pending", "b_now": now}) is None:
         return NO_PENDING
     token = secrets.token_urlsafe(32)
-    yield COUNT, PG_INSERT_SESSION, {
-        "token_hash": hash_token(token),
-        "public_id": public_id,
-        "account_id": account_id,
-        "kind": "active",
-        "created_at": now,
-        "signed_in_at": now,
-        "last_seen_at": now,
-        "expires_at": now + SESSION_ABSOLUTE,
-        "second_factor": "totp",
-        "verified_until": None,
-        "reauth_until": None,
-        "alerted": False,
-        "ip": ip,
-        "user_agent": ua,
-    }
+    yield (
+        COUNT,
+        PG_INSERT_SESSION,
+        {
+            "token_hash": hash_token(token),
+            "public_id": public_id,
+            "account_id": account_id,
+            "kind": "active",
+            "created_at": now,
+            "signed_in_at": now,
+            "last_seen_at": now,
+            "expires_at": now + SESSION_ABSOLUTE,
+            "second_factor": "totp",
+            "verified_until": None,
+            "reauth_until": None,
+            "alerted": False,
+            "ip": ip,
+            "user_agent": ua,
+        },
+    )
     yield COUNT, PG_RESET, {"b_key": key}
     detail = json.dumps({"method": "totp", "factor_id": factor_id, "session": public_id})
     event = {"account_id": account_id, "type": "signed_in", "at": now, "ip": ip, "user_agent": ua}
@@ -557,9 +565,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
             closers.append(sconn.close)
 
         async def run(token_hash: str, code: str, ip: str, ua: str, now: datetime, trace: Any) -> Outcome:
-            return await run_in_threadpool(
-                run_pg_sync, spool, pg_step(token_hash, code, ip, ua, now), trace
-            )
+            return await run_in_threadpool(run_pg_sync, spool, pg_step(token_hash, code, ip, ua, now), trace)
 
     else:
         raise RuntimeError(f"FLOOR_MODE={MODE!r}: sqlite-loop, sqlite-thread, pg-async or pg-thread")

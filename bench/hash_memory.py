@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     work = ROOT / "bench" / "out" / "work-p7"
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    data = {
+    data: dict[str, Any] = {
         "started_at": started,
         "machine": machine.describe(None),
         "p7": run(work, reference=not a.no_reference),

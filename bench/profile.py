@@ -65,16 +65,16 @@ FUNCTIONS = [
     "totp_step",
     "password_step",
     "check_password",
-    "login (twostep/services/passkeys.py",
-    "_check_assertion",
-    "verify_authentication (twostep/core/passkeys.py",
+    "passkey_step (twostep/services/sign_in.py",
+    "check_assertion (twostep/services/second_factor.py",
+    "verify_authentication (twostep/core/passkeys/assertion.py",
     "verify_authentication_response",
     "match_totp",
     "verify_code",
-    "check (twostep/services/ratelimit.py",
-    "ceremony_limit",
+    "reserve (twostep/services/regulator.py",
+    "finish_sign_in",
     "reserve_attempt",
-    "record (twostep/services/notifications.py",
+    "record (twostep/services/audit.py",
     "create_active",
     "pending (twostep/services/sessions.py",
     "transaction (twostep/storage/db.py",
@@ -148,7 +148,10 @@ def analyze(path: Path) -> dict[str, Any]:
         for fn in FUNCTIONS:
             if fn in joined:
                 incl[fn] += count
-    pct = lambda n: round(100 * n / total, 1)  # noqa: E731
+
+    def pct(n: int) -> float:
+        return round(100 * n / total, 1)
+
     return {
         "samples": total,
         "idle_samples_dropped": idle,
@@ -242,13 +245,14 @@ def profile(what: str, db: str, seconds: float, rate: int, out: Path, pg_url: st
         for mode in ("all-threads", "gil"):
             raw = out / f"{what}-{db}-{mode}.collapsed.txt"
             c0 = read_counts(counts_file)
+            assert server.proc is not None
             argv = [
                 "py-spy",
                 "record",
                 "--pid",
                 str(server.proc.pid),
                 "--duration",
-                str(int(seconds)),  # type: ignore[union-attr]
+                str(int(seconds)),
                 "--rate",
                 str(rate),
                 "--format",

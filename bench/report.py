@@ -307,7 +307,7 @@ def markdown(data: dict[str, Any]) -> str:
     for key, m in data["measurements"].items():
         med = m["median"]
         if key == "argon2_ref":
-            r0 = m["rounds"][0] if m["rounds"] else {"processes": "?", "parameters": {}}
+            r0: dict[str, Any] = m["rounds"][0] if m["rounds"] else {"processes": "?", "parameters": {}}
             p = r0.get("parameters", {})
             lines.append(
                 f"| argon2_ref: {m['title']} (t={p.get('time_cost')}, m={p.get('memory_cost')} KiB, "

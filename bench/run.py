@@ -616,9 +616,7 @@ class Bench:
                 select(func.count()).select_from(sessions).where(sessions.c.kind == "active")
             ).scalar_one()
             events = conn.execute(
-                select(func.count())
-                .select_from(security_events)
-                .where(security_events.c.type == "signed_in")
+                select(func.count()).select_from(security_events).where(security_events.c.type == "signed_in")
             ).scalar_one()
         return int(active), int(events)
 

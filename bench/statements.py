@@ -369,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps(cap.to_json(), indent=2))
         return 0
-    print(f"{cap.dialect}: {len(cap.statements)} statements per TOTP step ({cap.requests} requests captured, "
-          f"all the same: {cap.lists_equal})")
+    print(
+        f"{cap.dialect}: {len(cap.statements)} statements per TOTP step ({cap.requests} requests captured, "
+        f"all the same: {cap.lists_equal})"
+    )
     for i, (s, prm) in enumerate(zip(cap.statements, cap.parameters, strict=True), 1):
         print(f"{i:2}. {s}\n    {prm!r}")
     for s in cap.outside:

@@ -13,27 +13,20 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.support import IN_CI, require_or_skip
 from twostep.core import guards
 from twostep.core.clock import SettableClock
 from twostep.core.passwords import TEST_PROFILE, PasswordHasher
 from twostep.core.secretbox import SecretBox, generate_key
-from twostep.services.context import Client, Context
+from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("TWOSTEP_TEST_POSTGRES_URL")
 
 # H06: the whole suite runs with the check that no argon2id call runs inside a write transaction.
 os.environ[guards.ENV_SWITCH] = "1"
 guards.enforce(True)
-
-
-def require_or_skip(what: str) -> None:
-    """Under CI a missing part is a failure, never a skip."""
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI=true")
-    pytest.skip(f"{what} is not available")
 
 
 @pytest.fixture(scope="session")
@@ -113,17 +106,3 @@ def ctx(db: Database, clock: SettableClock) -> Context:
         origin="http://localhost:8000",
         rp_id="localhost",
     )
-
-
-def unique_username(prefix: str = "user") -> str:
-    return f"{prefix}_{secrets.token_hex(5)}"
-
-
-def unique_client() -> Client:
-    return Client(
-        ip=f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}",
-        user_agent="pytest",
-    )
-
-
-STRONG_PASSWORD = "correct horse battery staple"

@@ -18,7 +18,7 @@ import pytest
 from bench import floor_app, seed, statements
 from sqlalchemy import Engine, func, select
 
-from tests.conftest import require_or_skip
+from tests.support import require_or_skip
 from twostep.storage.tables import security_events, sessions
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -14,13 +15,13 @@ from typing import Annotated, Final
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from twostep.config import Settings
+from twostep.config import Settings, record_untrusted_forwarding
 from twostep.core import keys
 from twostep.core.clock import Clock, SystemClock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
-from twostep.services import login, maintenance, outbox
+from twostep.services import maintenance, outbox, sign_in
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
@@ -155,6 +156,7 @@ def create_app(
         trusted_proxies=list(settings.trusted_proxy_networks()),
         # H15: the form tokens have a key of their own; the master key only seals secrets.
         csrf_key=keys.derive_key(master, keys.CSRF),
+        untrusted_forwarding_noted=functools.partial(record_untrusted_forwarding, settings.data_dir),
     )
 
     async def background() -> AsyncIterator[None]:
@@ -181,7 +183,7 @@ async def _maintenance(ctx: Context, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await asyncio.to_thread(login.sweep_abandoned, ctx)
+            await asyncio.to_thread(sign_in.sweep_abandoned, ctx)
             await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
             if last_sweep is None or loop.time() - last_sweep >= sweep_every:
                 last_sweep = loop.time()

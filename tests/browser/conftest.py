@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_or_skip
+from tests.support import require_or_skip
 from tests.support.browser import LAUNCH_ARGS, chromium_path
 from tests.support.server import Server
 

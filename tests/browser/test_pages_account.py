@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import PASSWORD
 from tests.support.pages import (
-    PASSWORD,
     PHONE,
     check_a11y,
     screenshot,

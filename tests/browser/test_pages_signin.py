@@ -8,16 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.pages import (
-    PASSWORD,
-    PHONE,
-    check_a11y,
-    screenshot,
-    sign_in,
-    sign_out,
-    sign_up,
-    username,
-)
+from tests.support import PASSWORD
+from tests.support.pages import PHONE, check_a11y, screenshot, sign_in, sign_out, sign_up, username
 from tests.support.server import Server
 
 pytestmark = pytest.mark.browser

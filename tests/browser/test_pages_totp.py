@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import PASSWORD
 from tests.support.pages import (
-    PASSWORD,
     TotpClock,
     add_app,
     check_a11y,

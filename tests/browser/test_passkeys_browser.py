@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.support import PASSWORD
 from tests.support.browser import PLATFORM, SECURITY_KEY, U2F_KEY, VirtualAuthenticator
-from tests.support.passkey_flows import PASSWORD, RP_ID, sign_up
+from tests.support.passkeys import RP_ID, sign_up
 from tests.support.server import Server
 
 pytestmark = pytest.mark.browser

@@ -417,26 +417,3 @@ def test_names_are_normalised_with_nfkc_and_casefold(
 ) -> None:
     assert normalize_username(raw) == username
     assert normalize_group(raw) == group
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "Alice",
-        "josé",
-        "\uff21\uff22\uff23",
-        "Straße",
-        "a b",
-        "ab",
-        "x" * 64,
-        "x" * 65,
-        "ǅemo",
-        "ﬁx",
-        "алиса",
-        "a\nb",
-    ],
-)
-def test_the_core_username_normaliser_agrees_with_the_one_sign_up_uses(raw: str) -> None:
-    from twostep.services.accounts import normalize_username as signup_normalize
-
-    assert normalize_username(raw) == signup_normalize(raw)

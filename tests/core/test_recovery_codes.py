@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 
@@ -105,9 +106,33 @@ def test_verify_malformed_hash_is_false(stored: str) -> None:
     assert rc.verify_recovery_secret(secret="0" * 14, stored_hash=stored) is False
 
 
-def test_burn_verification_runs_without_error() -> None:
-    rc.burn_verification("0" * 14)
-    rc.burn_verification("x" * 1000)
+class CountingHasher:
+    """The real argon2id hasher, counting its verifications and how each ended (a spy: the crypto runs)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: list[tuple[str, str]] = []
+
+    def verify(self, stored_hash: str, secret: str) -> bool:
+        try:
+            result: bool = self.real.verify(stored_hash, secret)
+        except Exception as exc:
+            self.calls.append((stored_hash, type(exc).__name__))
+            raise
+        self.calls.append((stored_hash, str(result)))
+        return result
+
+
+@pytest.mark.parametrize("secret", ["0" * 14, "x" * 1000])
+def test_burn_verification_does_one_real_argon2id_verification(
+    secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SEC-31: a code whose selector matches nothing still costs one argon2id verification, against the
+    dummy hash of the same parameters, which it fails; so a miss takes as long as a wrong code."""
+    spy = CountingHasher(rc._HASHER)
+    monkeypatch.setattr(rc, "_HASHER", spy)
+    rc.burn_verification(secret)
+    assert spy.calls == [(rc.DUMMY_HASH, "VerifyMismatchError")]
 
 
 def test_repr_hides_code_and_hash(code_set: list[rc.NewRecoveryCode]) -> None:

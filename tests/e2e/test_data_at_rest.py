@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
-    PERIOD,
     Clients,
     begin_totp,
     expect,
@@ -21,15 +20,13 @@ from tests.support.flows import (
     login_recovery,
     login_totp,
     new_2fa_user,
-    secret_bytes,
     start_login,
-    totp_code,
     verify_password,
     verify_recovery,
     verify_totp,
-    wrong_code,
 )
 from tests.support.server import Server
+from tests.support.totp import PERIOD, secret_bytes, totp_code, wrong_code
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.flows import Clients, fresh_step, login_totp, new_2fa_user, start_login, totp_code
+from tests.support.api import Clients, fresh_step, login_totp, new_2fa_user, start_login
 from tests.support.server import Server
+from tests.support.totp import totp_code
 
 pytestmark = pytest.mark.e2e
 

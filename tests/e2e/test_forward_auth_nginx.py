@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, require_or_skip, unique_username
+from tests.support import STRONG_PASSWORD, require_or_skip, unique_username
 from tests.support.nginx import EchoUpstream, Nginx, find_nginx, forward_auth_config
 from tests.support.server import Server, free_port
 

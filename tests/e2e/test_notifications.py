@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mail_flows import (
+from tests.support.mail import (
     MAIL_FROM,
     Browser,
     Clock,

@@ -28,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 
-from tests.conftest import STRONG_PASSWORD, unique_username
+from tests.support import STRONG_PASSWORD, unique_username
 from tests.support.server import Server
 
 # schemathesis' generic types, unparametrized for these tests.

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import API
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import API
 from tests.support.server import Server, free_port
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.passkey_flows import API, Account, Api, close_all, pending_login, with_passkey
+from tests.support.passkeys import API, Account, Api, close_all, pending_login, with_passkey
 from tests.support.server import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

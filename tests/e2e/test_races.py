@@ -17,14 +17,11 @@ from functools import partial
 import httpx
 import pytest
 
-from tests.support.flows import (
+from tests.support.api import (
     API,
-    PERIOD,
     Clients,
     User,
-    account_id,
     advance,
-    db_rows,
     expect,
     factors_of,
     login,
@@ -35,13 +32,12 @@ from tests.support.flows import (
     release_together,
     server_time,
     session_of,
-    step_of,
-    totp_code,
     verify_password,
     verify_totp,
-    wrong_code,
 )
+from tests.support.database import account_id, db_rows
 from tests.support.server import Server
+from tests.support.totp import PERIOD, step_of, totp_code, wrong_code
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
+from tests.support import STRONG_PASSWORD, unique_username
 from tests.support.server import Server
 from twostep.core.secretbox import SecretBox, SecretBoxError, aad_for, generate_key
 from twostep.keyfile import next_key_path, read_key, write_key

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
+from tests.support import STRONG_PASSWORD, unique_username
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STRONG_PASSWORD, unique_username
-from tests.support.flows import API
+from tests.support import STRONG_PASSWORD, unique_username
+from tests.support.api import API
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +41,10 @@ def test_H17_forwarded_requests_from_an_untrusted_peer_are_warned_about_once(tmp
         assert len(lines) == 1, server.log()
         assert "TWOSTEP_TRUSTED_PROXIES" in lines[0] and "WARNING" in lines[0]
         assert "127.0.0.1" in lines[0]
+    # The server noted it in its data directory, so that the operator's `twostep check-config` says it too.
+    checked = twostep(tmp_path / "unset", "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "X-Forwarded-For" in checked.stdout and "127.0.0.1" in checked.stdout, checked.stdout
 
     with Server(tmp_path / "elsewhere", env={"TWOSTEP_TRUSTED_PROXIES": "192.0.2.0/24"}) as server:
         exercise(server, "203.0.113.7")

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
-from tests.services.helpers import code_at, signed_up, verified, with_totp
+from tests.support import STRONG_PASSWORD, unique_client, unique_username
+from tests.support.services import code_at, signed_up, verified, with_totp
 from twostep.core import guards, recovery_codes, totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import NotSignedIn
-from twostep.services import accounts as account_service
-from twostep.services import factors, login, maintenance, outbox
+from twostep.core.events import EventType
+from twostep.services import account, enrolment, maintenance, outbox, sign_in
+from twostep.services.audit import Audit
 from twostep.services.context import Context, hash_token
-from twostep.services.notifications import record
 from twostep.services.sessions import authenticate
 from twostep.storage import accounts
 from twostep.storage.tables import challenges, sessions
@@ -56,8 +56,8 @@ def test_H06_adding_a_first_factor_makes_the_codes_before_its_transaction(
     makes no codes at all."""
     user = with_totp(ctx, clock)
     assert len(user.recovery_codes) == 10
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
-    added = factors.confirm_totp(
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
+    added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
@@ -74,13 +74,13 @@ def test_H04_the_first_factor_ends_password_only_sessions_in_its_transaction(
     """H04: adding the first factor ends the account's other password-only sessions and gives the current
     one the factor; a password-only session that appears afterwards (a racing sign-in) is refused."""
     user = signed_up(ctx)
-    other = login.password_step(
+    other = sign_in.password_step(
         ctx, username=user.username, password=STRONG_PASSWORD, client=unique_client(), current_token=None
     ).token
     assert authenticate(ctx, other).second_factor is None
     verified(ctx, user)
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
-    added = factors.confirm_totp(
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
+    added = enrolment.confirm_totp(
         ctx,
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
@@ -116,7 +116,7 @@ def _outbox_rows(ctx: Context, account_id: int) -> list[tuple[int, str, object]]
 
 def _account_with_email(ctx: Context) -> int:
     name = unique_username("h13")
-    account_service.register(
+    account.sign_up(
         ctx, username=name, password=STRONG_PASSWORD, email=f"{name}@example.test", client=unique_client()
     )
     with ctx.db.transaction() as conn:
@@ -136,13 +136,8 @@ def test_H13_repeats_from_concurrent_transactions_fold_into_one_message(ctx: Con
         try:
             barrier.wait(timeout=30)
             with ctx.db.transaction() as conn:
-                record(
-                    conn,
-                    account_id=account_id,
-                    type_="second_factor_abandoned",
-                    client=unique_client(),
-                    now=ctx.now(),
-                    origin=ctx.origin,
+                Audit(ctx, account_id, unique_client(), ctx.now()).record(
+                    conn, EventType.SECOND_FACTOR_ABANDONED
                 )
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -172,14 +167,7 @@ def test_H13_after_a_message_went_out_the_next_of_its_kind_waits_15_minutes(
 
     def abandoned() -> None:
         with ctx.db.transaction() as conn:
-            record(
-                conn,
-                account_id=account_id,
-                type_="second_factor_abandoned",
-                client=unique_client(),
-                now=ctx.now(),
-                origin=ctx.origin,
-            )
+            Audit(ctx, account_id, unique_client(), ctx.now()).record(conn, EventType.SECOND_FACTOR_ABANDONED)
 
     def delivered() -> list[str]:
         """Deliver everything due (the PostgreSQL database is shared with other tests), then the texts of
@@ -233,15 +221,8 @@ def test_H08_the_sweep_deletes_dead_rows_in_bounded_batches(
     account_id = _account_with_email(ctx)
     for _ in range(2):
         with ctx.db.transaction() as conn:
-            for kind in ("password_changed", "factor_removed"):
-                record(
-                    conn,
-                    account_id=account_id,
-                    type_=kind,
-                    client=unique_client(),
-                    now=ctx.now(),
-                    origin=ctx.origin,
-                )
+            for kind in (EventType.PASSWORD_CHANGED, EventType.FACTOR_REMOVED):
+                Audit(ctx, account_id, unique_client(), ctx.now()).record(conn, kind)
             # One kind sent, the other never delivered; both free the coalescing key as a claim does.
             conn.execute(
                 update(outbox_table)

@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import STRONG_PASSWORD
-from tests.services.helpers import code_at, pending_login, signed_up, verified, with_totp
+from tests.support import STRONG_PASSWORD
+from tests.support.services import code_at, pending_login, signed_up, verified, with_totp
 from twostep.core import totp
 from twostep.core.clock import SettableClock
 from twostep.core.errors import (
@@ -21,7 +21,7 @@ from twostep.core.errors import (
     VerifyAccessRequired,
 )
 from twostep.core.passwords import PasswordHasher
-from twostep.services import factors, login, verify_access
+from twostep.services import enrolment, factors, sign_in, verify_access
 from twostep.services.context import Context
 from twostep.services.sessions import authenticate
 from twostep.storage import accounts
@@ -42,9 +42,9 @@ def test_SEC_18_a_code_works_once_across_sign_in_and_verify_access(
     user = with_totp(ctx, clock)
     code = code_at(user.secret, clock.now())
     token = pending_login(ctx, user)
-    user.token = login.totp_step(ctx, token=token, code=code, client=user.client).token
+    user.token = sign_in.totp_step(ctx, token=token, code=code, client=user.client).token
     with pytest.raises(InvalidCode):
-        login.totp_step(ctx, token=pending_login(ctx, user), code=code, client=user.client)
+        sign_in.totp_step(ctx, token=pending_login(ctx, user), code=code, client=user.client)
     user.token = verify_access.with_password(
         ctx, user.session(ctx), password=STRONG_PASSWORD, client=user.client
     ).token
@@ -60,7 +60,7 @@ def test_SEC_18_a_code_works_once_across_sign_in_and_verify_access(
 def test_SEC_18_d_the_confirmation_code_cannot_sign_in(ctx: Context, clock: SettableClock) -> None:
     user = with_totp(ctx, clock)  # confirmed with the code of step T-1
     with pytest.raises(InvalidCode):
-        login.totp_step(
+        sign_in.totp_step(
             ctx,
             token=pending_login(ctx, user),
             code=code_at(user.secret, clock.now(), -1),
@@ -77,10 +77,10 @@ def test_SEC_20_window_is_one_step_each_way(
     token = pending_login(ctx, user)
     code = code_at(user.secret, clock.now(), steps)
     if accepted:
-        assert login.totp_step(ctx, token=token, code=code, client=user.client).status == "signed_in"
+        assert sign_in.totp_step(ctx, token=token, code=code, client=user.client).status == "signed_in"
     else:
         with pytest.raises(InvalidCode):
-            login.totp_step(ctx, token=token, code=code, client=user.client)
+            sign_in.totp_step(ctx, token=token, code=code, client=user.client)
 
 
 def test_SEC_03_pending_sign_in_expires_after_five_minutes(ctx: Context, clock: SettableClock) -> None:
@@ -88,7 +88,7 @@ def test_SEC_03_pending_sign_in_expires_after_five_minutes(ctx: Context, clock: 
     token = pending_login(ctx, user)
     clock.advance(5 * 60 + 1)
     with pytest.raises(NoPendingLogin):
-        login.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
+        sign_in.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
 
 
 def test_SEC_26_failures_accumulate_across_fresh_logins_and_success_resets(
@@ -97,19 +97,19 @@ def test_SEC_26_failures_accumulate_across_fresh_logins_and_success_resets(
     user = with_totp(ctx, clock)
     for _ in range(5):
         with pytest.raises(InvalidCode):
-            login.totp_step(ctx, token=pending_login(ctx, user), code="000000", client=user.client)
+            sign_in.totp_step(ctx, token=pending_login(ctx, user), code="000000", client=user.client)
     with pytest.raises(TooManyAttempts) as caught:
-        login.totp_step(
+        sign_in.totp_step(
             ctx, token=pending_login(ctx, user), code=code_at(user.secret, clock.now()), client=user.client
         )
     assert caught.value.retry_after == 30
     clock.advance(31)
     token = pending_login(ctx, user)
-    assert login.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
+    assert sign_in.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
     # Reset: five more free failures.
     for _ in range(5):
         with pytest.raises(InvalidCode):
-            login.totp_step(ctx, token=pending_login(ctx, user), code="000000", client=user.client)
+            sign_in.totp_step(ctx, token=pending_login(ctx, user), code="000000", client=user.client)
 
 
 def test_SEC_33_SEC_36_recovery_code_signs_in_once_and_counts_as_verified(
@@ -117,7 +117,7 @@ def test_SEC_33_SEC_36_recovery_code_signs_in_once_and_counts_as_verified(
 ) -> None:
     user = with_totp(ctx, clock)
     code = user.recovery_codes[2]
-    result = login.recovery_step(
+    result = sign_in.recovery_step(
         ctx, token=pending_login(ctx, user), code=code.lower().replace("-", " "), client=user.client
     )
     assert result.recovery_codes_remaining == 9
@@ -125,7 +125,7 @@ def test_SEC_33_SEC_36_recovery_code_signs_in_once_and_counts_as_verified(
     assert session.second_factor == "recovery_code"
     assert session.access_verified(clock.now())
     with pytest.raises(InvalidCode):
-        login.recovery_step(ctx, token=pending_login(ctx, user), code=code, client=user.client)
+        sign_in.recovery_step(ctx, token=pending_login(ctx, user), code=code, client=user.client)
     factors.disable(ctx, session, client=user.client)
     with ctx.db.transaction() as conn:
         codes_left = conn.execute(
@@ -158,32 +158,32 @@ def test_SEC_44_password_alone_does_not_verify_access_with_two_step_on(
     ctx: Context, clock: SettableClock
 ) -> None:
     user = with_totp(ctx, clock)
-    user.token = login.totp_step(
+    user.token = sign_in.totp_step(
         ctx, token=pending_login(ctx, user), code=code_at(user.secret, clock.now()), client=user.client
     ).token
     result = verify_access.with_password(ctx, user.session(ctx), password=STRONG_PASSWORD, client=user.client)
     assert result.status == "second_factor_required"
     user.token = result.token
     with pytest.raises(VerifyAccessRequired):
-        factors.begin_totp(ctx, user.session(ctx))
+        enrolment.begin_totp(ctx, user.session(ctx))
 
 
 def test_SEC_45_verified_access_lasts_ten_minutes(ctx: Context, clock: SettableClock) -> None:
     user = signed_up(ctx)
     verified(ctx, user)
-    factors.begin_totp(ctx, user.session(ctx))
+    enrolment.begin_totp(ctx, user.session(ctx))
     clock.advance(10 * 60 + 1)
     with pytest.raises(VerifyAccessRequired):
-        factors.begin_totp(ctx, user.session(ctx))
+        enrolment.begin_totp(ctx, user.session(ctx))
 
 
 def test_enrolment_reports_clock_skew_in_whole_steps(ctx: Context, clock: SettableClock) -> None:
     user = signed_up(ctx)
     verified(ctx, user)
-    enrollment = factors.begin_totp(ctx, user.session(ctx))
+    enrollment = enrolment.begin_totp(ctx, user.session(ctx))
     secret = totp.decode_secret(enrollment.secret)
     with pytest.raises(InvalidEnrollmentCode) as caught:
-        factors.confirm_totp(
+        enrolment.confirm_totp(
             ctx,
             user.session(ctx),
             enrollment_id=enrollment.enrollment_id,
@@ -198,7 +198,7 @@ def test_SEC_12_hash_is_rewritten_when_parameters_rise(ctx: Context, clock: Sett
     user = signed_up(ctx)
     stronger = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
     ctx.hasher = stronger
-    login.password_step(
+    sign_in.password_step(
         ctx, username=user.username, password=STRONG_PASSWORD, client=user.client, current_token=None
     )
     with ctx.db.transaction() as conn:
@@ -213,10 +213,15 @@ def test_SEC_05_unknown_user_costs_a_dummy_verification(
 ) -> None:
     calls: list[str] = []
     original = ctx.hasher.dummy_verify
-    monkeypatch.setattr(ctx.hasher, "dummy_verify", lambda pw: (calls.append(pw), original(pw))[1])
+
+    def counting(password: str) -> None:
+        calls.append(password)
+        original(password)
+
+    monkeypatch.setattr(ctx.hasher, "dummy_verify", counting)
     client = signed_up(ctx).client
     with pytest.raises(InvalidCredentials):
-        login.password_step(
+        sign_in.password_step(
             ctx, username="nobody_here", password=STRONG_PASSWORD, client=client, current_token=None
         )
     assert calls == [STRONG_PASSWORD]
@@ -233,7 +238,7 @@ def test_SEC_58_a_failing_store_never_signs_in(
 
     monkeypatch.setattr("twostep.storage.factors.advance_totp_step", broken)
     with pytest.raises(RuntimeError):
-        login.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
+        sign_in.totp_step(ctx, token=token, code=code_at(user.secret, clock.now()), client=user.client)
     with ctx.db.transaction() as conn:
         kinds = [r.kind for r in conn.execute(select(sessions.c.kind).where(sessions.c.token_hash != ""))]
     assert "pending" in kinds
@@ -246,11 +251,11 @@ def test_SEC_46_removing_the_factor_refuses_its_codes_even_for_a_pending_sign_in
 ) -> None:
     user = with_totp(ctx, clock)
     other = pending_login(ctx, user)
-    user.token = login.recovery_step(
+    user.token = sign_in.recovery_step(
         ctx, token=pending_login(ctx, user), code=user.recovery_codes[0], client=user.client
     ).token
     listed = factors.overview(ctx, user.session(ctx)).factors
     assert factors.remove(ctx, user.session(ctx), factor_id=listed[0].id, client=user.client) is True
     with pytest.raises(InvalidCode):
-        login.totp_step(ctx, token=other, code=code_at(user.secret, clock.now()), client=user.client)
+        sign_in.totp_step(ctx, token=other, code=code_at(user.secret, clock.now()), client=user.client)
     assert factors.overview(ctx, user.session(ctx)).two_factor_enabled is False

@@ -14,10 +14,10 @@ import argon2
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import STRONG_PASSWORD, unique_client, unique_username
+from tests.support import STRONG_PASSWORD, unique_client, unique_username
 from twostep.core.errors import TooManyAttempts, UsernameTaken, WeakPassword
 from twostep.core.passwords import PasswordHasher
-from twostep.services import accounts
+from twostep.services import account
 from twostep.services.context import Context
 from twostep.storage.tables import accounts as accounts_table
 
@@ -58,7 +58,7 @@ def counting(ctx: Context, **cost: int) -> tuple[Context, CountingArgon2]:
 
 
 def sign_up(ctx: Context, username: str, password: str = STRONG_PASSWORD) -> str:
-    return accounts.register(ctx, username=username, password=password, email=None, client=unique_client())
+    return account.sign_up(ctx, username=username, password=password, email=None, client=unique_client())
 
 
 def count_accounts(ctx: Context, username: str) -> int:
@@ -135,14 +135,14 @@ def test_H02_sign_up_counts_against_the_per_address_limit(ctx: Context) -> None:
     client = unique_client()
     made = [unique_username() for _ in range(3)]
     for name in made:
-        accounts.register(ctx, username=name, password=STRONG_PASSWORD, email=None, client=client)
+        account.sign_up(ctx, username=name, password=STRONG_PASSWORD, email=None, client=client)
     refused = unique_username()
     before = spy.calls
     with pytest.raises(TooManyAttempts) as caught:
-        accounts.register(ctx, username=refused, password=STRONG_PASSWORD, email=None, client=client)
+        account.sign_up(ctx, username=refused, password=STRONG_PASSWORD, email=None, client=client)
     assert 1 <= caught.value.retry_after <= 60
     assert spy.calls == before  # no hash either
     assert count_accounts(ctx, refused) == 0
     # Another address is not held back.
-    accounts.register(ctx, username=refused, password=STRONG_PASSWORD, email=None, client=unique_client())
+    account.sign_up(ctx, username=refused, password=STRONG_PASSWORD, email=None, client=unique_client())
     assert count_accounts(ctx, refused) == 1

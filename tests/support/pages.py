@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.server import Server
+from tests.support import PASSWORD
+from tests.support.server import Target
 
-PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 # Every run writes its screenshots to test-artifacts/ (ignored by git); TWOSTEP_SCREENSHOTS=docs writes the
@@ -35,7 +35,7 @@ def username(prefix: str = "user") -> str:
 class TotpClock:
     """Codes from `oathtool` at a server clock moved 30 s forward each time, so no code is a replay."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Target) -> None:
         self.server = server
         self.offset = 0
 

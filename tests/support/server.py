@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -18,6 +18,19 @@ CHEAP_ARGON2 = {
     "TWOSTEP_ARGON2_MEMORY_COST": "8",
     "TWOSTEP_ARGON2_PARALLELISM": "1",
 }
+
+
+class Target(Protocol):
+    """A running twostep the tests speak to: a `twostep serve` subprocess (``Server``) or the app in this
+    process (``tests.support.inprocess.AppServer``)."""
+
+    url: str
+    data_dir: Path
+    database_url: str | None
+
+    def client(self, **kwargs: Any) -> httpx.Client: ...
+
+    def set_clock(self, offset_seconds: float) -> None: ...
 
 
 def free_port() -> int:

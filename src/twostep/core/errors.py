@@ -1,7 +1,8 @@
 """The error tree of twostep. Each class carries the stable ``code`` of docs/api.md.
 
 TwostepError
-├── InvalidRequest            invalid_request (422)
+├── InvalidRequest            invalid_request (422), may name its field
+│   └── MalformedRequest      invalid_request (400: the HTTP request itself, e.g. its Content-Length)
 ├── InvalidCredentials        invalid_credentials (401)
 ├── NotSignedIn               not_signed_in (401)
 ├── NoPendingLogin            no_pending_login (401)
@@ -22,7 +23,9 @@ TwostepError
 ├── PayloadTooLarge           payload_too_large (413)
 └── Busy                      busy (503), carries retry_after
 
-Services raise these; only ``twostep.web.errors`` turns them into HTTP responses.
+Services raise these; only ``twostep.web.errors`` turns them into HTTP responses, with its one table of
+statuses. An error about one input names it in ``field`` ("username", "email", "password"), so that a form
+can show the message beside that input.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ class TwostepError(Exception):
 
     code = "error"
     message = "Something went wrong."
+    field: str | None = None
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
         if message is not None:
             self.message = message
+        if field is not None:
+            self.field = field
         super().__init__(self.message)
 
     def extra(self) -> dict[str, object]:
@@ -47,6 +53,10 @@ class TwostepError(Exception):
 class InvalidRequest(TwostepError):
     code = "invalid_request"
     message = "The request is not valid."
+
+
+class MalformedRequest(InvalidRequest):
+    """The HTTP request itself cannot be read (400, not 422)."""
 
 
 class InvalidCredentials(TwostepError):
@@ -118,6 +128,7 @@ class CrossSiteRequest(TwostepError):
 class UsernameTaken(TwostepError):
     code = "username_taken"
     message = "That username is taken."
+    field = "username"
 
 
 class NameTaken(TwostepError):
@@ -128,6 +139,7 @@ class NameTaken(TwostepError):
 class WeakPassword(TwostepError):
     code = "weak_password"
     message = "Choose a stronger password."
+    field = "password"
 
 
 class TwoFactorNotEnabled(TwostepError):

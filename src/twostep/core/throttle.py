@@ -27,12 +27,6 @@ class Backoff:
             delay *= 2
         return out
 
-    def wait_after(self, failures: int) -> int:
-        """Seconds to wait after ``failures`` consecutive failures."""
-        if failures < self.free:
-            return 0
-        return int(min(self.max_delay, self.first_delay * 2 ** (failures - self.free)))
-
 
 def retry_after_seconds(next_at: datetime, now: datetime) -> int:
     """Whole seconds until ``next_at`` (at least 1) for the Retry-After header."""

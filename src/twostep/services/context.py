@@ -41,7 +41,6 @@ class Context:
     rate_limit_per_minute: int = 0
     # HMAC key of the device cookies (H07), derived from the master key; random when not given.
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    extra: dict[str, object] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-
 from twostep.core.secretbox import KeyRing, SecretBox, aad_for
+from twostep.storage import enrollments, factors
 from twostep.storage.db import Database
-from twostep.storage.tables import factors, totp_enrollments
 
 
 def reseal_all(db: Database, *, old: KeyRing | SecretBox, new: SecretBox) -> int:
@@ -17,19 +15,14 @@ def reseal_all(db: Database, *, old: KeyRing | SecretBox, new: SecretBox) -> int
     """
     count = 0
     with db.transaction() as conn:
-        rows = conn.execute(
-            select(factors.c.id, factors.c.totp_secret).where(factors.c.totp_secret.is_not(None))
-        ).all()
-        for row in rows:
-            aad = aad_for("factors", "totp_secret", row.id)
-            sealed = new.seal(old.open(row.totp_secret, aad=aad), aad=aad)
-            conn.execute(update(factors).where(factors.c.id == row.id).values(totp_secret=sealed))
+        for factor in factors.every_totp(conn):
+            aad = aad_for("factors", "totp_secret", factor.id)
+            sealed = new.seal(old.open(factor.sealed_secret, aad=aad), aad=aad)
+            factors.set_totp_secret(conn, factor_id=factor.id, sealed_secret=sealed)
             count += 1
-        for row in conn.execute(select(totp_enrollments.c.id, totp_enrollments.c.secret)).all():
-            aad = aad_for("totp_enrollments", "secret", row.id)
-            sealed = new.seal(old.open(row.secret, aad=aad), aad=aad)
-            conn.execute(
-                update(totp_enrollments).where(totp_enrollments.c.id == row.id).values(secret=sealed)
-            )
+        for enrollment in enrollments.every(conn):
+            aad = aad_for("totp_enrollments", "secret", enrollment.id)
+            sealed = new.seal(old.open(enrollment.sealed_secret, aad=aad), aad=aad)
+            enrollments.set_sealed_secret(conn, enrollment_id=enrollment.id, sealed_secret=sealed)
             count += 1
     return count

@@ -2,7 +2,7 @@
 
 Each item is a bounded DELETE of rows that are dead by their own columns, in a transaction of its own, so
 that one sweep never holds the write lock for long, and two workers sweeping at once only find less to do.
-Expired pending sign-ins are not swept here: `login.sweep_abandoned` takes them with their event.
+Expired pending sign-ins are not swept here: `sign_in.sweep_abandoned` takes them with their event.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""What sign-in and verify access share: the attempt counter and the checks of codes against the database."""
+"""What sign-in and verify access share about each factor: the checks of a TOTP code, a recovery code and a
+passkey assertion against the database, and the passkey challenges.
+
+Each check counts on the regulator's second-factor counter of its account before anything is evaluated
+(SEC-27); the ceremonies end in their one success path (``sign_in.finish_sign_in``,
+``verify_access.finish_verify``).
+"""
 
 from __future__ import annotations
 
@@ -7,66 +13,19 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from twostep.core import passkeys as wa
 from twostep.core import recovery_codes, totp
-from twostep.core.errors import InvalidCode, TooManyAttempts
+from twostep.core.errors import InvalidCode, PasskeyRejected
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose
 from twostep.core.secretbox import aad_for
-from twostep.core.throttle import RECOVERY, SECOND_FACTOR, Backoff, retry_after_seconds
-from twostep.services.context import Client, Context
-from twostep.services.notifications import record
-from twostep.storage import factors, recovery, throttle
-from twostep.storage.factors import TotpRow
+from twostep.services import regulator
+from twostep.services.audit import Audit
+from twostep.services.context import CHALLENGE_TTL, Client, Context, new_id
+from twostep.storage import accounts, challenges, factors, recovery
+from twostep.storage.factors import PasskeyRow, TotpRow
 
-
-def mfa_key(account_id: int) -> str:
-    """One counter per account shared by every second-factor kind and verify access (SEC-29)."""
-    return f"mfa:{account_id}"
-
-
-def reserve(conn: Connection, *, account_id: int, policy: Backoff, now: datetime) -> int:
-    """Count this attempt before evaluating it (SEC-27); returns the failures so far, this one included.
-
-    Raises:
-        TooManyAttempts: the account must wait; nothing was evaluated.
-    """
-    res = throttle.reserve_attempt(conn, key=mfa_key(account_id), policy=policy, now=now)
-    if res.blocked_until is not None:
-        raise TooManyAttempts(retry_after_seconds(res.blocked_until, now))
-    return res.failures
-
-
-def record_failure(
-    conn: Connection,
-    *,
-    account_id: int,
-    failures: int,
-    client: Client,
-    now: datetime,
-    origin: str,
-    type_: str,
-    detail: dict[str, object],
-    notify: bool,
-) -> None:
-    """A failed second factor; the failure that starts the backoff is told to the owner (SEC-55)."""
-    record(
-        conn,
-        account_id=account_id,
-        type_=type_,
-        client=client,
-        now=now,
-        detail=detail,
-        origin=origin,
-        notify=notify,
-    )
-    if failures == SECOND_FACTOR.free:
-        record(
-            conn,
-            account_id=account_id,
-            type_="second_factor_locked",
-            client=client,
-            now=now,
-            detail={"failures": failures},
-            origin=origin,
-        )
+# ---------------------------------------------------------------------------------- authenticator apps
 
 
 @dataclass(frozen=True)
@@ -102,10 +61,6 @@ def match_totp(ctx: Context, rows: list[TotpRow], code: str, now: datetime) -> T
     raise InvalidCode()
 
 
-def load_totp(conn: Connection, account_id: int) -> list[TotpRow]:
-    return factors.totp_for(conn, account_id)
-
-
 def consume_totp(conn: Connection, match: TotpMatch, now: datetime) -> None:
     """The database decides single use: compare-and-set of the last used step.
 
@@ -114,6 +69,9 @@ def consume_totp(conn: Connection, match: TotpMatch, now: datetime) -> None:
     """
     if not factors.advance_totp_step(conn, factor_id=match.factor_id, step=match.step, now=now):
         raise Replay()
+
+
+# ------------------------------------------------------------------------------------ recovery codes
 
 
 @dataclass(frozen=True)
@@ -137,7 +95,7 @@ def find_recovery(conn: Connection, *, account_id: int, code: str) -> RecoveryCa
     found = recovery.find_unused(conn, account_id=account_id, selector=selector)
     if found is None:
         return RecoveryCandidate(None, "", secret)
-    return RecoveryCandidate(found[0], found[1], secret)
+    return RecoveryCandidate(found.id, found.code_hash, secret)
 
 
 def check_recovery(candidate: RecoveryCandidate | None) -> RecoveryCandidate:
@@ -164,8 +122,157 @@ def consume_recovery(conn: Connection, candidate: RecoveryCandidate, now: dateti
         raise InvalidCode()
 
 
-def succeeded(conn: Connection, account_id: int) -> None:
-    throttle.reset(conn, key=mfa_key(account_id))
+# ------------------------------------------------------------------------------------------- passkeys
 
 
-__all__ = ["RECOVERY", "SECOND_FACTOR"]
+def put_challenge(
+    conn: Connection,
+    ctx: Context,
+    *,
+    session_key: str,
+    purpose: ChallengePurpose,
+    challenge: bytes,
+    account_id: int | None,
+    allowed: list[bytes] | None = None,
+) -> None:
+    """Store a ceremony's challenge server-side, bound to ``session_key``, single use, 5 minutes."""
+    challenges.put(
+        conn,
+        challenge_id=new_id(),
+        session_key=session_key,
+        purpose=purpose,
+        challenge=challenge,
+        account_id=account_id,
+        expires_at=ctx.now() + CHALLENGE_TTL,
+        allowed=allowed,
+    )
+
+
+def allow_list(conn: Connection, account_id: int) -> list[tuple[bytes, list[str]]]:
+    """The account's passkeys as (credential id, transports), for ``allowCredentials``."""
+    return [(p.credential_id, p.transports) for p in factors.passkeys_for(conn, account_id)]
+
+
+class Refused(PasskeyRejected):
+    """A refused assertion; ``failures`` is the account's count including it (0: nothing was counted)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class PreparedAssertion:
+    """What the first transaction of an assertion found: the stored credential and the attempt count."""
+
+    credential_id: bytes | None
+    handle: bytes | None
+    row: PasskeyRow | None
+    user_handle: bytes | None
+    failures: int
+
+
+@dataclass(frozen=True)
+class CheckedAssertion:
+    factor_id: str
+    account_id: int
+    expected_sign_count: int
+    assertion: wa.VerifiedAssertion
+    failures: int
+
+
+def prepare_assertion(
+    conn: Connection, *, credential: object, account_id: int | None, now: datetime
+) -> PreparedAssertion:
+    """In the caller's transaction: count the attempt on the account's second-factor counter before anything
+    is evaluated (a pending sign-in or verify access; a passwordless attempt moves no account's counter,
+    H01) and look the credential up.
+
+    Raises:
+        TooManyAttempts: the account must wait.
+    """
+    failures = 0
+    if account_id is not None:
+        failures = regulator.reserve(conn, regulator.second_factor(account_id), now=now)
+    try:
+        credential_id = wa.credential_id_of(credential)
+        handle = wa.user_handle_of(credential)
+    except PasskeyRejected:
+        return PreparedAssertion(None, None, None, None, failures)
+    row = factors.passkey_by_credential_id(conn, credential_id)
+    account = accounts.by_id(conn, row.account_id) if row is not None else None
+    return PreparedAssertion(credential_id, handle, row, account.user_handle if account else None, failures)
+
+
+def check_assertion(
+    ctx: Context,
+    *,
+    credential: object,
+    taken: challenges.Taken,
+    prepared: PreparedAssertion,
+    account_id: int | None,
+    require_uv: bool,
+    client: Client,
+    now: datetime,
+) -> CheckedAssertion:
+    """Every WA-A row: the credential was listed (A02) and belongs to the account (A03), its user handle
+    (A04), then the signature and flags. A validly signed assertion whose counter went back is recorded
+    for the credential's account (WA-A15).
+
+    Raises:
+        Refused: for every failure alike (SEC-06).
+    """
+    row, failures = prepared.row, prepared.failures
+    if (
+        row is None
+        or prepared.credential_id is None
+        or prepared.user_handle is None
+        or (account_id is not None and row.account_id != account_id)
+        or (taken.allowed and prepared.credential_id not in taken.allowed)
+        or (prepared.handle is not None and prepared.handle != prepared.user_handle)
+        or (account_id is None and prepared.handle is None)
+    ):
+        raise Refused(failures)
+    try:
+        assertion = wa.verify_authentication(
+            credential=credential,
+            expected_challenge=taken.challenge,
+            expected_origin=ctx.origin,
+            expected_rp_id=ctx.rp_id,
+            public_key=row.public_key,
+            stored_sign_count=row.sign_count,
+            stored_backup_eligible=row.backup_eligible,
+            require_user_verification=require_uv,
+        )
+    except wa.SignCountRegression as exc:
+        with ctx.db.transaction() as conn:
+            Audit(ctx, row.account_id, client, now).record(
+                conn,
+                EventType.PASSKEY_COUNTER_REGRESSED,
+                factor_id=row.id,
+                stored=exc.stored,
+                received=exc.received,
+            )
+        raise Refused(failures) from None
+    except PasskeyRejected:
+        raise Refused(failures) from None
+    return CheckedAssertion(row.id, row.account_id, row.sign_count, assertion, failures)
+
+
+def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime) -> None:
+    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile.
+
+    Raises:
+        PasskeyRejected: another request used it first.
+    """
+    a = checked.assertion
+    if not factors.record_passkey_use(
+        conn,
+        factor_id=checked.factor_id,
+        expected_sign_count=checked.expected_sign_count,
+        new_sign_count=a.new_sign_count,
+        backup_state=a.backup_state,
+        user_verified=a.user_verified,
+        now=now,
+    ):
+        raise PasskeyRejected()

@@ -8,6 +8,9 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from twostep.core.errors import NoPendingLogin, NotFound, NotSignedIn, VerifyAccessRequired
+from twostep.core.events import EventType
+from twostep.core.kinds import SessionKind
+from twostep.services.audit import Audit
 from twostep.services.context import (
     PENDING_LOGIN_TTL,
     SESSION_ABSOLUTE,
@@ -18,7 +21,6 @@ from twostep.services.context import (
     new_id,
     new_session_token,
 )
-from twostep.services.notifications import record
 from twostep.storage import sessions as store
 from twostep.storage.sessions import SessionRow
 
@@ -60,7 +62,7 @@ def create_active(
             token_hash=token_hash,
             public_id=public_id or new_id(),
             account_id=account_id,
-            kind="active",
+            kind=SessionKind.ACTIVE,
             created_at=now,
             signed_in_at=now,
             last_seen_at=now,
@@ -85,7 +87,7 @@ def create_pending(conn: Connection, *, account_id: int, now: datetime, client: 
             token_hash=token_hash,
             public_id=new_id(),
             account_id=account_id,
-            kind="pending",
+            kind=SessionKind.PENDING,
             created_at=now,
             signed_in_at=now,
             last_seen_at=now,
@@ -194,16 +196,9 @@ def end(conn: Connection, ctx: Context, *, token: str | None, now: datetime) -> 
     if not token or len(token) > 128:
         return
     row = store.delete_one(conn, token_hash=hash_token(token))
-    if row is not None and row.kind == "pending" and not row.alerted:
-        record(
-            conn,
-            account_id=row.account_id,
-            type_="second_factor_abandoned",
-            client=Client(row.ip, row.user_agent),
-            now=now,
-            origin=ctx.origin,
-            detail={"session": row.public_id},
-        )
+    if row is not None and row.kind == SessionKind.PENDING and not row.alerted:
+        audit = Audit(ctx, row.account_id, Client(row.ip, row.user_agent), now)
+        audit.record(conn, EventType.SECOND_FACTOR_ABANDONED, session=row.public_id)
 
 
 def logout(ctx: Context, token: str | None) -> None:
@@ -245,14 +240,8 @@ def end_session(ctx: Context, session: CurrentSession, public_id: str, client: C
     with ctx.db.transaction() as conn:
         if not store.delete_by_public_id(conn, account_id=session.account_id, public_id=public_id[:64]):
             raise NotFound()
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="session_ended",
-            client=client,
-            now=now,
-            detail={"session": public_id[:64]},
-            origin=ctx.origin,
+        Audit(ctx, session.account_id, client, now).record(
+            conn, EventType.SESSION_ENDED, session=public_id[:64]
         )
 
 
@@ -266,13 +255,5 @@ def end_other_sessions(ctx: Context, session: CurrentSession, client: Client) ->
     require_verified(session, now)
     with ctx.db.transaction() as conn:
         ended = store.delete_others(conn, account_id=session.account_id, keep_hash=session.token_hash)
-        record(
-            conn,
-            account_id=session.account_id,
-            type_="other_sessions_ended",
-            client=client,
-            now=now,
-            detail={"count": ended},
-            origin=ctx.origin,
-        )
+        Audit(ctx, session.account_id, client, now).record(conn, EventType.OTHER_SESSIONS_ENDED, count=ended)
     return ended

@@ -1,24 +1,29 @@
-"""Verify access: re-run sign-in for the signed-in user, bound to this session, 10 minutes (SEC-43..45)."""
+"""Verify access: re-run sign-in for the signed-in user, bound to this session, 10 minutes (SEC-43..45).
+
+The password, then a second factor (authenticator app, recovery code or passkey); or a passkey with user
+verification alone. Every successful verification ends in ``finish_verify``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from twostep.core.errors import InvalidCode, NotSignedIn, VerifyAccessRequired
-from twostep.core.throttle import RECOVERY, SECOND_FACTOR
+from sqlalchemy import Connection
+
+from twostep.core import passkeys as wa
+from twostep.core.errors import InvalidCode, PasskeyRejected, VerifyAccessRequired
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose, Method
+from twostep.services import regulator
 from twostep.services import second_factor as sf
-from twostep.services.context import (
-    PENDING_LOGIN_TTL,
-    VERIFIED_ACCESS_TTL,
-    Client,
-    Context,
-)
-from twostep.services.login import check_password, methods_for
-from twostep.services.notifications import record
-from twostep.services.ratelimit import edge_limit
+from twostep.services.audit import Audit
+from twostep.services.context import PENDING_LOGIN_TTL, VERIFIED_ACCESS_TTL, Client, Context
+from twostep.services.passwords import check_password
+from twostep.services.regulator import Outcome
 from twostep.services.sessions import CurrentSession, step_up
-from twostep.storage import accounts, factors, recovery
+from twostep.services.sign_in import methods_for
+from twostep.storage import challenges, factors, recovery
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,32 @@ class VerifyResult:
     methods: list[str]
     verified_until: datetime | None
     recovery_codes_remaining: int | None = None
+
+
+def finish_verify(
+    conn: Connection,
+    audit: Audit,
+    session: CurrentSession,
+    *,
+    method: Method,
+    factor_id: str | None = None,
+    recovery_codes_remaining: int | None = None,
+) -> VerifyResult:
+    """The one success path of every verification, in the caller's transaction: step the session up with a
+    new id and ``verified_until`` 10 minutes on, reset the account's second-factor counter (when a second
+    factor was used), record ``access_verified``.
+
+    Raises:
+        NotSignedIn: the session ended meanwhile.
+    """
+    until = audit.now + VERIFIED_ACCESS_TTL
+    token = step_up(conn, audit.ctx, session, verified_until=until, reauth_until=None)
+    if method.is_second_factor:
+        regulator.settle(conn, regulator.second_factor(session.account_id), outcome=Outcome.SUCCEEDED)
+    audit.record(
+        conn, EventType.ACCESS_VERIFIED, method=method, factor_id=factor_id, session=session.public_id
+    )
+    return VerifyResult("verified", token, [], until, recovery_codes_remaining=recovery_codes_remaining)
 
 
 def with_password(ctx: Context, session: CurrentSession, *, password: str, client: Client) -> VerifyResult:
@@ -45,18 +76,9 @@ def with_password(ctx: Context, session: CurrentSession, *, password: str, clien
     with ctx.db.transaction() as conn:
         kinds = factors.kinds(conn, session.account_id)
         if not kinds:
-            until = now + VERIFIED_ACCESS_TTL
-            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="access_verified",
-                client=client,
-                now=now,
-                detail={"method": "password", "session": session.public_id},
-                origin=ctx.origin,
+            return finish_verify(
+                conn, Audit(ctx, session.account_id, client, now), session, method=Method.PASSWORD
             )
-            return VerifyResult("verified", token, [], until)
         methods = methods_for(kinds, recovery.remaining(conn, session.account_id))
         token = step_up(
             conn, ctx, session, verified_until=session.verified_until, reauth_until=now + PENDING_LOGIN_TTL
@@ -69,31 +91,20 @@ def _require_password_step(session: CurrentSession, now: datetime) -> None:
         raise VerifyAccessRequired("Enter your password first.")
 
 
+def _password_step_done(session: CurrentSession, now: datetime) -> bool:
+    return session.reauth_until is not None and session.reauth_until > now
+
+
 def _failed(
-    ctx: Context, session: CurrentSession, *, client: Client, method: str, failures: int, replay: bool
+    ctx: Context, audit: Audit, *, method: Method, failures: int, replay: bool = False, **detail: object
 ) -> None:
-    now = ctx.now()
+    """A failed second factor while verifying access, in a transaction of its own; never an e-mail of its own
+    (the session is the owner's)."""
     with ctx.db.transaction() as conn:
         if replay:
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="totp_replay",
-                client=client,
-                now=now,
-                detail={"method": method, "during": "verify_access"},
-                origin=ctx.origin,
-            )
-        sf.record_failure(
-            conn,
-            account_id=session.account_id,
-            failures=failures,
-            client=client,
-            now=now,
-            origin=ctx.origin,
-            type_="verify_access_failed",
-            detail={"method": method},
-            notify=False,
+            audit.record(conn, EventType.TOTP_REPLAY, method=method, during="verify_access")
+        audit.second_factor_failed(
+            conn, EventType.VERIFY_ACCESS_FAILED, failures=failures, notify=False, method=method, **detail
         )
 
 
@@ -105,32 +116,19 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
     """
     now = ctx.now()
     _require_password_step(session, now)
+    audit = Audit(ctx, session.account_id, client, now)
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
-        failures = sf.reserve(conn, account_id=session.account_id, policy=SECOND_FACTOR, now=now)
-        rows = sf.load_totp(conn, session.account_id)
+        counters = (regulator.edge(ctx, client), regulator.second_factor(session.account_id))
+        failures = regulator.reserve(conn, *counters, now=now)
+        rows = factors.totp_for(conn, session.account_id)
     try:
         match = sf.match_totp(ctx, rows, code, now)
         with ctx.db.transaction() as conn:
             sf.consume_totp(conn, match, now)
-            until = now + VERIFIED_ACCESS_TTL
-            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
-            sf.succeeded(conn, session.account_id)
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="access_verified",
-                client=client,
-                now=now,
-                detail={"method": "totp", "factor_id": match.factor_id, "session": session.public_id},
-                origin=ctx.origin,
-            )
+            return finish_verify(conn, audit, session, method=Method.TOTP, factor_id=match.factor_id)
     except InvalidCode as exc:
-        _failed(
-            ctx, session, client=client, method="totp", failures=failures, replay=isinstance(exc, sf.Replay)
-        )
+        _failed(ctx, audit, method=Method.TOTP, failures=failures, replay=isinstance(exc, sf.Replay))
         raise InvalidCode() from None
-    return VerifyResult("verified", token, [], until)
 
 
 def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, client: Client) -> VerifyResult:
@@ -141,45 +139,85 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
     """
     now = ctx.now()
     _require_password_step(session, now)
+    audit = Audit(ctx, session.account_id, client, now)
     with ctx.db.transaction() as conn:
-        edge_limit(conn, ctx, client, now)
-        failures = sf.reserve(conn, account_id=session.account_id, policy=RECOVERY, now=now)
+        counters = (
+            regulator.edge(ctx, client),
+            regulator.second_factor(session.account_id, recovery_code=True),
+        )
+        failures = regulator.reserve(conn, *counters, now=now)
         candidate = sf.find_recovery(conn, account_id=session.account_id, code=code)
     try:
         candidate = sf.check_recovery(candidate)
         with ctx.db.transaction() as conn:
             sf.consume_recovery(conn, candidate, now)
-            until = now + VERIFIED_ACCESS_TTL
-            token = step_up(conn, ctx, session, verified_until=until, reauth_until=None)
-            sf.succeeded(conn, session.account_id)
             remaining = recovery.remaining(conn, session.account_id)
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="recovery_code_used",
-                client=client,
-                now=now,
-                detail={"remaining": remaining, "during": "verify_access"},
-                origin=ctx.origin,
-            )
-            record(
-                conn,
-                account_id=session.account_id,
-                type_="access_verified",
-                client=client,
-                now=now,
-                detail={"method": "recovery_code", "session": session.public_id},
-                origin=ctx.origin,
+            audit.record(conn, EventType.RECOVERY_CODE_USED, remaining=remaining, during="verify_access")
+            return finish_verify(
+                conn, audit, session, method=Method.RECOVERY_CODE, recovery_codes_remaining=remaining
             )
     except InvalidCode:
-        _failed(ctx, session, client=client, method="recovery_code", failures=failures, replay=False)
+        _failed(ctx, audit, method=Method.RECOVERY_CODE, failures=failures)
         raise InvalidCode() from None
-    return VerifyResult("verified", token, [], until, recovery_codes_remaining=remaining)
 
 
-def account_of(ctx: Context, session: CurrentSession) -> accounts.AccountRow:
+def passkey_options(ctx: Context, session: CurrentSession, *, client: Client) -> dict[str, object]:
+    """POST /verify-access/passkey/options: user verification required unless the password was just given."""
+    now = ctx.now()
     with ctx.db.transaction() as conn:
-        account = accounts.by_id(conn, session.account_id)
-    if account is None:
-        raise NotSignedIn()
-    return account
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        allow = sf.allow_list(conn, session.account_id)
+        uv = "preferred" if _password_step_done(session, now) else "required"
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=allow, user_verification=uv)
+        sf.put_challenge(
+            conn,
+            ctx,
+            session_key=session.token_hash,
+            purpose=ChallengePurpose.VERIFY,
+            challenge=opts.challenge,
+            account_id=session.account_id,
+            allowed=[cid for cid, _ in allow],
+        )
+    return opts.options
+
+
+def with_passkey(
+    ctx: Context, session: CurrentSession, *, credential: object, client: Client
+) -> VerifyResult:
+    """POST /verify-access/passkey: with user verification it is enough on its own.
+
+    Raises:
+        PasskeyRejected, TooManyAttempts, NotSignedIn.
+    """
+    now = ctx.now()
+    audit = Audit(ctx, session.account_id, client, now)
+    prepared: sf.PreparedAssertion | None = None
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        taken = challenges.take(
+            conn, session_key=session.token_hash, purpose=ChallengePurpose.VERIFY, now=now
+        )
+        if taken is not None:
+            prepared = sf.prepare_assertion(
+                conn, credential=credential, account_id=session.account_id, now=now
+            )
+    if taken is None or prepared is None:
+        raise PasskeyRejected()
+    try:
+        checked = sf.check_assertion(
+            ctx,
+            credential=credential,
+            taken=taken,
+            prepared=prepared,
+            account_id=session.account_id,
+            require_uv=not _password_step_done(session, now),
+            client=client,
+            now=now,
+        )
+    except PasskeyRejected as exc:
+        failures = exc.failures if isinstance(exc, sf.Refused) else 0
+        _failed(ctx, audit, method=Method.PASSKEY, failures=failures, session=session.public_id)
+        raise PasskeyRejected() from None
+    with ctx.db.transaction() as conn:
+        sf.use_passkey(conn, checked, now)
+        return finish_verify(conn, audit, session, method=Method.PASSKEY, factor_id=checked.factor_id)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from twostep.storage.tables import accounts
 
@@ -76,16 +76,8 @@ def by_id(conn: Connection, account_id: int) -> AccountRow | None:
     return _row(conn.execute(_BY_ID, {"b_id": account_id}).first())
 
 
-def by_user_handle(conn: Connection, user_handle: bytes) -> AccountRow | None:
-    return _row(conn.execute(select(*_COLUMNS).where(accounts.c.user_handle == user_handle)).first())
-
-
 def set_password_hash(conn: Connection, account_id: int, password_hash: str) -> None:
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(password_hash=password_hash))
-
-
-def delete_account(conn: Connection, account_id: int) -> bool:
-    return conn.execute(delete(accounts).where(accounts.c.id == account_id)).rowcount == 1
 
 
 def lock(conn: Connection, account_id: int) -> None:

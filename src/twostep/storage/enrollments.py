@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, update
 
 from twostep.storage.tables import totp_enrollments
 
@@ -29,13 +30,23 @@ def insert(
     )
 
 
-def get(conn: Connection, *, enrollment_id: str, account_id: int) -> tuple[bytes, datetime] | None:
+@dataclass(frozen=True)
+class EnrollmentRow:
+    id: str
+    sealed_secret: bytes
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"EnrollmentRow(id={self.id!r}, expires_at={self.expires_at!r})"
+
+
+def get(conn: Connection, *, enrollment_id: str, account_id: int) -> EnrollmentRow | None:
     row = conn.execute(
         select(totp_enrollments.c.secret, totp_enrollments.c.expires_at).where(
             totp_enrollments.c.id == enrollment_id, totp_enrollments.c.account_id == account_id
         )
     ).first()
-    return None if row is None else (bytes(row.secret), row.expires_at)
+    return None if row is None else EnrollmentRow(enrollment_id, bytes(row.secret), row.expires_at)
 
 
 def delete_one(conn: Connection, *, enrollment_id: str) -> bool:
@@ -51,3 +62,17 @@ def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
 
 def delete_for_account(conn: Connection, account_id: int) -> None:
     conn.execute(delete(totp_enrollments).where(totp_enrollments.c.account_id == account_id))
+
+
+def every(conn: Connection) -> list[EnrollmentRow]:
+    """Every pending enrolment, expired or not (key rotation re-seals them all)."""
+    rows = conn.execute(
+        select(totp_enrollments.c.id, totp_enrollments.c.secret, totp_enrollments.c.expires_at)
+    ).all()
+    return [EnrollmentRow(r.id, bytes(r.secret), r.expires_at) for r in rows]
+
+
+def set_sealed_secret(conn: Connection, *, enrollment_id: str, sealed_secret: bytes) -> None:
+    conn.execute(
+        update(totp_enrollments).where(totp_enrollments.c.id == enrollment_id).values(secret=sealed_secret)
+    )

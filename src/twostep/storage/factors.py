@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 
+from twostep.core.kinds import FactorKind
+from twostep.core.passkeys import RegisteredPasskey
 from twostep.storage.tables import factors
 
 
@@ -87,7 +89,7 @@ def count(conn: Connection, account_id: int, *, type_: str | None = None) -> int
 
 # Built once (the sign-in hot path).
 _TOTP_FOR = select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
-    factors.c.account_id == bindparam("b_account"), factors.c.type == "totp"
+    factors.c.account_id == bindparam("b_account"), factors.c.type == FactorKind.TOTP
 )
 _ADVANCE_STEP = (
     update(factors)
@@ -105,6 +107,20 @@ _ADVANCE_STEP = (
 def totp_for(conn: Connection, account_id: int) -> list[TotpRow]:
     rows = conn.execute(_TOTP_FOR, {"b_account": account_id}).all()
     return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
+
+
+def every_totp(conn: Connection) -> list[TotpRow]:
+    """Every authenticator app of every account (key rotation re-seals them all)."""
+    rows = conn.execute(
+        select(factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
+            factors.c.totp_secret.is_not(None)
+        )
+    ).all()
+    return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
+
+
+def set_totp_secret(conn: Connection, *, factor_id: str, sealed_secret: bytes) -> None:
+    conn.execute(update(factors).where(factors.c.id == factor_id).values(totp_secret=sealed_secret))
 
 
 def advance_totp_step(conn: Connection, *, factor_id: str, step: int, now: datetime) -> bool:
@@ -130,7 +146,7 @@ def insert_totp(
         factors.insert().values(
             id=factor_id,
             account_id=account_id,
-            type="totp",
+            type=FactorKind.TOTP,
             name=name,
             created_at=now,
             last_used_at=None,
@@ -141,39 +157,25 @@ def insert_totp(
 
 
 def insert_passkey(
-    conn: Connection,
-    *,
-    factor_id: str,
-    account_id: int,
-    name: str,
-    credential_id: bytes,
-    public_key: bytes,
-    algorithm: int,
-    sign_count: int,
-    transports: list[str],
-    aaguid: str,
-    backup_eligible: bool,
-    backup_state: bool,
-    user_verified: bool,
-    now: datetime,
+    conn: Connection, *, factor_id: str, account_id: int, name: str, passkey: RegisteredPasskey, now: datetime
 ) -> None:
-    """Raises IntegrityError when the name or the credential id is taken."""
+    """Store a verified passkey. Raises IntegrityError when the name or the credential id is taken."""
     conn.execute(
         factors.insert().values(
             id=factor_id,
             account_id=account_id,
-            type="passkey",
+            type=FactorKind.PASSKEY,
             name=name,
             created_at=now,
-            credential_id=credential_id,
-            public_key=public_key,
-            algorithm=algorithm,
-            sign_count=sign_count,
-            transports=json.dumps(transports),
-            aaguid=aaguid,
-            backup_eligible=backup_eligible,
-            backup_state=backup_state,
-            user_verified=user_verified,
+            credential_id=passkey.credential_id,
+            public_key=passkey.public_key,
+            algorithm=passkey.algorithm,
+            sign_count=passkey.sign_count,
+            transports=json.dumps(passkey.transports),
+            aaguid=passkey.aaguid,
+            backup_eligible=passkey.backup_eligible,
+            backup_state=passkey.backup_state,
+            user_verified=passkey.user_verified,
         )
     )
 
@@ -195,7 +197,7 @@ _PASSKEY_COLUMNS = select(
     factors.c.sign_count,
     factors.c.backup_eligible,
     factors.c.transports,
-).where(factors.c.type == "passkey")
+).where(factors.c.type == FactorKind.PASSKEY)
 _PASSKEYS_OF_ACCOUNT = _PASSKEY_COLUMNS.where(factors.c.account_id == bindparam("b_account"))
 _PASSKEY_BY_CREDENTIAL = _PASSKEY_COLUMNS.where(factors.c.credential_id == bindparam("b_credential"))
 _RECORD_USE = (

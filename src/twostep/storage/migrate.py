@@ -52,13 +52,3 @@ def upgrade(engine: Engine) -> None:
 def is_up_to_date(engine: Engine) -> bool:
     with engine.connect() as conn:
         return current_revision(conn) == head_revision()
-
-
-def autogenerate(engine: Engine, message: str) -> None:
-    """Developer helper: write a new revision from the difference between tables.py and the database."""
-    from alembic import command
-
-    cfg = _config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.revision(cfg, message=message, autogenerate=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -18,7 +19,16 @@ def replace_set(conn: Connection, *, account_id: int, codes: list[tuple[str, str
     )
 
 
-def find_unused(conn: Connection, *, account_id: int, selector: str) -> tuple[int, str] | None:
+@dataclass(frozen=True)
+class RecoveryCodeRow:
+    id: int
+    code_hash: str
+
+    def __repr__(self) -> str:
+        return f"RecoveryCodeRow(id={self.id})"
+
+
+def find_unused(conn: Connection, *, account_id: int, selector: str) -> RecoveryCodeRow | None:
     row = conn.execute(
         select(recovery_codes.c.id, recovery_codes.c.code_hash).where(
             recovery_codes.c.account_id == account_id,
@@ -26,7 +36,7 @@ def find_unused(conn: Connection, *, account_id: int, selector: str) -> tuple[in
             recovery_codes.c.used_at.is_(None),
         )
     ).first()
-    return None if row is None else (int(row.id), str(row.code_hash))
+    return None if row is None else RecoveryCodeRow(int(row.id), str(row.code_hash))
 
 
 def consume(conn: Connection, *, code_id: int, now: datetime) -> bool:

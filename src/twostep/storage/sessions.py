@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
+from twostep.core.kinds import SessionKind
 from twostep.storage.tables import accounts, factors, sessions
 
 
@@ -50,7 +51,7 @@ _COLUMNS = (
 _INSERT = sessions.insert()
 _LIVE_PENDING = (
     sessions.c.token_hash == bindparam("b_hash"),
-    sessions.c.kind == "pending",
+    sessions.c.kind == SessionKind.PENDING,
     sessions.c.expires_at > bindparam("b_now"),
 )
 _GET_PENDING = select(*_COLUMNS).where(*_LIVE_PENDING)
@@ -59,7 +60,7 @@ _TOUCH = (
     update(sessions)
     .where(
         sessions.c.token_hash == bindparam("b_hash"),
-        sessions.c.kind == "active",
+        sessions.c.kind == SessionKind.ACTIVE,
         sessions.c.last_seen_at > bindparam("b_idle"),
         sessions.c.expires_at > bindparam("b_now"),
     )
@@ -74,7 +75,7 @@ _NAMES = select(
 ).where(accounts.c.id == bindparam("b_id"))
 _DEAD = delete(sessions).where(
     sessions.c.token_hash == bindparam("b_hash"),
-    sessions.c.kind == "active",
+    sessions.c.kind == SessionKind.ACTIVE,
     (sessions.c.expires_at <= bindparam("b_now")) | (sessions.c.last_seen_at <= bindparam("b_idle")),
 )
 
@@ -116,7 +117,7 @@ def end_password_only(conn: Connection, *, account_id: int, keep_hash: str, seco
     ended = conn.execute(
         delete(sessions).where(
             sessions.c.account_id == account_id,
-            sessions.c.kind == "active",
+            sessions.c.kind == SessionKind.ACTIVE,
             sessions.c.second_factor.is_(None),
             sessions.c.token_hash != keep_hash,
         )
@@ -156,7 +157,7 @@ def step_up(
     """Give an active session a new id and new verify-access state; the old id stops working at once."""
     result = conn.execute(
         update(sessions)
-        .where(sessions.c.token_hash == old_hash, sessions.c.kind == "active")
+        .where(sessions.c.token_hash == old_hash, sessions.c.kind == SessionKind.ACTIVE)
         .values(
             token_hash=new_hash, verified_until=verified_until, reauth_until=reauth_until, last_seen_at=now
         )
@@ -174,14 +175,24 @@ def mark_alerted(conn: Connection, *, token_hash: str) -> bool:
     return result.rowcount == 1
 
 
-def take_abandoned(conn: Connection, *, now: datetime) -> list[tuple[int, bool, str, str]]:
-    """Remove expired pending sign-ins: (account id, already alerted, ip, user agent) of each."""
+@dataclass(frozen=True)
+class AbandonedRow:
+    """An expired pending sign-in, removed: whose, whether its owner was told already, and its client."""
+
+    account_id: int
+    alerted: bool
+    ip: str
+    user_agent: str
+
+
+def take_abandoned(conn: Connection, *, now: datetime) -> list[AbandonedRow]:
+    """Remove expired pending sign-ins and return them."""
     rows = conn.execute(
         delete(sessions)
-        .where(sessions.c.kind == "pending", sessions.c.expires_at <= now)
+        .where(sessions.c.kind == SessionKind.PENDING, sessions.c.expires_at <= now)
         .returning(sessions.c.account_id, sessions.c.alerted, sessions.c.ip, sessions.c.user_agent)
     ).all()
-    return [(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
+    return [AbandonedRow(r.account_id, bool(r.alerted), r.ip, r.user_agent) for r in rows]
 
 
 def delete_one(conn: Connection, *, token_hash: str) -> SessionRow | None:
@@ -198,7 +209,7 @@ def list_active(
         select(*_COLUMNS)
         .where(
             sessions.c.account_id == account_id,
-            sessions.c.kind == "active",
+            sessions.c.kind == SessionKind.ACTIVE,
             sessions.c.expires_at > now,
             sessions.c.last_seen_at > idle_cutoff,
         )
@@ -227,7 +238,7 @@ def delete_expired_active(conn: Connection, *, now: datetime, idle_cutoff: datet
     dead = (
         select(sessions.c.token_hash)
         .where(
-            sessions.c.kind == "active",
+            sessions.c.kind == SessionKind.ACTIVE,
             (sessions.c.expires_at <= now) | (sessions.c.last_seen_at <= idle_cutoff),
         )
         .limit(limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -32,7 +33,7 @@ def build_app(
         async for _ in background():
             yield
 
-    app = FastAPI(
+    app = TwostepAPI(
         title="twostep",
         version=__version__,
         description="Two-step verification for web accounts: the JSON API of docs/api.md.",
@@ -53,35 +54,18 @@ def build_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
-    _document_errors(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
     return app
 
 
-_ERROR_STATUSES = {
-    "401": "Not signed in, no pending sign-in, or a credential, code or passkey refused",
-    "403": "Verify access required, or a cross-site request",
-    "404": "Not found",
-    "409": "A conflict: name or username taken, two-step verification not on",
-    "413": "Body over 64 KiB",
-    "415": "Not JSON",
-    "422": "Invalid request or weak password",
-    "429": "Too many attempts; see Retry-After",
-    "503": "Busy: too many password checks at once in this worker; see Retry-After",
-}
+class TwostepAPI(FastAPI):
+    """The application; its OpenAPI document gives every operation the error shape {"error", "message"} and
+    the statuses of web/errors.py, instead of FastAPI's default 422."""
 
-
-def _document_errors(app: FastAPI) -> None:
-    """Every operation documents the error shape {"error", "message"} instead of FastAPI's default 422."""
-
-    def openapi() -> dict[str, object]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema:
+            return self.openapi_schema
+        schema = super().openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
@@ -99,9 +83,7 @@ def _document_errors(app: FastAPI) -> None:
         for item in schema.get("paths", {}).values():
             for operation in item.values():
                 responses = operation.setdefault("responses", {})
-                for status, description in _ERROR_STATUSES.items():
-                    responses[status] = {"description": description, **ref}
-        app.openapi_schema = schema
+                for status, description in errors.STATUS_DOCS.items():
+                    responses[str(status)] = {"description": description, **ref}
+        self.openapi_schema = schema
         return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,8 +19,10 @@ from twostep.web.sessions import CookiePolicy
 class WebState:
     ctx: Context
     cookies: CookiePolicy
-    trusted_proxies: list[object]
+    trusted_proxies: list[IPv4Network | IPv6Network]
     csrf_key: bytes
+    # Told the peer when a worker first sees X-Forwarded-For from an untrusted peer (for check-config).
+    untrusted_forwarding_noted: Callable[[str], None] | None = None
 
 
 def state(request: Request) -> WebState:
@@ -33,7 +37,7 @@ def ctx_of(request: Request) -> Context:
 
 def client_of(request: Request) -> Client:
     ws = state(request)
-    ip = client_address(request, ws.trusted_proxies)  # type: ignore[arg-type]
+    ip = client_address(request, ws.trusted_proxies, untrusted_forwarding_noted=ws.untrusted_forwarding_noted)
     return Client(ip=ip, user_agent=request.headers.get("user-agent", "")[:512])
 
 

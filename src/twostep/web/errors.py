@@ -1,4 +1,9 @@
-"""Errors to HTTP in one place: ``{"error": code, "message": sentence}`` and the status of docs/api.md."""
+"""Errors to HTTP in one place: ``{"error": code, "message": sentence}`` and the status of docs/api.md.
+
+``STATUS`` is the one table from an error to its HTTP status: the JSON API answers with it, the pages with
+the same status when a request fails on an error, the guard middleware with it for the requests it refuses,
+and the OpenAPI document lists each status it uses, described by ``STATUS_DOCS``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ log = logging.getLogger("twostep.web")
 
 STATUS: dict[type[e.TwostepError], int] = {
     e.InvalidRequest: 422,
+    e.MalformedRequest: 400,
     e.InvalidCredentials: 401,
     e.NotSignedIn: 401,
     e.NoPendingLogin: 401,
@@ -36,8 +42,24 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.Busy: 503,
 }
 
+# What the OpenAPI document says of each status of STATUS (a test checks that they are the same statuses).
+STATUS_DOCS: dict[int, str] = {
+    400: "A code, passkey or request refused while adding a factor, or a request that cannot be read",
+    401: "Not signed in, no pending sign-in, or a credential, code or passkey refused",
+    403: "Verify access required, or a cross-site request",
+    404: "Not found",
+    409: "A conflict: name or username taken, two-step verification not on",
+    410: "The setup of an authenticator app expired",
+    413: "Body over 64 KiB",
+    415: "Not JSON",
+    422: "Invalid request or weak password",
+    429: "Too many attempts; see Retry-After",
+    503: "Busy: too many password checks at once in this worker; see Retry-After",
+}
+
 
 def status_of(exc: e.TwostepError) -> int:
+    """The HTTP status of ``exc``: that of its class, or of the nearest base class in STATUS."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -48,12 +70,17 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": code, "message": message, **extra}
 
 
-def error_response(exc: e.TwostepError) -> JSONResponse:
-    headers: dict[str, str] = {}
+def error_headers(exc: e.TwostepError) -> dict[str, str]:
     if isinstance(exc, e.TooManyAttempts | e.Busy):
-        headers["Retry-After"] = str(exc.retry_after)
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
+
+
+def error_response(exc: e.TwostepError) -> JSONResponse:
     return JSONResponse(
-        error_body(exc.code, exc.message, **exc.extra()), status_code=status_of(exc), headers=headers
+        error_body(exc.code, exc.message, **exc.extra()),
+        status_code=status_of(exc),
+        headers=error_headers(exc),
     )
 
 
@@ -83,17 +110,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse(error_body("invalid_request", _validation_message(exc)), status_code=422)
+        return error_response(e.InvalidRequest(_validation_message(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            body = error_body("not_found", "Not found.")
-        elif exc.status_code == 405:
+            return error_response(e.NotFound())
+        if exc.status_code == 405:
             body = error_body("method_not_allowed", "This method is not allowed here.")
         elif exc.status_code == 400:
             # FastAPI's body reader: bytes that are not UTF-8, JSON nested too deeply, ...
-            return JSONResponse(error_body("invalid_request", "The body is not valid JSON."), status_code=422)
+            return error_response(e.InvalidRequest("The body is not valid JSON."))
         else:
             body = error_body("http_error", str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -8,12 +8,21 @@ import ipaddress
 import json
 import logging
 import threading
-import unicodedata
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
+
+from twostep.core.errors import (
+    CrossSiteRequest,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    TwostepError,
+    UnsupportedMediaType,
+)
+from twostep.web.errors import error_body, status_of
+from twostep.web.inputs import has_control
 
 log = logging.getLogger("twostep.web")
 
@@ -44,12 +53,6 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
-def has_control(value: str) -> bool:
-    """True when ``value`` holds a control character (Unicode category Cc: C0, DEL, C1) or a lone
-    surrogate (Cs), which no text field, name or id of twostep may contain (H10)."""
-    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
-
-
 def is_cross_site(headers: dict[str, str], origin: str) -> bool:
     """A request from another site: an Origin other than ours, or Sec-Fetch-Site: cross-site.
 
@@ -67,8 +70,9 @@ def is_cross_site(headers: dict[str, str], origin: str) -> bool:
     return sent.rstrip("/") != origin
 
 
-def _json_error(status: int, code: str, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"error": code, "message": message}).encode()
+def _json_error(exc: TwostepError) -> tuple[int, bytes]:
+    """The status of ``exc`` (errors.STATUS) and its body, for a request refused before the app."""
+    return status_of(exc), json.dumps(error_body(exc.code, exc.message)).encode()
 
 
 class GuardMiddleware:
@@ -88,7 +92,7 @@ class GuardMiddleware:
         is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
         if has_control(path):
             # H10: no route, id or name contains a control character (`/factors/%00`): nothing is there.
-            await self._send_error(send, *_json_error(404, "not_found", "Not found."))
+            await self._send_error(send, *_json_error(NotFound()))
             return
         refusal = self._refusal(path, method, headers, is_api)
         if refusal is not None:
@@ -98,9 +102,7 @@ class GuardMiddleware:
             # A body of unknown length (chunked) is read here, so that its size is decided before the app.
             buffered = await self._buffer(receive)
             if buffered is None:
-                await self._send_error(
-                    send, *_json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
-                )
+                await self._send_error(send, *_json_error(PayloadTooLarge()))
                 return
             receive = buffered
         receive = self._limited(receive, send)
@@ -120,9 +122,7 @@ class GuardMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except _BodyTooLarge:
-            await self._send_error(
-                send, *_json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
-            )
+            await self._send_error(send, *_json_error(PayloadTooLarge()))
 
     def _refusal(
         self, path: str, method: str, headers: dict[str, str], is_api: bool
@@ -132,19 +132,15 @@ class GuardMiddleware:
             try:
                 too_big = int(length) > MAX_BODY
             except ValueError:
-                return _json_error(400, "invalid_request", "Content-Length is not a number.")
+                return _json_error(MalformedRequest("Content-Length is not a number."))
             if too_big:
-                return _json_error(413, "payload_too_large", "The request body is larger than 64 KiB.")
+                return _json_error(PayloadTooLarge())
         if method in STATE_CHANGING and is_cross_site(headers, self.origin):
-            return _json_error(
-                403, "cross_site_request", "This request came from another site and was refused."
-            )
+            return _json_error(CrossSiteRequest())
         if is_api and method in WITH_BODY:
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if ctype != "application/json":
-                return _json_error(
-                    415, "unsupported_media_type", "Send JSON with Content-Type: application/json."
-                )
+                return _json_error(UnsupportedMediaType())
         return None
 
     def _limited(self, receive: Receive, send: Send) -> Receive:
@@ -230,13 +226,18 @@ def _is_trusted(peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6N
 
 
 def _warn_untrusted_forwarding(
-    request: Request, peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    request: Request,
+    peer: str,
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    noted: Callable[[str], None] | None,
 ) -> None:
     """H17: X-Forwarded-For from a peer that is not a trusted proxy is ignored, and said once per worker."""
     if "x-forwarded-for" not in request.headers or _is_trusted(peer, trusted):
         return
     if not _untrusted_forwarding.claim():
         return
+    if noted is not None:
+        noted(peer)  # for `twostep check-config`
     if trusted:
         why = f"{peer} is not in TWOSTEP_TRUSTED_PROXIES"
     else:
@@ -251,10 +252,19 @@ def _warn_untrusted_forwarding(
     )
 
 
-def client_address(request: Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
-    """The peer address, or the right-most untrusted X-Forwarded-For hop when the peer is a trusted proxy."""
+def client_address(
+    request: Request,
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    *,
+    untrusted_forwarding_noted: Callable[[str], None] | None = None,
+) -> str:
+    """The peer address, or the right-most untrusted X-Forwarded-For hop when the peer is a trusted proxy.
+
+    X-Forwarded-For from an untrusted peer is ignored; the first time in a worker it is logged (H17) and
+    ``untrusted_forwarding_noted`` is told the peer.
+    """
     peer = request.client.host if request.client else "unknown"
-    _warn_untrusted_forwarding(request, peer, trusted)
+    _warn_untrusted_forwarding(request, peer, trusted, untrusted_forwarding_noted)
     if not trusted:
         return peer
     chain = [peer]
@@ -298,7 +308,3 @@ def presession_csrf_ok(key: bytes, presession: str | None, sent: str | None) -> 
 def _same(expected: str, sent: str) -> bool:
     # compare_digest refuses str with non-ASCII characters (a TypeError, a 500): compare bytes.
     return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogatepass"))
-
-
-def origin_host(origin: str) -> str:
-    return urlsplit(origin).netloc

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from twostep.core.errors import NotSignedIn
-from twostep.services import accounts, login, verify_access
-from twostep.services.login import LoginResult
+from twostep.services import account, sign_in, verify_access
 from twostep.services.sessions import logout
+from twostep.services.sign_in import LoginResult
 from twostep.services.verify_access import VerifyResult
 from twostep.web import devices
 from twostep.web.api.schemas import (
@@ -32,50 +30,47 @@ from twostep.web.errors import error_response
 router = APIRouter()
 
 
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def login_response(request: Request, result: LoginResult) -> JSONResponse:
+def signed_in(request: Request, response: Response, result: LoginResult) -> dict[str, object]:
+    """The body of a sign-in step (LoginOut); the new session cookie, and the device cookie (H07), are set on
+    ``response``."""
     body: dict[str, object] = {"status": result.status}
     if result.status == "second_factor_required":
         body["methods"] = result.methods
     if result.recovery_codes_remaining is not None:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
-    response = JSONResponse(body)
     state(request).cookies.set(response, result.token)
     devices.remember(request, response, result.device)
-    return response
+    return body
 
 
-def verify_response(request: Request, result: VerifyResult) -> JSONResponse:
+def verified(request: Request, response: Response, result: VerifyResult) -> dict[str, object]:
+    """The body of a verify-access step (VerifyOut); the rotated session cookie is set on ``response``."""
     body: dict[str, object] = {"status": result.status}
     if result.status == "verified":
-        body["verified_until"] = iso(result.verified_until)
+        body["verified_until"] = result.verified_until
     else:
         body["methods"] = result.methods
     if result.recovery_codes_remaining is not None:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
-    response = JSONResponse(body)
     state(request).cookies.set(response, result.token)
-    return response
+    return body
 
 
 @router.post("/accounts", status_code=201, response_model=AccountOut)
-def create_account(body: AccountIn, request: Request) -> JSONResponse:
-    username = accounts.register(
+def create_account(body: AccountIn, request: Request) -> dict[str, object]:
+    username = account.sign_up(
         ctx_of(request),
         username=body.username,
         password=body.password,
         email=body.email,
         client=client_of(request),
     )
-    return JSONResponse({"username": username}, status_code=201)
+    return {"username": username}
 
 
-@router.post("/login", response_model=LoginOut)
-def post_login(body: LoginIn, request: Request) -> JSONResponse:
-    result = login.password_step(
+@router.post("/login", response_model=LoginOut, response_model_exclude_unset=True)
+def post_login(body: LoginIn, request: Request, response: Response) -> dict[str, object]:
+    result = sign_in.password_step(
         ctx_of(request),
         username=body.username,
         password=body.password,
@@ -83,63 +78,67 @@ def post_login(body: LoginIn, request: Request) -> JSONResponse:
         current_token=token_of(request),
         device=devices.device_of(request),
     )
-    return login_response(request, result)
+    return signed_in(request, response, result)
 
 
-@router.post("/login/totp", response_model=LoginOut)
-def post_login_totp(body: CodeIn, request: Request) -> JSONResponse:
-    result = login.totp_step(
+@router.post("/login/totp", response_model=LoginOut, response_model_exclude_unset=True)
+def post_login_totp(body: CodeIn, request: Request, response: Response) -> dict[str, object]:
+    result = sign_in.totp_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
     )
-    return login_response(request, result)
+    return signed_in(request, response, result)
 
 
-@router.post("/login/recovery-code", response_model=LoginOut)
-def post_login_recovery(body: CodeIn, request: Request) -> JSONResponse:
-    result = login.recovery_step(
+@router.post("/login/recovery-code", response_model=LoginOut, response_model_exclude_unset=True)
+def post_login_recovery(body: CodeIn, request: Request, response: Response) -> dict[str, object]:
+    result = sign_in.recovery_step(
         ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
     )
-    return login_response(request, result)
+    return signed_in(request, response, result)
 
 
 @router.post("/logout", status_code=204, response_class=Response)
-def post_logout(request: Request, body: Empty | None = None) -> Response:
+def post_logout(request: Request, response: Response, body: Empty | None = None) -> None:
     logout(ctx_of(request), token_of(request))
-    response = Response(status_code=204)
     state(request).cookies.clear(response)
-    return response
 
 
 @router.get("/session", response_model=SessionOut)
 def get_session(session: SignedIn) -> dict[str, object]:
     return {
         "username": session.username,
-        "signed_in_at": iso(session.signed_in_at),
+        "signed_in_at": session.signed_in_at,
         "second_factor": session.second_factor,
-        "access_verified_until": iso(session.verified_until),
+        "access_verified_until": session.verified_until,
     }
 
 
-@router.post("/verify-access", response_model=VerifyOut)
-def post_verify_access(body: PasswordIn, request: Request, session: SignedIn) -> JSONResponse:
+@router.post("/verify-access", response_model=VerifyOut, response_model_exclude_unset=True)
+def post_verify_access(
+    body: PasswordIn, request: Request, response: Response, session: SignedIn
+) -> dict[str, object]:
     result = verify_access.with_password(
         ctx_of(request), session, password=body.password, client=client_of(request)
     )
-    return verify_response(request, result)
+    return verified(request, response, result)
 
 
-@router.post("/verify-access/totp", response_model=VerifyOut)
-def post_verify_access_totp(body: CodeIn, request: Request, session: SignedIn) -> JSONResponse:
+@router.post("/verify-access/totp", response_model=VerifyOut, response_model_exclude_unset=True)
+def post_verify_access_totp(
+    body: CodeIn, request: Request, response: Response, session: SignedIn
+) -> dict[str, object]:
     result = verify_access.with_totp(ctx_of(request), session, code=body.code, client=client_of(request))
-    return verify_response(request, result)
+    return verified(request, response, result)
 
 
-@router.post("/verify-access/recovery-code", response_model=VerifyOut)
-def post_verify_access_recovery(body: CodeIn, request: Request, session: SignedIn) -> JSONResponse:
+@router.post("/verify-access/recovery-code", response_model=VerifyOut, response_model_exclude_unset=True)
+def post_verify_access_recovery(
+    body: CodeIn, request: Request, response: Response, session: SignedIn
+) -> dict[str, object]:
     result = verify_access.with_recovery_code(
         ctx_of(request), session, code=body.code, client=client_of(request)
     )
-    return verify_response(request, result)
+    return verified(request, response, result)
 
 
 @router.get(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 
-from twostep.services import passkeys
-from twostep.web.api.auth import iso
-from twostep.web.api.factors import added_response
+from twostep.services import enrolment, sign_in, verify_access
+from twostep.web.api.auth import signed_in, verified
+from twostep.web.api.factors import added_json
 from twostep.web.api.schemas import (
     Empty,
     FactorAddedOut,
@@ -28,67 +27,59 @@ router = APIRouter()
 def post_registration_options(
     request: Request, session: SignedIn, body: Empty | None = None
 ) -> dict[str, object]:
-    return {"publicKey": passkeys.registration_options(ctx_of(request), session)}
-
-
-@router.post("/factors/passkey", status_code=201, response_model=FactorAddedOut, tags=["second factors"])
-def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> JSONResponse:
-    added = passkeys.register(
-        ctx_of(request), session, name=body.name, credential=body.credential, client=client_of(request)
-    )
-    return added_response(added)
+    return {"publicKey": enrolment.registration_options(ctx_of(request), session)}
 
 
 @router.post(
-    "/login/passkey/options",
-    response_model=PublicKeyOut,
-    tags=["sign-in"],
+    "/factors/passkey",
+    status_code=201,
+    response_model=FactorAddedOut,
+    response_model_exclude_unset=True,
+    tags=["second factors"],
 )
-def post_login_options(request: Request, body: Empty | None = None) -> JSONResponse:
+def post_passkey(body: PasskeyIn, request: Request, session: SignedIn) -> dict[str, object]:
+    added = enrolment.register_passkey(
+        ctx_of(request), session, name=body.name, credential=body.credential, client=client_of(request)
+    )
+    return added_json(added)
+
+
+@router.post("/login/passkey/options", response_model=PublicKeyOut, tags=["sign-in"])
+def post_login_options(request: Request, response: Response, body: Empty | None = None) -> dict[str, object]:
     cookies = state(request).cookies
     ceremony = cookies.read_ceremony(request) or secrets.token_urlsafe(32)
-    result = passkeys.login_options(
+    result = sign_in.passkey_options(
         ctx_of(request), token=token_of(request), ceremony_key=ceremony, client=client_of(request)
     )
-    response = JSONResponse({"publicKey": result.options})
     if result.passwordless:
         cookies.set_ceremony(response, ceremony)
-    return response
+    return {"publicKey": result.options}
 
 
-@router.post("/login/passkey", response_model=LoginOut, tags=["sign-in"])
-def post_login_passkey(body: PasskeyAssertionIn, request: Request) -> JSONResponse:
-    cookies = state(request).cookies
-    token = passkeys.login(
+@router.post("/login/passkey", response_model=LoginOut, response_model_exclude_unset=True, tags=["sign-in"])
+def post_login_passkey(body: PasskeyAssertionIn, request: Request, response: Response) -> dict[str, object]:
+    result = sign_in.passkey_step(
         ctx_of(request),
         token=token_of(request),
-        ceremony_key=cookies.read_ceremony(request),
+        ceremony_key=state(request).cookies.read_ceremony(request),
         credential=body.credential,
         client=client_of(request),
     )
-    response = JSONResponse({"status": "signed_in"})
-    cookies.set(response, token)
-    return response
+    return signed_in(request, response, result)
 
 
-@router.post(
-    "/verify-access/passkey/options",
-    response_model=PublicKeyOut,
-    tags=["sign-in"],
-)
+@router.post("/verify-access/passkey/options", response_model=PublicKeyOut, tags=["sign-in"])
 def post_verify_options(request: Request, session: SignedIn, body: Empty | None = None) -> dict[str, object]:
-    return {"publicKey": passkeys.verify_options(ctx_of(request), session, client=client_of(request))}
+    return {"publicKey": verify_access.passkey_options(ctx_of(request), session, client=client_of(request))}
 
 
 @router.post(
-    "/verify-access/passkey",
-    response_model=VerifyOut,
-    tags=["sign-in"],
+    "/verify-access/passkey", response_model=VerifyOut, response_model_exclude_unset=True, tags=["sign-in"]
 )
-def post_verify_passkey(body: PasskeyAssertionIn, request: Request, session: SignedIn) -> JSONResponse:
-    token, until = passkeys.verify_access(
+def post_verify_passkey(
+    body: PasskeyAssertionIn, request: Request, response: Response, session: SignedIn
+) -> dict[str, object]:
+    result = verify_access.with_passkey(
         ctx_of(request), session, credential=body.credential, client=client_of(request)
     )
-    response = JSONResponse({"status": "verified", "verified_until": iso(until)})
-    state(request).cookies.set(response, token)
-    return response
+    return verified(request, response, result)

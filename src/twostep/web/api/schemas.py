@@ -1,8 +1,8 @@
-"""Request and response bodies of docs/api.md. Strings are strict (no coercion from numbers).
+"""Request and response bodies of docs/api.md. Strings are strict (no coercion from numbers), and obey the
+input rules of web/inputs.py (H10): such input answers 422 ``invalid_request`` before any service runs.
 
-No text input may carry a control character (H10): names, usernames, codes and e-mail addresses refuse every
-character of Unicode category Cc (C0, DEL, C1) and lone surrogates; passwords, which are only ever hashed,
-refuse NUL and lone surrogates. Such input answers 422 ``invalid_request`` before any service runs.
+Handlers return these models (or dicts of their fields) through their ``response_model``; the fields a
+response leaves out are unset, and left out of the JSON too (``response_model_exclude_unset``).
 """
 
 from __future__ import annotations
@@ -12,35 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 
-from twostep.web.security import has_control
-
-
-def text_without_controls(value: str) -> str:
-    if has_control(value):
-        raise ValueError("control characters are not allowed")
-    return value
-
-
-def secret_without_nul(value: str) -> str:
-    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
-        raise ValueError("NUL and unpaired surrogates are not allowed")
-    return value
-
-
-def json_without_controls(value: Any) -> Any:
-    """A credential object: no string in it, key or value, at any depth, has a control character."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            text_without_controls(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
+from twostep.web.inputs import json_without_controls, secret_without_nul, text_without_controls
 
 Short = Annotated[StrictStr, Field(max_length=256), AfterValidator(text_without_controls)]
 Secret = Annotated[StrictStr, Field(max_length=4096), AfterValidator(secret_without_nul)]

@@ -7,20 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import Busy, InvalidCredentials, NotFound, TwostepError, WeakPassword
-from twostep.services import accounts, events, sessions
+from twostep.core.events import EventType
+from twostep.core.kinds import FactorKind, Method
+from twostep.services import account, sessions
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
-    FormSecret,
-    FormStr,
     PageRoute,
     check_csrf,
     message_of,
     redirect,
+    redirect_unless_verified,
     render,
     url_with,
 )
-from twostep.web.pages.verify import require_verified
+from twostep.web.pages.forms import FormSecret, FormStr
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -34,36 +35,39 @@ SESSION_NOTICES = {
     "gone": "That session had already ended.",
 }
 
-EVENT_LABELS = {
-    "account_created": "Account created",
-    "signed_in": "Signed in",
-    "password_failed": "Wrong password",
-    "second_factor_failed": "Failed second step",
-    "second_factor_abandoned": "Sign-in not finished",
-    "second_factor_locked": "Second step locked after too many attempts",
-    "totp_replay": "A code was used twice",
-    "factor_added": "Second factor added",
-    "factor_renamed": "Second factor renamed",
-    "factor_removed": "Second factor removed",
-    "two_factor_enabled": "Two-step verification turned on",
-    "two_factor_disabled": "Two-step verification turned off",
-    "recovery_code_used": "Recovery code used",
-    "recovery_codes_regenerated": "New recovery codes made",
-    "access_verified": "Access verified",
-    "verify_access_failed": "Failed to verify access",
-    "session_ended": "Session ended",
-    "other_sessions_ended": "Other sessions ended",
-    "password_changed": "Password changed",
-    "passkey_counter_regressed": "Passkey counter went backwards (possible clone)",
-    "passkey_sign_in_failed": "Failed sign-in with one of your passkeys, without password",
+# The label of each kind of event on the security-log page, keyed by the enums (a StrEnum member is equal to,
+# and hashes like, its stored string); a test checks that every EventType has one.
+EVENT_LABELS: dict[str, str] = {
+    EventType.ACCOUNT_CREATED: "Account created",
+    EventType.SIGNED_IN: "Signed in",
+    EventType.PASSWORD_FAILED: "Wrong password",
+    EventType.SECOND_FACTOR_FAILED: "Failed second step",
+    EventType.SECOND_FACTOR_ABANDONED: "Sign-in not finished",
+    EventType.SECOND_FACTOR_LOCKED: "Second step locked after too many attempts",
+    EventType.TOTP_REPLAY: "A code was used twice",
+    EventType.FACTOR_ADDED: "Second factor added",
+    EventType.FACTOR_RENAMED: "Second factor renamed",
+    EventType.FACTOR_REMOVED: "Second factor removed",
+    EventType.TWO_FACTOR_ENABLED: "Two-step verification turned on",
+    EventType.TWO_FACTOR_DISABLED: "Two-step verification turned off",
+    EventType.RECOVERY_CODE_USED: "Recovery code used",
+    EventType.RECOVERY_CODES_REGENERATED: "New recovery codes made",
+    EventType.ACCESS_VERIFIED: "Access verified",
+    EventType.VERIFY_ACCESS_FAILED: "Failed to verify access",
+    EventType.SESSION_ENDED: "Session ended",
+    EventType.OTHER_SESSIONS_ENDED: "Other sessions ended",
+    EventType.PASSWORD_CHANGED: "Password changed",
+    EventType.PASSKEY_COUNTER_REGRESSED: "Passkey counter went backwards (possible clone)",
+    EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
 }
-METHOD_LABELS = {
-    "password": "password only",
-    "totp": "authentication app",
-    "passkey": "passkey",
-    "passkey_passwordless": "passkey, without password",
-    "recovery_code": "recovery code",
+METHOD_LABELS: dict[str, str] = {
+    Method.PASSWORD: "password only",
+    Method.TOTP: "authentication app",
+    Method.PASSKEY: "passkey",
+    Method.PASSKEY_PASSWORDLESS: "passkey, without password",
+    Method.RECOVERY_CODE: "recovery code",
 }
+FACTOR_LABELS: dict[str, str] = {FactorKind.TOTP: "authentication app", FactorKind.PASSKEY: "passkey"}
 
 
 def describe(event_type: str, detail: dict[str, Any]) -> str:
@@ -74,9 +78,9 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
         parts.append("with " + METHOD_LABELS.get(method, method.replace("_", " ")))
     name = detail.get("factor_name")
     if isinstance(name, str):
-        kind = {"totp": "authentication app", "passkey": "passkey"}.get(str(detail.get("type")), "")
+        kind = FACTOR_LABELS.get(str(detail.get("type")), "")
         parts.append(f"“{name}”" + (f" ({kind})" if kind else ""))
-    if event_type == "recovery_code_used" and isinstance(detail.get("remaining"), int):
+    if event_type == EventType.RECOVERY_CODE_USED and isinstance(detail.get("remaining"), int):
         parts.append(f"{detail['remaining']} left")
     for key in ("count", "other_sessions_ended"):
         if isinstance(detail.get(key), int):
@@ -101,7 +105,7 @@ def sessions_page(request: Request, session: SignedIn, done: str = "") -> Respon
 @router.post(SESSIONS_PATH + "/end")
 def end_one(request: Request, session: SignedIn, id: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, SESSIONS_PATH)
+    redirect_unless_verified(request, session, SESSIONS_PATH)
     try:
         sessions.end_session(ctx_of(request), session, id, client_of(request))
     except NotFound:
@@ -112,7 +116,7 @@ def end_one(request: Request, session: SignedIn, id: FormStr = "", csrf: FormStr
 @router.post(SESSIONS_PATH + "/end-others")
 def end_others(request: Request, session: SignedIn, back: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, SESSIONS_PATH)
+    redirect_unless_verified(request, session, SESSIONS_PATH)
     sessions.end_other_sessions(ctx_of(request), session, client_of(request))
     if back == "two-step":
         return redirect(url_with(HOME, done="sessions_ended"))
@@ -130,7 +134,7 @@ def log_page(request: Request, session: SignedIn) -> Response:
             "ip": e.ip,
             "user_agent": e.user_agent,
         }
-        for e in events.list_events(ctx_of(request), session)
+        for e in account.security_log(ctx_of(request), session)
     ]
     return render(request, "security_log.html", {"events": rows}, user=session)
 
@@ -139,7 +143,7 @@ def log_page(request: Request, session: SignedIn) -> Response:
 def password_page(request: Request, session: SignedIn, done: str = "") -> Response:
     if done:
         return render(request, "password.html", {"done": True}, user=session)
-    require_verified(request, session, PASSWORD_PATH)
+    redirect_unless_verified(request, session, PASSWORD_PATH)
     return render(request, "password.html", {"errors": {}}, user=session)
 
 
@@ -152,10 +156,10 @@ def password_post(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, PASSWORD_PATH)
+    redirect_unless_verified(request, session, PASSWORD_PATH)
     errors: dict[str, str] = {}
     try:
-        accounts.change_password(
+        account.change_password(
             ctx_of(request),
             session,
             current_password=current_password,

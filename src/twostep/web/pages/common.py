@@ -6,35 +6,27 @@ import math
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Form, Request, Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from pydantic import AfterValidator
 
 from twostep.core.errors import (
     Busy,
     InvalidCode,
-    NotFound,
     NotSignedIn,
     TooManyAttempts,
     TwostepError,
     VerifyAccessRequired,
 )
 from twostep.services.sessions import CurrentSession, authenticate
-from twostep.web.api.schemas import json_without_controls, secret_without_nul, text_without_controls
 from twostep.web.deps import state, token_of
+from twostep.web.errors import status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
-
-# The form fields of the pages, with the same rules as the JSON API's strings (H10): no control characters;
-# passwords (only ever hashed) no NUL. A refused field answers the 422 page below.
-FormStr = Annotated[str, Form(max_length=4096), AfterValidator(text_without_controls)]
-FormSecret = Annotated[str, Form(max_length=4096), AfterValidator(secret_without_nul)]
-CredentialField = Annotated[str, Form(max_length=60_000), AfterValidator(json_without_controls)]
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
@@ -77,12 +69,29 @@ def parse_methods(raw: str | None) -> list[str]:
     return [m for m in METHODS if m in wanted]
 
 
+def second_step_context(methods: str, next: str) -> dict[str, object]:
+    """What a second-step page (sign-in or verify access) shows: its methods and where it returns to."""
+    kinds = parse_methods(methods)
+    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
+
+
 def redirect(url: str, token: str | None = None, request: Request | None = None) -> RedirectResponse:
     """A 303 to ``url``; sets the session cookie when a service returned a new token (step up)."""
     response = RedirectResponse(url, status_code=303)
     if token is not None and request is not None:
         state(request).cookies.set(response, token)
     return response
+
+
+def redirect_unless_verified(request: Request, session: CurrentSession, return_to: str) -> None:
+    """Send the user to verify access first, then back to ``return_to`` (SEC-43). The pages' counterpart of
+    ``services.sessions.require_verified``, which raises VerifyAccessRequired for the API instead.
+
+    Raises:
+        Redirect: access was not verified in the last 10 minutes.
+    """
+    if not session.access_verified(state(request).ctx.now()):
+        raise Redirect(url_with("/verify-access", next=return_to))
 
 
 def signed_in_or_none(request: Request) -> CurrentSession | None:
@@ -201,7 +210,8 @@ def when(value: datetime | None) -> str:
     return value.strftime("%-d %b %Y, %H:%M UTC")
 
 
-def iso(value: datetime | None) -> str:
+def datetime_attribute(value: datetime | None) -> str:
+    """The ``datetime`` attribute of a ``<time>`` element (ISO 8601, UTC as "Z"); "" for no time."""
     return "" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
@@ -231,7 +241,7 @@ def browser_name(user_agent: str) -> str:
 
 TEMPLATES.env.filters["when"] = when
 TEMPLATES.env.filters["browser"] = browser_name
-TEMPLATES.env.filters["iso"] = iso
+TEMPLATES.env.filters["datetime_attribute"] = datetime_attribute
 
 
 # Where the 403 page sends a refused form back to: its own page, reloaded with a fresh token.
@@ -278,7 +288,6 @@ class PageRoute(APIRoute):
                 response.headers["Retry-After"] = str(exc.retry_after)
                 return response
             except TwostepError as exc:
-                status = 404 if isinstance(exc, NotFound) else 400
-                return render(request, "error.html", {"message": message_of(exc)}, status_code=status)
+                return render(request, "error.html", {"message": message_of(exc)}, status_code=status_of(exc))
 
         return handler

@@ -15,24 +15,23 @@ from twostep.core.errors import (
     TwostepError,
 )
 from twostep.core.totp import format_secret_for_display
-from twostep.services import factors, passkeys
-from twostep.services.factors import FactorView, TotpEnrollment
+from twostep.services import enrolment, factors
+from twostep.services.enrolment import TotpEnrollment
+from twostep.services.factors import FactorView
 from twostep.services.sessions import CurrentSession
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
-    CredentialField,
-    FormStr,
     PageRoute,
     check_csrf,
     message_of,
     redirect,
+    redirect_unless_verified,
     render,
     skew_words,
     url_with,
 )
-from twostep.web.pages.signin import parse_credential
-from twostep.web.pages.verify import require_verified
+from twostep.web.pages.forms import CredentialField, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -76,7 +75,7 @@ APP_PATH = HOME + "/app"
 
 @router.get(APP_PATH)
 def app_name_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     return render(request, "app_name.html", {"name": "Authenticator app"}, user=session)
 
 
@@ -93,10 +92,10 @@ def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
 @router.post(APP_PATH)
 def app_begin(request: Request, session: SignedIn, name: FormStr = "", csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     try:
         factors.clean_name(name)
-        enrollment = factors.begin_totp(ctx_of(request), session)
+        enrollment = enrolment.begin_totp(ctx_of(request), session)
     except TwostepError as exc:
         context = {"name": name, "error": message_of(exc)}
         return render(request, "app_name.html", context, status_code=422, user=session)
@@ -113,9 +112,9 @@ def app_confirm(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, APP_PATH)
+    redirect_unless_verified(request, session, APP_PATH)
     try:
-        added = factors.confirm_totp(
+        added = enrolment.confirm_totp(
             ctx_of(request),
             session,
             enrollment_id=enrollment_id,
@@ -131,7 +130,7 @@ def app_confirm(
         else:
             error = message_of(exc)
         context: dict[str, object] = {"enrollment_id": enrollment_id, "name": name, "retry": True}
-        again = factors.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
+        again = enrolment.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
         if again is not None:
             # Still pending: show the QR code and the key again with the error.
             context = {**_qr_context(again, name), "retry": False}
@@ -151,7 +150,7 @@ PASSKEY_PATH = HOME + "/passkey"
 
 @router.get(PASSKEY_PATH)
 def passkey_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, PASSKEY_PATH)
+    redirect_unless_verified(request, session, PASSKEY_PATH)
     return render(request, "passkey_add.html", {"name": ""}, user=session)
 
 
@@ -165,12 +164,12 @@ def passkey_add(
 ) -> Response:
     """The end of a registration ceremony (static/webauthn.js, /api/v1/factors/passkey/options)."""
     check_csrf(request, csrf)
-    require_verified(request, session, PASSKEY_PATH)
+    redirect_unless_verified(request, session, PASSKEY_PATH)
     parsed = parse_credential(credential)
     try:
         if parsed is None:
             raise PasskeyRejected("The browser did not return a passkey. Try again.")
-        added = passkeys.register(
+        added = enrolment.register_passkey(
             ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:
@@ -208,7 +207,7 @@ def rename_post(
 
 @router.get(HOME + "/factors/{factor_id}/remove")
 def remove_page(request: Request, session: SignedIn, factor_id: str) -> Response:
-    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    redirect_unless_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
     view = factors.overview(ctx_of(request), session)
     factor = next((f for f in view.factors if f.id == factor_id), None)
     if factor is None:
@@ -220,7 +219,7 @@ def remove_page(request: Request, session: SignedIn, factor_id: str) -> Response
 @router.post(HOME + "/factors/{factor_id}/remove")
 def remove_post(request: Request, session: SignedIn, factor_id: str, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
+    redirect_unless_verified(request, session, f"{HOME}/factors/{quote(factor_id)}/remove")
     turned_off = factors.remove(ctx_of(request), session, factor_id=factor_id, client=client_of(request))
     return redirect(url_with(HOME, done="removed_last" if turned_off else "removed"))
 
@@ -253,7 +252,7 @@ def recovery_codes_page(
 
 @router.get(CODES_PATH)
 def codes_confirm_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, CODES_PATH)
+    redirect_unless_verified(request, session, CODES_PATH)
     view = factors.overview(ctx_of(request), session)
     if not view.two_factor_enabled:
         return redirect(HOME)
@@ -263,7 +262,7 @@ def codes_confirm_page(request: Request, session: SignedIn) -> Response:
 @router.post(CODES_PATH)
 def codes_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, CODES_PATH)
+    redirect_unless_verified(request, session, CODES_PATH)
     try:
         codes = factors.regenerate_recovery_codes(ctx_of(request), session, client=client_of(request))
     except TwoFactorNotEnabled:
@@ -273,7 +272,7 @@ def codes_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Respo
 
 @router.get(OFF_PATH)
 def off_confirm_page(request: Request, session: SignedIn) -> Response:
-    require_verified(request, session, OFF_PATH)
+    redirect_unless_verified(request, session, OFF_PATH)
     view = factors.overview(ctx_of(request), session)
     if not view.two_factor_enabled:
         return redirect(HOME)
@@ -283,7 +282,7 @@ def off_confirm_page(request: Request, session: SignedIn) -> Response:
 @router.post(OFF_PATH)
 def off_post(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
     check_csrf(request, csrf)
-    require_verified(request, session, OFF_PATH)
+    redirect_unless_verified(request, session, OFF_PATH)
     try:
         factors.disable(ctx_of(request), session, client=client_of(request))
     except TwoFactorNotEnabled:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
@@ -11,41 +9,31 @@ from twostep.core.errors import (
     InvalidRequest,
     NoPendingLogin,
     PasskeyRejected,
-    TooManyAttempts,
     TwostepError,
     UsernameTaken,
     WeakPassword,
 )
-from twostep.services import accounts, login, passkeys
+from twostep.services import account, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices
 from twostep.web.deps import client_of, ctx_of, state, token_of
+from twostep.web.errors import status_of
 from twostep.web.pages.common import (
     HOME,
-    CredentialField,
-    FormSecret,
-    FormStr,
     PageRoute,
     check_csrf,
     code_error,
     message_of,
-    parse_methods,
     redirect,
     render,
     safe_next,
+    second_step_context,
     signed_in_or_none,
     url_with,
 )
+from twostep.web.pages.forms import CredentialField, FormSecret, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def parse_credential(raw: str) -> dict[str, object] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 @router.get("/")
@@ -75,22 +63,19 @@ def signup(
     errors: dict[str, str] = {}
     ctx, client = ctx_of(request), client_of(request)
     try:
-        accounts.register(ctx, username=username, password=password, email=email or None, client=client)
+        account.sign_up(ctx, username=username, password=password, email=email or None, client=client)
     except Busy:
         raise  # the 503 page
-    except WeakPassword as exc:
-        errors["password"] = f"This password can't be used: {exc.message}"
-    except UsernameTaken as exc:
-        errors["username"] = exc.message
-    except InvalidRequest as exc:
-        errors["email" if "e-mail" in exc.message else "username"] = exc.message
+    except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
+        # Beside the field it is about, the form shown again (422).
+        prefix = "This password can't be used: " if isinstance(exc, WeakPassword) else ""
+        errors[exc.field or "username"] = prefix + exc.message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
-        status = 429 if isinstance(exc, TooManyAttempts) else 422
-        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status)
+        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status_of(exc))
     else:
         try:
-            result = login.password_step(
+            result = sign_in.password_step(
                 ctx,
                 username=username,
                 password=password,
@@ -135,7 +120,7 @@ def login_post(
     check_csrf(request, csrf, session_required=False)
     target = safe_next(next)
     try:
-        result = login.password_step(
+        result = sign_in.password_step(
             ctx_of(request),
             username=username,
             password=password,
@@ -147,8 +132,7 @@ def login_post(
         raise
     except TwostepError as exc:
         context = {"next": target, "form": {"username": username}, "error": message_of(exc)}
-        status = 429 if isinstance(exc, TooManyAttempts) else 401
-        return render(request, "login.html", context, status_code=status)
+        return render(request, "login.html", context, status_code=status_of(exc))
     if result.status == "signed_in":
         response = redirect(target, result.token, request)
     else:
@@ -159,18 +143,13 @@ def login_post(
     return response
 
 
-def _second_step_context(methods: str, next: str) -> dict[str, object]:
-    kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
-
-
 @router.get("/login/second-step")
 def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
     if signed_in_or_none(request) is not None:
         return redirect(safe_next(next))
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "second_step.html", _second_step_context(methods, next))
+    return render(request, "second_step.html", second_step_context(methods, next))
 
 
 def _pending_gone(next: str) -> Response:
@@ -183,13 +162,13 @@ def second_step_post(
 ) -> Response:
     check_csrf(request, csrf)
     try:
-        result = login.totp_step(
+        result = sign_in.totp_step(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**_second_step_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
     return redirect(safe_next(next), result.token, request)
 
@@ -198,7 +177,7 @@ def second_step_post(
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "recovery_login.html", _second_step_context(methods, next))
+    return render(request, "recovery_login.html", second_step_context(methods, next))
 
 
 @router.post("/login/recovery-code")
@@ -207,13 +186,13 @@ def recovery_post(
 ) -> Response:
     check_csrf(request, csrf)
     try:
-        result = login.recovery_step(
+        result = sign_in.recovery_step(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**_second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
     # The two-step page shows the recovery banner to a session signed in with a recovery code.
     return redirect(HOME, result.token, request)
@@ -234,7 +213,7 @@ def passkey_login(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token = passkeys.login(
+        result = sign_in.passkey_step(
             ctx_of(request),
             token=token_of(request),
             ceremony_key=cookies.read_ceremony(request),
@@ -246,11 +225,11 @@ def passkey_login(
         if isinstance(exc, PasskeyRejected):
             error = "That passkey could not be verified. Try again, or use another way to sign in."
         if methods:
-            context = {**_second_step_context(methods, next), "error": error}
+            context = {**second_step_context(methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
         context = {"next": safe_next(next), "form": {}, "error": error}
         return render(request, "login.html", context, status_code=401)
-    return redirect(safe_next(next), token, request)
+    return redirect(safe_next(next), result.token, request)
 
 
 @router.post("/logout")

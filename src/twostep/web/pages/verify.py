@@ -5,34 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
-from twostep.services import factors, passkeys, verify_access
+from twostep.services import factors, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
-    CredentialField,
-    FormSecret,
-    FormStr,
     PageRoute,
-    Redirect,
     check_csrf,
     code_error,
     message_of,
-    parse_methods,
     redirect,
     render,
     safe_next,
+    second_step_context,
     url_with,
 )
-from twostep.web.pages.signin import parse_credential
+from twostep.web.pages.forms import CredentialField, FormSecret, FormStr, parse_credential
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def require_verified(request: Request, session: CurrentSession, return_to: str) -> None:
-    """Send the user to verify access first, then back to ``return_to`` (SEC-43)."""
-    if not session.access_verified(ctx_of(request).now()):
-        raise Redirect(url_with("/verify-access", next=return_to))
 
 
 def _has_passkey(request: Request, session: CurrentSession) -> bool:
@@ -74,14 +64,9 @@ def verify_post(
     return _after(request, result, next)
 
 
-def _second_context(methods: str, next: str) -> dict[str, object]:
-    kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
-
-
 @router.get("/verify-access/second-step")
 def verify_second_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_second.html", _second_context(methods, next), user=session)
+    return render(request, "verify_second.html", second_step_context(methods, next), user=session)
 
 
 def _restart(next: str) -> Response:
@@ -103,14 +88,14 @@ def verify_totp(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = {**_second_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
 
 @router.get("/verify-access/recovery-code")
 def verify_recovery_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_recovery.html", _second_context(methods, next), user=session)
+    return render(request, "verify_recovery.html", second_step_context(methods, next), user=session)
 
 
 @router.post("/verify-access/recovery-code")
@@ -130,7 +115,7 @@ def verify_recovery(
     except VerifyAccessRequired:
         return _restart(next)
     except TwostepError as exc:
-        context = {**_second_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
@@ -150,7 +135,7 @@ def verify_passkey(
     try:
         if parsed is None:
             raise PasskeyRejected()
-        token, _until = passkeys.verify_access(
+        result = verify_access.with_passkey(
             ctx_of(request), session, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:
@@ -160,8 +145,8 @@ def verify_passkey(
             else message_of(exc)
         )
         if methods:
-            context = {**_second_context(methods, next), "error": error}
+            context = {**second_step_context(methods, next), "error": error}
             return render(request, "verify_second.html", context, status_code=401, user=session)
         context = {"next": safe_next(next), "has_passkey": True, "error": error}
         return render(request, "verify.html", context, status_code=401, user=session)
-    return redirect(safe_next(next), token, request)
+    return redirect(safe_next(next), result.token, request)

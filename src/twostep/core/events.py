@@ -1,0 +1,35 @@
+"""The security events of an account's log (GET /security-events): one name for each kind of event.
+
+A ``StrEnum``: stored and sent as its string value, and a typo is an AttributeError, not an event that no
+table knows (the e-mails of services/notifications.py and the labels of the security-log page are keyed by
+it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+
+@unique
+class EventType(StrEnum):
+    ACCOUNT_CREATED = "account_created"
+    SIGNED_IN = "signed_in"
+    PASSWORD_FAILED = "password_failed"  # noqa: S105 (an event name, not a password)
+    SECOND_FACTOR_FAILED = "second_factor_failed"
+    SECOND_FACTOR_ABANDONED = "second_factor_abandoned"
+    SECOND_FACTOR_LOCKED = "second_factor_locked"
+    TOTP_REPLAY = "totp_replay"
+    PASSKEY_COUNTER_REGRESSED = "passkey_counter_regressed"
+    PASSKEY_SIGN_IN_FAILED = "passkey_sign_in_failed"
+    FACTOR_ADDED = "factor_added"
+    FACTOR_RENAMED = "factor_renamed"
+    FACTOR_REMOVED = "factor_removed"
+    TWO_FACTOR_ENABLED = "two_factor_enabled"
+    TWO_FACTOR_DISABLED = "two_factor_disabled"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    ACCESS_VERIFIED = "access_verified"
+    VERIFY_ACCESS_FAILED = "verify_access_failed"
+    SESSION_ENDED = "session_ended"
+    OTHER_SESSIONS_ENDED = "other_sessions_ended"
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)

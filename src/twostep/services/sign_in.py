@@ -1,0 +1,363 @@
+"""Sign-in: the password step, then the second step (authenticator app, recovery code or passkey), or a
+passwordless passkey. Every successful sign-in ends in ``finish_sign_in``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from twostep.core import devices
+from twostep.core import passkeys as wa
+from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
+from twostep.core.events import EventType
+from twostep.core.kinds import ChallengePurpose, FactorKind, Method
+from twostep.services import regulator
+from twostep.services import second_factor as sf
+from twostep.services.audit import Audit
+from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
+from twostep.services.passwords import check_password
+from twostep.services.regulator import Outcome
+from twostep.services.sessions import create_active, create_pending, end, pending
+from twostep.storage import challenges, factors, recovery
+from twostep.storage import sessions as session_store
+from twostep.storage.sessions import SessionRow
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """``status`` is "signed_in" or "second_factor_required"; ``token`` is the new cookie value;
+    ``device`` the new device cookie value after a password step (H07)."""
+
+    status: str
+    token: str
+    methods: list[str]
+    recovery_codes_remaining: int | None = None
+    device: str | None = None
+
+
+def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
+    """The second-step methods of an account with these factor kinds (docs/api.md ``methods``)."""
+    out: list[str] = [kind for kind in (FactorKind.TOTP, FactorKind.PASSKEY) if kind in kinds]
+    if out and recovery_remaining > 0:
+        out.append(Method.RECOVERY_CODE)
+    return out
+
+
+def finish_sign_in(
+    conn: Connection,
+    audit: Audit,
+    *,
+    pending: SessionRow | None,
+    method: Method,
+    factor_id: str | None = None,
+    verified_until: datetime | None = None,
+) -> str:
+    """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
+    public id passes to the session, so that the security log ties its attempts to it), create the session,
+    reset the account's second-factor counter (when a second factor was used), record ``signed_in``.
+    Returns the session's cookie value.
+
+    Raises:
+        NoPendingLogin: another request finished or ended this pending sign-in first.
+    """
+    if (
+        pending is not None
+        and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None
+    ):
+        raise NoPendingLogin()
+    session_id = pending.public_id if pending is not None else new_id()
+    token = create_active(
+        conn,
+        account_id=audit.account_id,
+        now=audit.now,
+        client=audit.client,
+        second_factor=method.session_factor,
+        verified_until=verified_until,
+        public_id=session_id,
+    )
+    if method.is_second_factor:
+        regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)
+    audit.record(conn, EventType.SIGNED_IN, method=method, factor_id=factor_id, session=session_id)
+    return token
+
+
+def password_step(
+    ctx: Context,
+    *,
+    username: str,
+    password: str,
+    client: Client,
+    current_token: str | None,
+    device: str | None = None,
+) -> LoginResult:
+    """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
+
+    ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07).
+
+    Raises:
+        TooManyAttempts, InvalidCredentials, Busy: see check_password.
+    """
+    account = check_password(ctx, username=username, password=password, client=client, device=device)
+    remembered = devices.remember_device(
+        key=ctx.device_key, cookie=device, username=account.username, password_hash=account.password_hash
+    )
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        end(conn, ctx, token=current_token, now=now)
+        kinds = factors.kinds(conn, account.id)
+        if not kinds:
+            audit = Audit(ctx, account.id, client, now)
+            token = finish_sign_in(conn, audit, pending=None, method=Method.PASSWORD)
+            return LoginResult("signed_in", token, [], device=remembered)
+        methods = methods_for(kinds, recovery.remaining(conn, account.id))
+        token = create_pending(conn, account_id=account.id, now=now, client=client)
+    return LoginResult("second_factor_required", token, methods, device=remembered)
+
+
+def _failed(
+    conn: Connection,
+    audit: Audit,
+    pend: SessionRow,
+    method: Method,
+    failures: int,
+    *,
+    replay: bool = False,
+    **detail: object,
+) -> None:
+    """A failed second step; the first failure of a pending sign-in is told to the owner (SEC-07)."""
+    if replay:
+        audit.record(conn, EventType.TOTP_REPLAY, notify=False, method=method)
+    first = session_store.mark_alerted(conn, token_hash=pend.token_hash)
+    audit.second_factor_failed(
+        conn, EventType.SECOND_FACTOR_FAILED, failures=failures, notify=first, method=method, **detail
+    )
+
+
+def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
+    """POST /login/totp: finish a pending sign-in with a code from an authenticator app.
+
+    Raises:
+        NoPendingLogin, TooManyAttempts, InvalidCode (wrong, replayed, or from a removed factor).
+    """
+    now = ctx.now()
+    # One transaction: the attempt is counted (and, on PostgreSQL, the account's counter row locked)
+    # before the code is evaluated; a failure is recorded and committed before the error is raised.
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        pend = pending(conn, token=token, now=now)
+        audit = Audit(ctx, pend.account_id, client, now)
+        failures = regulator.reserve(conn, regulator.second_factor(pend.account_id), now=now)
+        try:
+            match = sf.match_totp(ctx, factors.totp_for(conn, pend.account_id), code, now)
+            sf.consume_totp(conn, match, now)
+        except InvalidCode as exc:
+            _failed(conn, audit, pend, Method.TOTP, failures, replay=isinstance(exc, sf.Replay))
+            new_token = None
+        else:
+            new_token = finish_sign_in(
+                conn, audit, pending=pend, method=Method.TOTP, factor_id=match.factor_id
+            )
+    if new_token is None:
+        raise InvalidCode()
+    return LoginResult("signed_in", new_token, [])
+
+
+def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
+    """POST /login/recovery-code: finish a pending sign-in with a recovery code; access counts as verified.
+
+    Raises:
+        NoPendingLogin, TooManyAttempts, InvalidCode.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        pend = pending(conn, token=token, now=now)
+        counter = regulator.second_factor(pend.account_id, recovery_code=True)
+        failures = regulator.reserve(conn, counter, now=now)
+        candidate = sf.find_recovery(conn, account_id=pend.account_id, code=code)
+    audit = Audit(ctx, pend.account_id, client, now)
+    try:
+        candidate = sf.check_recovery(candidate)
+        with ctx.db.transaction() as conn:
+            sf.consume_recovery(conn, candidate, now)
+            remaining = recovery.remaining(conn, pend.account_id)
+            audit.record(conn, EventType.RECOVERY_CODE_USED, remaining=remaining)
+            new_token = finish_sign_in(
+                conn,
+                audit,
+                pending=pend,
+                method=Method.RECOVERY_CODE,
+                verified_until=now + VERIFIED_ACCESS_TTL,
+            )
+    except InvalidCode:
+        with ctx.db.transaction() as conn:
+            _failed(conn, audit, pend, Method.RECOVERY_CODE, failures)
+        raise InvalidCode() from None
+    return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining)
+
+
+@dataclass(frozen=True)
+class LoginOptions:
+    options: dict[str, object]
+    passwordless: bool
+
+
+def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, client: Client) -> LoginOptions:
+    """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            allow = sf.allow_list(conn, pend.account_id)
+            opts = wa.authentication_options(
+                rp_id=ctx.rp_id, allow_credentials=allow, user_verification="preferred"
+            )
+            sf.put_challenge(
+                conn,
+                ctx,
+                session_key=pend.token_hash,
+                purpose=ChallengePurpose.LOGIN,
+                challenge=opts.challenge,
+                account_id=pend.account_id,
+                allowed=[cid for cid, _ in allow],
+            )
+            return LoginOptions(opts.options, passwordless=False)
+        opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=[], user_verification="required")
+        sf.put_challenge(
+            conn,
+            ctx,
+            session_key=hash_token(ceremony_key),
+            purpose=ChallengePurpose.PASSWORDLESS,
+            challenge=opts.challenge,
+            account_id=None,
+        )
+    return LoginOptions(opts.options, passwordless=True)
+
+
+def passkey_step(
+    ctx: Context, *, token: str | None, ceremony_key: str | None, credential: object, client: Client
+) -> LoginResult:
+    """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in.
+
+    Raises:
+        PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
+    """
+    now = ctx.now()
+    pend, taken, prepared = _take_challenge(ctx, token, ceremony_key, credential, client, now)
+    try:
+        new_token = _passkey_signed_in(ctx, pend, token, credential, taken, prepared, client, now)
+        return LoginResult("signed_in", new_token, [])
+    except PasskeyRejected as exc:
+        failures = exc.failures if isinstance(exc, sf.Refused) else 0
+        with ctx.db.transaction() as conn:
+            if pend is not None:
+                audit = Audit(ctx, pend.account_id, client, now)
+                _failed(conn, audit, pend, Method.PASSKEY, failures, session=pend.public_id)
+            elif prepared.row is not None:
+                # The account whose credential was named sees the attempt in its security log (H01); no
+                # e-mail: anyone who saw the credential id can cause it, and it proves nothing about the
+                # password.
+                Audit(ctx, prepared.row.account_id, client, now).record(
+                    conn,
+                    EventType.PASSKEY_SIGN_IN_FAILED,
+                    notify=False,
+                    method=Method.PASSKEY_PASSWORDLESS,
+                    factor_id=prepared.row.id,
+                )
+        raise PasskeyRejected() from None
+
+
+def _take_challenge(
+    ctx: Context,
+    token: str | None,
+    ceremony_key: str | None,
+    credential: object,
+    client: Client,
+    now: datetime,
+) -> tuple[SessionRow | None, challenges.Taken, sf.PreparedAssertion]:
+    """The first transaction of a passkey step: the pending sign-in (if any), its challenge taken (single
+    use), the attempt counted and the credential looked up.
+
+    Raises:
+        PasskeyRejected: no challenge to take.
+        TooManyAttempts: the address or the account must wait; a passwordless challenge is spent even then.
+    """
+    refused: TooManyAttempts | None = None
+    prepared: sf.PreparedAssertion | None = None
+    with ctx.db.transaction() as conn:
+        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
+        if pend is not None:
+            taken = challenges.take(
+                conn, session_key=pend.token_hash, purpose=ChallengePurpose.LOGIN, now=now
+            )
+        elif ceremony_key:
+            key = hash_token(ceremony_key)
+            taken = challenges.take(conn, session_key=key, purpose=ChallengePurpose.PASSWORDLESS, now=now)
+        else:
+            taken = None
+        if taken is not None and pend is None:
+            # Counted before anything is evaluated, on the address only: a stranger naming someone's
+            # credential id must not move that account's counter (H01).
+            try:
+                regulator.reserve(conn, regulator.passwordless(client.ip), now=now)
+            except TooManyAttempts as exc:
+                refused = exc
+        if taken is not None and refused is None:
+            account_id = pend.account_id if pend is not None else None
+            prepared = sf.prepare_assertion(conn, credential=credential, account_id=account_id, now=now)
+    if refused is not None:
+        raise refused
+    if taken is None or prepared is None:
+        raise PasskeyRejected()
+    return pend, taken, prepared
+
+
+def _passkey_signed_in(
+    ctx: Context,
+    pend: SessionRow | None,
+    token: str | None,
+    credential: object,
+    taken: challenges.Taken,
+    prepared: sf.PreparedAssertion,
+    client: Client,
+    now: datetime,
+) -> str:
+    """The assertion checked, the passkey's counter moved and the sign-in finished, or PasskeyRejected."""
+    checked = sf.check_assertion(
+        ctx,
+        credential=credential,
+        taken=taken,
+        prepared=prepared,
+        account_id=pend.account_id if pend is not None else None,
+        require_uv=pend is None,
+        client=client,
+        now=now,
+    )
+    with ctx.db.transaction() as conn:
+        sf.use_passkey(conn, checked, now)
+        if pend is None:
+            if token:
+                session_store.delete_one(conn, token_hash=hash_token(token))
+            regulator.settle(conn, regulator.passwordless(client.ip), outcome=Outcome.SUCCEEDED)
+        method = Method.PASSKEY if pend is not None else Method.PASSKEY_PASSWORDLESS
+        audit = Audit(ctx, checked.account_id, client, now)
+        try:
+            return finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
+        except NoPendingLogin:
+            raise PasskeyRejected() from None
+
+
+def sweep_abandoned(ctx: Context) -> int:
+    """End expired pending sign-ins; each one never told about gives one event and e-mail (SEC-07)."""
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        gone = session_store.take_abandoned(conn, now=now)
+        for row in gone:
+            if not row.alerted:
+                audit = Audit(ctx, row.account_id, Client(row.ip, row.user_agent), now)
+                audit.record(conn, EventType.SECOND_FACTOR_ABANDONED)
+    return len(gone)
