@@ -150,6 +150,7 @@ def test_get_session_before_and_after_sign_in(server: AppServer, client: httpx.C
     assert body["username"] == username
     assert body["second_factor"] is None
     assert body["access_verified_until"] is None
+    assert body["groups"] == [] and body["email_verified"] is False
     signed_in_at = parse_time(body["signed_in_at"])
     assert before <= signed_in_at <= before + timedelta(minutes=2)
 

@@ -38,6 +38,9 @@ class CurrentSession:
     second_factor: str | None
     verified_until: datetime | None
     reauth_until: datetime | None
+    groups: tuple[str, ...] = ()
+    email: str | None = None
+    email_verified: bool = False
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
@@ -136,6 +139,9 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         second_factor=row.second_factor,
         verified_until=row.verified_until,
         reauth_until=row.reauth_until,
+        groups=found.groups,
+        email=found.email,
+        email_verified=found.email_verified,
     )
 
 

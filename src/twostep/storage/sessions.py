@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
 from twostep.core.kinds import SessionKind
+from twostep.storage import groups
 from twostep.storage.tables import accounts, factors, sessions
 
 
@@ -67,10 +68,14 @@ _TOUCH = (
     .values(last_seen_at=bindparam("b_seen", type_=sessions.c.last_seen_at.type))
     .returning(*_COLUMNS)
 )
-# The names, and whether the account has a second factor (H04: a session without one is then not signed in).
+# The names, the e-mail address and groups, and whether the account has a second factor (H04: a session
+# without one is then not signed in).
 _NAMES = select(
     accounts.c.username,
     accounts.c.display_name,
+    accounts.c.email,
+    accounts.c.email_verified_at,
+    groups.aggregated(accounts.c.id).label("groups"),
     exists().where(factors.c.account_id == accounts.c.id).label("has_factor"),
 ).where(accounts.c.id == bindparam("b_id"))
 _DEAD = delete(sessions).where(
@@ -90,6 +95,9 @@ class Touched:
     username: str
     display_name: str
     has_factor: bool
+    email: str | None = None
+    email_verified: bool = False
+    groups: tuple[str, ...] = ()
 
 
 def touch_active(
@@ -107,7 +115,15 @@ def touch_active(
         conn.execute(_DEAD, {"b_hash": token_hash, "b_now": now, "b_idle": idle_cutoff})
         return None
     names = conn.execute(_NAMES, {"b_id": row.account_id}).one()
-    return Touched(SessionRow(**row._mapping), names.username, names.display_name, bool(names.has_factor))
+    return Touched(
+        SessionRow(**row._mapping),
+        names.username,
+        names.display_name,
+        bool(names.has_factor),
+        email=names.email,
+        email_verified=names.email_verified_at is not None,
+        groups=groups.split(names.groups),
+    )
 
 
 def end_password_only(conn: Connection, *, account_id: int, keep_hash: str, second_factor: str) -> int:

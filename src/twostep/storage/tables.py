@@ -40,6 +40,21 @@ accounts = Table(
     # WebAuthn user handle: 64 random bytes, no personal data.
     Column("user_handle", LargeBinary(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # Set by `twostep user lock`: no sign-in, passkey sign-in or verify access until unlocked.
+    Column("locked_at", UTCDateTime, nullable=True),
+    # When the holder followed the verification link sent to `email`; NULL until then.
+    Column("email_verified_at", UTCDateTime, nullable=True),
+)
+
+# Groups an operator put an account in (forward-auth rules, OpenID Connect `groups`, `Remote-Groups`).
+account_groups = Table(
+    "account_groups",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    # core.names.normalize_group: word characters and . @ + - only, so a comma never appears in one.
+    Column("name", String(64), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+    Index("ix_account_groups_name", "name"),
 )
 
 # Attempt counters, one row per key ("pw-user:<name>", "pw-ip:<addr>", "mfa:<account id>").

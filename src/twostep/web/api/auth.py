@@ -110,6 +110,8 @@ def get_session(session: SignedIn) -> dict[str, object]:
         "signed_in_at": session.signed_in_at,
         "second_factor": session.second_factor,
         "access_verified_until": session.verified_until,
+        "groups": list(session.groups),
+        "email_verified": session.email_verified,
     }
 
 

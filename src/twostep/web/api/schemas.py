@@ -92,6 +92,8 @@ class SessionOut(BaseModel):
     signed_in_at: datetime
     second_factor: str | None
     access_verified_until: datetime | None
+    groups: list[str]
+    email_verified: bool
 
 
 class VerifyOut(BaseModel):
