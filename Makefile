@@ -14,23 +14,28 @@ HOST ?=
 PORT ?=
 WORKERS ?=
 
-.PHONY: serve test test-fast check fmt bench debian-packages clean
+.PHONY: serve test test-fast check fmt bench debian-packages clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Every target installs the exact versions of its lock file (requirements/*.txt, made by `make lock` from the
+# ranges in pyproject.toml), then twostep itself without resolving anything more.
+$(STAMP_RUN): pyproject.toml requirements/run.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/run.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(STAMP_TEST): pyproject.toml requirements/test.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/test.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP_RUN) $@
 
 # The tools of `make check` and `make fmt`: no browser driver, no Debian packages.
-$(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(STAMP_DEV): pyproject.toml requirements/dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP_RUN) $@
 
 serve: $(STAMP_RUN)
@@ -74,12 +79,25 @@ fmt: $(STAMP_DEV)
 	$(BIN)/ruff check --fix src tests bench
 
 STAMP_BENCH := $(VENV)/.installed-bench
-$(STAMP_BENCH): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+$(STAMP_BENCH): pyproject.toml requirements/bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/bench.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP_RUN) $(STAMP_TEST) $@
 
 bench: $(STAMP_BENCH) debian-packages
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf $(VENV) build *.egg-info twostep-data
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info twostep-data
+
+# Refresh the lock files from pyproject.toml's ranges (pip-tools in a venv of its own): keeps the pinned versions
+# that still fit and adds what is new; `make lock UPGRADE=1` moves every pin to the newest version that fits.
+LOCK_VENV := .venv-lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools)
+	for target in run test dev bench; do \
+	  case $$target in run) extras="";; test) extras="--extra test";; dev) extras="--extra dev";; \
+	    bench) extras="--extra test --extra bench";; esac; \
+	  $(LOCK_VENV)/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade,) --strip-extras --allow-unsafe --no-emit-index-url \
+	    --no-emit-find-links --no-emit-trusted-host $$extras -o requirements/$$target.txt pyproject.toml; \
+	done
