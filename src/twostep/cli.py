@@ -1,4 +1,4 @@
-"""The `twostep` command: serve, check-config, migrate, rotate-key."""
+"""The `twostep` command: serve, check-config, migrate, rotate-key, backup."""
 
 from __future__ import annotations
 
@@ -392,6 +392,39 @@ def _rotate_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from twostep.backup import BackupRefused, backup_sqlite
+
+    settings = load_settings()
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite":
+        print(
+            "twostep: the database is PostgreSQL: back it up with pg_dump (for example `pg_dump "
+            "--format=custom --file=twostep.dump DBNAME`; docs/operations.md); twostep backup copies SQLite "
+            "databases only.",
+            file=sys.stderr,
+        )
+        return 2
+    database = Path(url.database or "")
+    try:
+        result = backup_sqlite(database, Path(args.file), force=args.force)
+    except BackupRefused as exc:
+        print(f"twostep: backup refused: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"twostep: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"twostep: backed up {database} to {result.path} ({result.size} bytes, integrity ok); "
+        f"the key ({settings.key_path}) is not in it: keep a copy of it apart"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twostep", description="Two-step verification service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -417,6 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     mig.set_defaults(func=_migrate)
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
     rot.set_defaults(func=_rotate_key)
+    bak = sub.add_parser(
+        "backup",
+        help="copy the SQLite database to FILE while it serves (PostgreSQL: use pg_dump)",
+        description="Copy the SQLite database to FILE, consistently, while the server runs (SQLite's online "
+        "backup). The key file is not part of the copy: keep it apart. With PostgreSQL, use pg_dump. Exit "
+        "status 2 when refused (FILE exists without --force, PostgreSQL), 1 when the copy failed.",
+    )
+    bak.add_argument("file", metavar="FILE", help="where to write the copy (mode 0600)")
+    bak.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    bak.set_defaults(func=_backup)
     args = parser.parse_args(argv)
     os.umask(UMASK)
     try:

@@ -129,9 +129,12 @@ def test_metrics_label_routes_by_template_never_by_path(server: AppServer) -> No
     with server.client() as client:
         client.delete(f"{API}/factors/some-id-{unique_username()}")
         client.get(f"/no/such/page/{unique_username()}")
+        client.get(f"{API}/openapi.json")
+        client.get("/static/no-such-file.css")
         text = client.get("/metrics").text
     assert 'route="/api/v1/factors/{factor_id}"' in text
     assert 'route="unmatched"' in text
+    assert 'route="/api/v1/openapi.json"' in text and 'route="/static"' in text
     assert "some-id-" not in text and "/no/such/page" not in text
     # No username, address or id in any label.
     for line in text.splitlines():

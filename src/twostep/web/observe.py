@@ -19,7 +19,7 @@ from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
-from starlette.routing import Mount
+from starlette.routing import Match, Mount, Route
 
 from twostep.web import metrics
 from twostep.web.security import ASGIApp, Message, Receive, Scope, Send
@@ -40,17 +40,30 @@ UNMATCHED = "unmatched"
 Networks = list[IPv4Network | IPv6Network]
 
 
-def route_of(scope: Scope) -> str:
+def _plain_route(scope: Scope) -> object | None:
+    """The application's own Starlette routes and mounts (the OpenAPI document, /static), which FastAPI's
+    router does not name in the scope: matched again, only for a request no APIRoute answered."""
+    app = scope.get("app")
+    for route in getattr(app, "routes", ()):
+        if isinstance(route, Route | Mount) and route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
+
+
+def route_of(scope: Scope, original: Scope | None = None) -> str:
     """The template of the route that answered, with the prefix of the routers it is included in: a route
     of a router included under ``/api/v1`` knows only its own part (``/factors/{factor_id}``), so the prefix
     is the path's segments before the template's own. A mount (``/static``) is named by its prefix."""
+    original = scope if original is None else original  # the scope as it came, before routing changed it
     route = scope.get("route")
+    if route is None:
+        route = _plain_route(original)
     template = getattr(route, "path", None)
     if not isinstance(template, str) or not template.startswith("/"):
         return UNMATCHED
     if isinstance(route, Mount) or ":path}" in template:
         return template
-    segments = str(scope.get("path", "")).split("/")
+    segments = str(original.get("path", "")).split("/")
     own = template.count("/")
     if own >= len(segments):
         return template
@@ -100,6 +113,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        original = dict(scope)
         rid = request_id_of(scope, self.trusted)
         token = request_id_var.set(rid)
         status = 500
@@ -116,7 +130,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send_observed)
         finally:
             seconds = time.perf_counter() - started
-            route = route_of(scope)
+            route = route_of(scope, original)
             method = str(scope.get("method", "GET"))
             self.record(route, method, status, seconds)
             self._log(scope, route, method, status, seconds)
