@@ -1,6 +1,6 @@
-"""Operations with real `twostep serve` processes (docs/api.md "Operations", docs/operations.md): metrics summed
-over workers, JSON logs on stderr, online backups while serving, start-up on a data directory that cannot be
-written, the systemd unit. The database outage and graceful shutdown are in test_operations_outage.py."""
+"""Operations with real `twostep serve` processes (docs/api.md "Operations", docs/operations.md): metrics
+summed over workers, JSON logs on stderr, online backups while serving, start-up on a data directory that
+cannot be written, the systemd unit. The database outage and graceful shutdown are in test_operations_outage.py."""
 
 from __future__ import annotations
 
@@ -244,7 +244,10 @@ def test_start_up_on_a_read_only_data_directory_exits_2_with_a_message(tmp_path:
 def test_start_up_on_a_full_disk_exits_2_with_a_message(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    fill = f"mount -t tmpfs -o size=256k tmpfs {data_dir} && (dd if=/dev/zero of={data_dir}/fill bs=4k 2>/dev/null; true)"
+    fill = (
+        f"mount -t tmpfs -o size=256k tmpfs {data_dir}"
+        f" && (dd if=/dev/zero of={data_dir}/fill bs=4k 2>/dev/null; true)"
+    )
     done = _in_mount_namespace(fill, data_dir, _serve_env(data_dir))
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "No space left on device" in done.stderr and "free some space" in done.stderr
