@@ -1,6 +1,6 @@
 """Operations with real `twostep serve` processes (docs/api.md "Operations", docs/operations.md): metrics
 summed over workers, JSON logs on stderr, online backups while serving, start-up on a data directory that
-cannot be written, the systemd unit. The database outage and graceful shutdown are in test_operations_outage.py."""
+cannot be written, the systemd unit. The database outage and graceful shutdown: test_operations_outage.py."""
 
 from __future__ import annotations
 
