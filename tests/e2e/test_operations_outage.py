@@ -55,14 +55,20 @@ def test_database_outage_is_503_unavailable_and_recovers_without_restart(
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    with server:
-        with server.client() as client:
-            username = signup(client)
-            assert login(client, username) == {"status": "signed_in"}
-            assert client.get(f"{API}/session").status_code == 200
+    with server, server.client() as signed_in:
+        username = signup(signed_in)
+        assert login(signed_in, username) == {"status": "signed_in"}
+        assert signed_in.get(f"{API}/session").status_code == 200
+        assert signed_in.get("/settings/security-log").status_code == 200
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
         pg.stop()
+        # A signed-in session: the API and a page.
+        r = signed_in.get(f"{API}/session")
+        assert r.status_code == 503 and r.json()["error"] == "unavailable", r.text
+        page = signed_in.get("/settings/security-log")
+        assert page.status_code == 503 and int(page.headers["retry-after"]) >= 1, page.text
+        assert "text/html" in page.headers["content-type"]
         with server.client() as client:
             r = client.post(f"{API}/login", json={"username": username, "password": STRONG_PASSWORD})
             assert r.status_code == 503, r.text
