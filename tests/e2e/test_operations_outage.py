@@ -103,6 +103,40 @@ def test_database_outage_is_503_unavailable_and_recovers_without_restart(
     assert "Traceback" not in server.log()
 
 
+def test_readiness_fails_within_its_timeout_when_the_database_hangs(
+    scratch_postgres: ScratchPostgres, tmp_path: Any
+) -> None:
+    pg = scratch_postgres
+    server = Server(tmp_path / "data", database_url=pg.url)
+    done = subprocess.run(
+        [sys.executable, "-m", "twostep", "migrate"],
+        env=server.env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with server:
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        pg.freeze()
+        try:
+            started = time.monotonic()
+            r = httpx.get(f"{server.url}/readyz", timeout=10)
+            took = time.monotonic() - started
+            assert r.status_code == 503 and r.json()["reason"] == "database", r.text
+            assert took < 3.5, took
+            # The check still waiting: the next probe fails at once instead of piling up.
+            started = time.monotonic()
+            assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+            assert time.monotonic() - started < 1.0
+            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        finally:
+            pg.thaw()
+        assert wait_until(
+            lambda: httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200, timeout=20, interval=0.5
+        )
+
+
 # --- graceful shutdown -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -68,6 +69,16 @@ class ScratchPostgres:
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _signal_all(self, signum: int) -> None:
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.killpg(os.getpgid(pid), signum)  # the postmaster and every backend: a hung database
+
+    def freeze(self) -> None:
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
 
     def close(self) -> None:
         try:
