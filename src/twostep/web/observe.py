@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -22,7 +22,7 @@ from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 from starlette.routing import Match, Mount, Route
 
 from twostep.web import metrics
-from twostep.web.security import ASGIApp, Message, Receive, Scope, Send
+from twostep.web.security import ASGIApp, Message, Receive, Scope, Send, is_trusted_peer
 
 access_log = logging.getLogger("twostep.access")
 
@@ -70,19 +70,10 @@ def route_of(scope: Scope, original: Scope | None = None) -> str:
     return "/".join(segments[: len(segments) - own]) + template
 
 
-def _trusted_peer(scope: Scope, trusted: Networks) -> bool:
-    client = scope.get("client")
-    if not trusted or not client:
-        return False
-    try:
-        peer = ip_address(client[0])
-    except ValueError:
-        return False
-    return any(peer in net for net in trusted)
-
-
 def request_id_of(scope: Scope, trusted: Networks) -> str:
-    if _trusted_peer(scope, trusted):
+    client = scope.get("client")
+    # The same decision as X-Forwarded-For's (web/security.py): only the socket's peer is a proxy.
+    if trusted and client and is_trusted_peer(str(client[0]), trusted):
         for name, value in scope.get("headers", []):
             if name.lower() == REQUEST_ID_HEADER:
                 sent = str(value.decode("latin-1")).strip()
