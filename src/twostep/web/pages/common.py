@@ -25,7 +25,7 @@ from twostep.core.errors import (
 )
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.deps import state, token_of
-from twostep.web.errors import status_of
+from twostep.web.errors import error_headers, status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
@@ -288,6 +288,10 @@ class PageRoute(APIRoute):
                 response.headers["Retry-After"] = str(exc.retry_after)
                 return response
             except TwostepError as exc:
-                return render(request, "error.html", {"message": message_of(exc)}, status_code=status_of(exc))
+                response = render(
+                    request, "error.html", {"message": message_of(exc)}, status_code=status_of(exc)
+                )
+                response.headers.update(error_headers(exc))  # Retry-After of a 503 unavailable
+                return response
 
         return handler
