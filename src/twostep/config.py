@@ -292,6 +292,8 @@ class Settings(BaseSettings):
     # who may read GET /metrics, and the log line format (issue 15).
     metrics_from: Annotated[tuple[Network, ...], NoDecode] = parse_networks("127.0.0.1/8, ::1")
     log_format: Literal["text", "json"] = "text"
+    # "Don't ask again on this browser for N days" at the second step (issue 17); 0 turns it off.
+    trusted_browser_days: int = Field(default=30, ge=0, le=400)
     # [access]: only in the configuration file.
     access: AccessSettings = Field(default_factory=AccessSettings)
 

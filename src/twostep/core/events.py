@@ -33,3 +33,6 @@ class EventType(StrEnum):
     SESSION_ENDED = "session_ended"
     OTHER_SESSIONS_ENDED = "other_sessions_ended"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
+    # Trusted browsers (docs/api.md "Trusted browsers"): one trusted after a second step, and trust ended.
+    BROWSER_TRUSTED = "browser_trusted"
+    TRUSTED_BROWSERS_REVOKED = "trusted_browsers_revoked"

@@ -41,6 +41,8 @@ class Context:
     rate_limit_per_minute: int = 0
     # HMAC key of the device cookies (H07), derived from the master key; random when not given.
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # How long "Don't ask again on this browser" lasts, in days; 0 turns trusted browsers off.
+    trusted_browser_days: int = 30
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -26,6 +26,7 @@ from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind
 from twostep.core.secretbox import aad_for
 from twostep.services import second_factor as sf
+from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import TOTP_ENROLLMENT_TTL, Client, Context, new_id
 from twostep.services.factors import FactorView, clean_name, view_of
@@ -94,6 +95,8 @@ def finish_enrolment(
         ended = session_store.end_password_only(
             conn, account_id=session.account_id, keep_hash=session.token_hash, second_factor=kind
         )
+    # A change of factors: every trusted browser asks for the second step again.
+    trusted_browsers.revoke_all(conn, audit, reason="factor added")
     # The first one's e-mail is that of two_factor_enabled, which says both (H13).
     audit.record(
         conn, EventType.FACTOR_ADDED, notify=not first, factor_id=factor_id, type=kind, factor_name=name

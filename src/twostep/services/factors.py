@@ -18,6 +18,7 @@ from twostep.core.errors import (
 from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind
 from twostep.core.passkeys import provider_name
+from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, require_verified
@@ -116,6 +117,7 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
         removed: dict[str, Any] = {"factor_id": row.id, "type": row.type, "factor_name": row.name}
         # The last one: the message of two_factor_disabled says both (H13).
         audit.record(conn, EventType.FACTOR_REMOVED, notify=not last, **removed)
+        trusted_browsers.revoke_all(conn, audit, reason="factor removed")
         if not last:
             return False
         recovery.delete_all(conn, session.account_id)
@@ -137,7 +139,9 @@ def disable(ctx: Context, session: CurrentSession, *, client: Client) -> None:
             raise TwoFactorNotEnabled()
         recovery.delete_all(conn, session.account_id)
         enrollments.delete_for_account(conn, session.account_id)
-        Audit(ctx, session.account_id, client, now).record(conn, EventType.TWO_FACTOR_DISABLED)
+        audit = Audit(ctx, session.account_id, client, now)
+        audit.record(conn, EventType.TWO_FACTOR_DISABLED)
+        trusted_browsers.revoke_all(conn, audit, reason="two-step verification turned off")
 
 
 def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: Client) -> list[str]:

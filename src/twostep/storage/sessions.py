@@ -27,6 +27,8 @@ class SessionRow:
     alerted: bool
     ip: str
     user_agent: str
+    # The trusted browser whose trust skipped the second step of this sign-in (one factor), if any.
+    trusted_browser: str | None = None
 
 
 _COLUMNS = (
@@ -44,6 +46,7 @@ _COLUMNS = (
     sessions.c.alerted,
     sessions.c.ip,
     sessions.c.user_agent,
+    sessions.c.trusted_browser,
 )
 
 

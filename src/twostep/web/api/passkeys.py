@@ -7,6 +7,7 @@ import secrets
 from fastapi import APIRouter, Request, Response
 
 from twostep.services import enrolment, sign_in, verify_access
+from twostep.web import trusted
 from twostep.web.api.auth import signed_in, verified
 from twostep.web.api.factors import added_json
 from twostep.web.api.schemas import (
@@ -16,6 +17,7 @@ from twostep.web.api.schemas import (
     PasskeyAssertionIn,
     PasskeyIn,
     PublicKeyOut,
+    SecondStepPasskeyIn,
     VerifyOut,
 )
 from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
@@ -57,13 +59,15 @@ def post_login_options(request: Request, response: Response, body: Empty | None 
 
 
 @router.post("/login/passkey", response_model=LoginOut, response_model_exclude_unset=True, tags=["sign-in"])
-def post_login_passkey(body: PasskeyAssertionIn, request: Request, response: Response) -> dict[str, object]:
+def post_login_passkey(body: SecondStepPasskeyIn, request: Request, response: Response) -> dict[str, object]:
     result = sign_in.passkey_step(
         ctx_of(request),
         token=token_of(request),
         ceremony_key=state(request).cookies.read_ceremony(request),
         credential=body.credential,
         client=client_of(request),
+        trust_browser=body.trust_browser,
+        trusted=trusted.trusted_of(request),
     )
     return signed_in(request, response, result)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from twostep.web.inputs import json_without_controls, secret_without_nul, text_without_controls
 
@@ -45,6 +45,12 @@ class CodeIn(In):
     code: Short
 
 
+class SecondStepCodeIn(CodeIn):
+    """A code at the second step of sign-in; ``trust_browser`` asks to skip it in this browser next time."""
+
+    trust_browser: StrictBool = False
+
+
 class PasswordIn(In):
     password: Secret
 
@@ -65,6 +71,10 @@ class PasskeyIn(In):
 
 class PasskeyAssertionIn(In):
     credential: Credential
+
+
+class SecondStepPasskeyIn(PasskeyAssertionIn):
+    trust_browser: StrictBool = False
 
 
 class ChangePasswordIn(In):
@@ -92,6 +102,8 @@ class SessionOut(BaseModel):
     signed_in_at: datetime
     second_factor: str | None
     access_verified_until: datetime | None
+    # A trusted browser skipped the second step of this sign-in: one factor (docs/api.md "Trusted browsers").
+    trusted_browser: bool = False
 
 
 class VerifyOut(BaseModel):
@@ -165,3 +177,17 @@ class SessionItemOut(BaseModel):
 
 class SessionsOut(BaseModel):
     sessions: list[SessionItemOut]
+
+
+class TrustedBrowserOut(BaseModel):
+    id: str
+    current: bool
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    ip: str
+    user_agent: str
+
+
+class TrustedBrowsersOut(BaseModel):
+    trusted_browsers: list[TrustedBrowserOut]

@@ -138,6 +138,10 @@
       if (alertBox) { alertBox.hidden = true; alertBox.textContent = ""; }
       if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
       say("Starting…", true);
+      form.querySelectorAll("input[data-copy-checkbox]").forEach(function (hidden) {
+        var box = document.getElementById(hidden.getAttribute("data-copy-checkbox"));
+        hidden.value = box && box.checked ? "1" : "";
+      });
       fetchOptions(form.getAttribute("data-options")).then(function (json) {
         say("Waiting for your passkey… Follow the instructions in your browser's dialog.", true);
         if (mode === "create") {
