@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from twostep.core import devices
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
+from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts, UnknownPasskey
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind, Method
 from twostep.services import regulator, trusted_browsers
@@ -324,6 +324,10 @@ def passkey_step(
                     method=Method.PASSKEY_PASSWORDLESS,
                     factor_id=prepared.row.id,
                 )
+        if pend is None and prepared.row is None and prepared.credential_id is not None:
+            # No account has this credential (removed, or never registered here): the page tells the password
+            # manager (signalUnknownCredential). It tells a stranger nothing about any account.
+            raise UnknownPasskey() from None
         raise PasskeyRejected() from None
 
 

@@ -41,7 +41,12 @@ from twostep.core.passkeys.options import (
 )
 from twostep.core.passkeys.providers import ZERO_AAGUID, provider_name
 from twostep.core.passkeys.registration import RegisteredPasskey, verify_registration
-from twostep.core.passkeys.wire import MAX_CREDENTIAL_ID_BYTES, SUPPORTED_ALGORITHMS, USER_HANDLE_BYTES
+from twostep.core.passkeys.wire import (
+    MAX_CREDENTIAL_ID_BYTES,
+    SUPPORTED_ALGORITHMS,
+    USER_HANDLE_BYTES,
+    b64url,
+)
 
 __all__ = [
     "CHALLENGE_BYTES",
@@ -55,6 +60,7 @@ __all__ = [
     "SignCountRegression",
     "VerifiedAssertion",
     "authentication_options",
+    "b64url",
     "credential_id_of",
     "generate_user_handle",
     "provider_name",

@@ -64,6 +64,9 @@ def two_step_page(request: Request, session: SignedIn, done: str = "") -> Respon
         "notice": NOTICES.get(done),
         "offer_end_sessions": done in OFFER_END_SESSIONS,
         "recovery_banner": session.second_factor == "recovery_code" and done == "",
+        # The Signal API (static/webauthn.js): after a sign-in or a removal, the password manager learns the
+        # account's current passkeys.
+        "accepted": factors.accepted_credentials(ctx_of(request), session),
     }
     return render(request, "two_step.html", context, user=session)
 

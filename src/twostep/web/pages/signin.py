@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
@@ -10,6 +12,7 @@ from twostep.core.errors import (
     NoPendingLogin,
     PasskeyRejected,
     TwostepError,
+    UnknownPasskey,
     UsernameTaken,
     WeakPassword,
 )
@@ -107,7 +110,8 @@ def login_page(
         notice = "Your sign-in took longer than 5 minutes or was cancelled. Sign in again."
     elif signed_out:
         notice = "You are signed out."
-    return render(request, "login.html", {"next": target, "form": {}, "notice": notice})
+    # Autofill (a conditional passkey request) starts on a fresh sign-in page, not after an error.
+    return render(request, "login.html", {"next": target, "form": {}, "notice": notice, "autofill": True})
 
 
 @router.post("/login")
@@ -265,8 +269,19 @@ def passkey_login(
             context = {**_second_step(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
         context = {"next": safe_next(next), "form": {}, "error": error}
+        if isinstance(exc, UnknownPasskey):
+            # The page tells the password manager to forget this passkey (signalUnknownCredential).
+            context |= {"unknown_credential": _credential_id(parsed), "rp_id": ctx_of(request).rp_id}
         return render(request, "login.html", context, status_code=401)
     return _signed_in(request, safe_next(next), result)
+
+
+def _credential_id(credential: dict[str, object] | None) -> str | None:
+    """The base64url credential id the browser sent (for signalUnknownCredential), or None."""
+    value = credential.get("id") if credential else None
+    if isinstance(value, str) and 0 < len(value) <= 1400 and re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        return value
+    return None
 
 
 @router.post("/logout")

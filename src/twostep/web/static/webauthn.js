@@ -1,9 +1,21 @@
 // Passkey ceremonies. A form marked data-passkey="get" or "create" fetches its options from the JSON API
 // (data-options), runs the browser's passkey dialog, puts the result in its hidden "credential" field and
 // submits itself to the page route, which calls the same service as the API and redirects.
+// A "get" form marked data-autofill also starts a conditional request on load (the passkeys offered in the
+// username field's autofill); a form marked data-aborts-autofill (the password form) aborts it when submitted.
+// Elements marked data-passkey-signal tell the password manager what the server knows (the Signal API).
 "use strict";
 (function () {
   var supported = typeof window.PublicKeyCredential === "function" && !!navigator.credentials;
+  // The pending conditional (autofill) request, if any: a modal request or the password form aborts it.
+  var conditional = null;
+
+  function abortConditional() {
+    if (conditional) {
+      conditional.abort();
+      conditional = null;
+    }
+  }
 
   function b64urlToBuffer(value) {
     var s = value.replace(/-/g, "+").replace(/_/g, "/");
@@ -135,6 +147,7 @@
       event.preventDefault();
       if (busy) { return; }
       busy = true;
+      abortConditional();
       if (alertBox) { alertBox.hidden = true; alertBox.textContent = ""; }
       if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
       say("Starting…", true);
@@ -163,6 +176,55 @@
     });
   }
 
+  // Autofill: where the browser offers passkeys in the username field's autofill, ask for one there. Choosing
+  // one submits the assertion through ``form``, exactly as the "Sign in with a passkey" button does.
+  function startAutofill(form) {
+    var pkc = window.PublicKeyCredential;
+    if (typeof pkc.isConditionalMediationAvailable !== "function") { return; }
+    var controller = new AbortController();
+    conditional = controller;
+    Promise.resolve(pkc.isConditionalMediationAvailable()).then(function (available) {
+      if (!available || controller.signal.aborted) { return null; }
+      return fetchOptions(form.getAttribute("data-options")).then(function (json) {
+        if (controller.signal.aborted) { return null; }
+        return navigator.credentials.get({
+          mediation: "conditional",
+          publicKey: requestOptions(json),
+          signal: controller.signal
+        });
+      });
+    }).then(function (cred) {
+      if (!cred || controller.signal.aborted) { return; }
+      if (conditional === controller) { conditional = null; }
+      form.querySelector("input[name=credential]").value = JSON.stringify(credentialJSON(cred));
+      HTMLFormElement.prototype.submit.call(form);
+    }).catch(function () {
+      // Aborted (the password form or the button took over), refused or not offered: nothing to say; the
+      // password form and the button work as before.
+    });
+  }
+
+  // The Signal API: tell the password manager which passkeys the server knows, guarded by feature detection.
+  function signal(el) {
+    var pkc = window.PublicKeyCredential;
+    var kind = el.getAttribute("data-passkey-signal");
+    var rpId = el.getAttribute("data-rp-id");
+    var done = null;
+    try {
+      if (kind === "unknown" && typeof pkc.signalUnknownCredential === "function") {
+        done = pkc.signalUnknownCredential({ rpId: rpId, credentialId: el.getAttribute("data-credential-id") });
+      } else if (kind === "accepted" && typeof pkc.signalAllAcceptedCredentials === "function") {
+        var ids = el.getAttribute("data-credential-ids");
+        done = pkc.signalAllAcceptedCredentials({
+          rpId: rpId,
+          userId: el.getAttribute("data-user-id"),
+          allAcceptedCredentialIds: ids ? ids.split(",") : []
+        });
+      }
+    } catch (e) { done = null; }
+    if (done && typeof done.catch === "function") { done.catch(function () {}); }
+  }
+
   function init() {
     document.querySelectorAll("[data-needs-webauthn]").forEach(function (el) {
       el.hidden = !supported;
@@ -172,6 +234,12 @@
     });
     if (!supported) { return; }
     document.querySelectorAll("form[data-passkey]").forEach(setup);
+    document.querySelectorAll("[data-passkey-signal]").forEach(signal);
+    document.querySelectorAll("form[data-aborts-autofill]").forEach(function (form) {
+      form.addEventListener("submit", abortConditional);
+    });
+    var autofill = document.querySelector("form[data-passkey=get][data-autofill]");
+    if (autofill) { startAutofill(autofill); }
   }
 
   if (document.readyState === "loading") {
