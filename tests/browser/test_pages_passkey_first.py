@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from typing import Any
 
 import httpx
@@ -274,3 +275,115 @@ def test_trust_this_browser_skips_the_second_step_and_is_listed_and_forgotten(
     sign_in(page, url, name)
     page.wait_for_url(re.compile(r"/login/second-step"))
     web_server.set_clock(0)
+
+
+# The browser can create conditionally (as Chromium says it can); the conditional create is recorded and
+# handed to the virtual authenticator as a modal one (which it answers), since no password manager here saves
+# a passkey by itself.
+CONDITIONAL_CREATE = """
+(() => {
+  if (!window.PublicKeyCredential) { return; }
+  PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+  PublicKeyCredential.getClientCapabilities = () => Promise.resolve({conditionalCreate: %s});
+  const create = navigator.credentials.create.bind(navigator.credentials);
+  navigator.credentials.create = (options) => {
+    const calls = JSON.parse(localStorage.getItem("twostep-test-create-calls") || "[]");
+    calls.push({mediation: options.mediation || null,
+                userVerification: options.publicKey.authenticatorSelection.userVerification});
+    localStorage.setItem("twostep-test-create-calls", JSON.stringify(calls));
+    return create({publicKey: options.publicKey});
+  };
+})();
+"""
+
+
+def _app_account_signed_in_with_code(page: Any, url: str, server: Server) -> str:
+    clock = TotpClock(server)
+    name = username("upgrade")
+    sign_up(page, url, name)
+    page.get_by_role("link", name="Add authentication app").click()
+    verify_with_password(page)
+    key = add_app(page, url, clock)
+    page.context.clear_cookies()
+    sign_in(page, url, name)
+    page.wait_for_url(re.compile(r"/login/second-step"))
+    page.get_by_label("Six-digit code").fill(clock.code(key))
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(re.compile(r"/settings/two-step"))
+    return name
+
+
+def test_automatic_passkey_upgrade_after_a_password_sign_in(autofill_page: Any, web_server: Server) -> None:
+    page, url = autofill_page, web_server.url
+    page.context.add_init_script(CONDITIONAL_CREATE % "true")
+    authenticator = VirtualAuthenticator.attach(page)
+    _app_account_signed_in_with_code(page, url, web_server)
+    page.wait_for_url(re.compile(r"done=passkey_added_automatically"))
+    calls = page.evaluate("JSON.parse(localStorage.getItem('twostep-test-create-calls') || '[]')")
+    assert calls == [{"mediation": "conditional", "userVerification": "discouraged"}]
+    assert len(authenticator.credentials()) == 1
+    assert "password manager saved a passkey" in page.locator("main").inner_text()
+    assert page.locator(".factor").filter(has_text="Passkey").count() == 1
+    assert page.locator("[data-passkey-prompt]").count() == 0
+    check_a11y(page, label="two-step after the automatic upgrade")
+    page.goto(url + "/settings/security-log")
+    assert "Passkey added by your password manager" in page.locator("main").inner_text()
+    web_server.set_clock(0)
+
+
+def test_without_conditional_create_a_dismissible_prompt_offers_a_passkey(
+    autofill_page: Any, web_server: Server
+) -> None:
+    page, url = autofill_page, web_server.url
+    page.context.add_init_script(CONDITIONAL_CREATE % "false")
+    _app_account_signed_in_with_code(page, url, web_server)
+    prompt = page.locator("[data-passkey-prompt]")
+    assert prompt.is_visible()
+    assert page.evaluate("localStorage.getItem('twostep-test-create-calls')") is None
+    check_a11y(page, label="two-step with the passkey prompt")
+    assert (
+        prompt.get_by_role("link", name="Add a passkey").get_attribute("href") == "/settings/two-step/passkey"
+    )
+    prompt.get_by_role("button", name="Not now").click()
+    page.wait_for_url(re.compile(r"/settings/two-step$"))
+    assert page.locator("[data-passkey-prompt]").count() == 0
+    cookie = next(c for c in page.context.cookies() if c["name"] == "twostep_passkey_prompt")
+    assert cookie["httpOnly"] and 29 * 86400 < cookie["expires"] - time.time() <= 30 * 86400
+    page.reload()
+    assert page.locator("[data-passkey-prompt]").count() == 0
+    web_server.set_clock(0)
+
+
+def test_the_add_passkey_page_offers_the_supported_places_and_sends_the_hint(
+    page: Any, web_server: Server
+) -> None:
+    """Headless Chromium reports no hybrid transport: "A phone or tablet" is not offered; the chosen place
+    becomes the options' hints (a recording stub wraps navigator.credentials.create)."""
+    url = web_server.url
+    page.context.add_init_script(
+        """
+        (() => {
+          const create = navigator.credentials.create.bind(navigator.credentials);
+          navigator.credentials.create = (options) => {
+            localStorage.setItem("twostep-test-hints", JSON.stringify(options.publicKey.hints || null));
+            return create(options);
+          };
+        })();
+        """
+    )
+    authenticator = VirtualAuthenticator.attach(page)
+    sign_up(page, url, username("hint"))
+    page.goto(url + "/settings/two-step/passkey")
+    verify_with_password(page)
+    page.wait_for_url(re.compile(r"/settings/two-step/passkey$"))
+    caps = page.evaluate("() => PublicKeyCredential.getClientCapabilities()")
+    assert caps["hybridTransport"] is False and caps["passkeyPlatformAuthenticator"] is True
+    page.get_by_label("This device").wait_for()
+    assert page.get_by_label("A security key").is_visible()
+    assert not page.get_by_label("A phone or tablet").is_visible()
+    check_a11y(page, label="add a passkey, with places")
+    page.get_by_label("This device").check()
+    page.get_by_role("button", name="Use passkey").click()
+    page.wait_for_selector("#recovery-codes")
+    assert json.loads(page.evaluate("localStorage.getItem('twostep-test-hints')")) == ["client-device"]
+    assert len(authenticator.credentials()) == 1

@@ -58,3 +58,5 @@ class ChallengePurpose(StrEnum):
     LOGIN = "login"
     PASSWORDLESS = "passwordless"
     VERIFY = "verify"
+    # The automatic passkey upgrade (conditional create) right after a password sign-in.
+    REGISTER_AUTOMATIC = "register_automatic"

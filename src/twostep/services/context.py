@@ -18,6 +18,8 @@ SESSION_ABSOLUTE = timedelta(hours=12)
 VERIFIED_ACCESS_TTL = timedelta(minutes=10)
 TOTP_ENROLLMENT_TTL = timedelta(minutes=15)
 CHALLENGE_TTL = timedelta(minutes=5)
+# The automatic passkey upgrade is allowed this long after a password sign-in, once.
+PASSKEY_UPGRADE_TTL = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)

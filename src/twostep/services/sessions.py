@@ -40,6 +40,8 @@ class CurrentSession:
     reauth_until: datetime | None
     # Set when a trusted browser skipped the second step of this sign-in (docs/api.md "Trusted browsers").
     trusted_browser: str | None = None
+    # Until when this session may add a passkey once without verify access (the automatic upgrade).
+    passkey_upgrade_until: datetime | None = None
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
@@ -61,6 +63,7 @@ def create_active(
     verified_until: datetime | None = None,
     public_id: str | None = None,
     trusted_browser: str | None = None,
+    passkey_upgrade_until: datetime | None = None,
 ) -> str:
     """Insert a signed-in session and return its cookie value; a finished pending sign-in passes its
     ``public_id`` on, so that the security log ties the attempts of one sign-in to the session it made."""
@@ -83,6 +86,7 @@ def create_active(
             ip=client.ip,
             user_agent=client.user_agent,
             trusted_browser=trusted_browser,
+            passkey_upgrade_until=passkey_upgrade_until,
         ),
     )
     return token
@@ -153,6 +157,7 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         verified_until=row.verified_until,
         reauth_until=row.reauth_until,
         trusted_browser=row.trusted_browser,
+        passkey_upgrade_until=row.passkey_upgrade_until,
     )
 
 

@@ -16,7 +16,14 @@ from twostep.core.kinds import ChallengePurpose, FactorKind, Method
 from twostep.services import regulator, trusted_browsers
 from twostep.services import second_factor as sf
 from twostep.services.audit import Audit
-from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
+from twostep.services.context import (
+    PASSKEY_UPGRADE_TTL,
+    VERIFIED_ACCESS_TTL,
+    Client,
+    Context,
+    hash_token,
+    new_id,
+)
 from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
@@ -47,6 +54,10 @@ def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
     return out
 
 
+# Sign-ins whose first step was the password: they may grant the automatic passkey upgrade.
+_PASSWORD_FIRST = frozenset({Method.TOTP, Method.RECOVERY_CODE, Method.TRUSTED_BROWSER})
+
+
 def finish_sign_in(
     conn: Connection,
     audit: Audit,
@@ -71,6 +82,14 @@ def finish_sign_in(
     ):
         raise NoPendingLogin()
     session_id = pending.public_id if pending is not None else new_id()
+    upgrade = None
+    if method in _PASSWORD_FIRST:
+        # The automatic passkey upgrade (conditional create): an account with a second factor but no passkey
+        # may have its password manager add one, once, in the next few minutes. Never the first factor (it
+        # would turn two-step verification on with recovery codes nobody sees).
+        kinds = factors.kinds(conn, audit.account_id)
+        if kinds and FactorKind.PASSKEY not in kinds:
+            upgrade = audit.now + PASSKEY_UPGRADE_TTL
     token = create_active(
         conn,
         account_id=audit.account_id,
@@ -80,6 +99,7 @@ def finish_sign_in(
         verified_until=verified_until,
         public_id=session_id,
         trusted_browser=trusted_browser,
+        passkey_upgrade_until=upgrade,
     )
     if method.is_second_factor:
         regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)

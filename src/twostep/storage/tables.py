@@ -76,6 +76,9 @@ sessions = Table(
     Column("user_agent", String(512), nullable=False),
     # The public id of the trusted browser whose trust skipped the second step (one factor); NULL otherwise.
     Column("trusted_browser", String(32), nullable=True),
+    # Until when this session may add a passkey without verify access, once (the automatic passkey upgrade
+    # right after a password sign-in); NULL: not granted, or used.
+    Column("passkey_upgrade_until", UTCDateTime, nullable=True),
     Index("ix_sessions_account", "account_id"),
     # The sweep of dead sessions (H08).
     Index("ix_sessions_expires", "expires_at"),

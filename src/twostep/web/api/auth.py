@@ -124,6 +124,7 @@ def get_session(session: SignedIn) -> dict[str, object]:
         "second_factor": session.second_factor,
         "access_verified_until": session.verified_until,
         "trusted_browser": session.trusted_browser is not None,
+        "passkey_upgrade_until": session.passkey_upgrade_until,
     }
 
 

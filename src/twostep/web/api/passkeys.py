@@ -17,6 +17,7 @@ from twostep.web.api.schemas import (
     PasskeyAssertionIn,
     PasskeyIn,
     PublicKeyOut,
+    RegistrationOptionsIn,
     SecondStepPasskeyIn,
     VerifyOut,
 )
@@ -27,9 +28,33 @@ router = APIRouter()
 
 @router.post("/factors/passkey/options", response_model=PublicKeyOut, tags=["second factors"])
 def post_registration_options(
+    request: Request, session: SignedIn, body: RegistrationOptionsIn | None = None
+) -> dict[str, object]:
+    hint = body.hint if body is not None else None
+    return {"publicKey": enrolment.registration_options(ctx_of(request), session, hint=hint)}
+
+
+@router.post("/factors/passkey/automatic/options", response_model=PublicKeyOut, tags=["second factors"])
+def post_automatic_options(
     request: Request, session: SignedIn, body: Empty | None = None
 ) -> dict[str, object]:
-    return {"publicKey": enrolment.registration_options(ctx_of(request), session)}
+    return {"publicKey": enrolment.automatic_options(ctx_of(request), session)}
+
+
+@router.post(
+    "/factors/passkey/automatic",
+    status_code=201,
+    response_model=FactorAddedOut,
+    response_model_exclude_unset=True,
+    tags=["second factors"],
+)
+def post_automatic_passkey(
+    body: PasskeyAssertionIn, request: Request, session: SignedIn
+) -> dict[str, object]:
+    added = enrolment.register_automatic(
+        ctx_of(request), session, credential=body.credential, client=client_of(request)
+    )
+    return added_json(added)
 
 
 @router.post(

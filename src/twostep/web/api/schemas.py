@@ -73,6 +73,12 @@ class PasskeyAssertionIn(In):
     credential: Credential
 
 
+class RegistrationOptionsIn(In):
+    """What the passkey is to be on (WebAuthn L3 hints); absent: no hint."""
+
+    hint: Literal["client-device", "security-key", "hybrid"] | None = None
+
+
 class SecondStepPasskeyIn(PasskeyAssertionIn):
     trust_browser: StrictBool = False
 
@@ -104,6 +110,8 @@ class SessionOut(BaseModel):
     access_verified_until: datetime | None
     # A trusted browser skipped the second step of this sign-in: one factor (docs/api.md "Trusted browsers").
     trusted_browser: bool = False
+    # Until when the automatic passkey upgrade may add a passkey (once), right after a password sign-in.
+    passkey_upgrade_until: datetime | None = None
 
 
 class VerifyOut(BaseModel):

@@ -64,6 +64,8 @@ EVENT_LABELS: dict[str, str] = {
     EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
     EventType.BROWSER_TRUSTED: "Browser trusted: no second step there for a while",
     EventType.TRUSTED_BROWSERS_REVOKED: "Trusted browsers forgotten",
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: "Passkey added by your password manager after signing in",
+    EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: "A passkey changed whether it can be backed up",
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: "password only",

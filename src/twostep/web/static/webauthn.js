@@ -103,12 +103,12 @@
     return (error && error.message) || "Something went wrong with the passkey. Try again.";
   }
 
-  function fetchOptions(url) {
+  function fetchOptions(url, body) {
     return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: "{}"
+      body: JSON.stringify(body || {})
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) {
@@ -155,7 +155,9 @@
         var box = document.getElementById(hidden.getAttribute("data-copy-checkbox"));
         hidden.value = box && box.checked ? "1" : "";
       });
-      fetchOptions(form.getAttribute("data-options")).then(function (json) {
+      var hint = form.querySelector("input[name=hint]:checked");
+      var body = hint && hint.value ? { hint: hint.value } : {};
+      fetchOptions(form.getAttribute("data-options"), body).then(function (json) {
         say("Waiting for your passkey… Follow the instructions in your browser's dialog.", true);
         if (mode === "create") {
           return navigator.credentials.create({ publicKey: creationOptions(json) });
@@ -225,6 +227,57 @@
     if (done && typeof done.catch === "function") { done.catch(function () {}); }
   }
 
+  // The automatic passkey upgrade, right after a password sign-in: where the browser can create a passkey
+  // conditionally (its password manager decides, without a dialog), ask it to; the "Add a passkey" prompt is
+  // for browsers that cannot.
+  function startUpgrade(el) {
+    var pkc = window.PublicKeyCredential;
+    if (typeof pkc.getClientCapabilities !== "function") { return; }
+    var prompt = document.querySelector("[data-passkey-prompt]");
+    Promise.resolve(pkc.getClientCapabilities()).then(function (caps) {
+      if (!caps || !caps.conditionalCreate) { return; }
+      if (prompt) { prompt.hidden = true; }
+      return fetchOptions(el.getAttribute("data-options")).then(function (json) {
+        return navigator.credentials.create({ mediation: "conditional", publicKey: creationOptions(json) });
+      }).then(function (cred) {
+        if (!cred) { return; }
+        return fetch(el.getAttribute("data-register"), {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "Accept": "application/json" },
+          body: JSON.stringify({ credential: credentialJSON(cred) })
+        }).then(function (response) {
+          if (response.ok) { window.location.assign("/settings/two-step?done=passkey_added_automatically"); }
+        });
+      }).catch(function () {
+        if (prompt) { prompt.hidden = false; }
+      });
+    }).catch(function () { /* no capabilities: the prompt stays */ });
+  }
+
+  // Registration hints: show only the choices this browser supports, where it says (getClientCapabilities).
+  function limitHints() {
+    var pkc = window.PublicKeyCredential;
+    var choices = document.querySelectorAll("[data-capability]");
+    if (!choices.length || typeof pkc.getClientCapabilities !== "function") { return; }
+    Promise.resolve(pkc.getClientCapabilities()).then(function (caps) {
+      if (!caps) { return; }
+      choices.forEach(function (choice) {
+        var names = choice.getAttribute("data-capability").split(" ");
+        var known = names.filter(function (n) { return typeof caps[n] === "boolean"; });
+        if (!known.length) { return; }
+        var ok = known.some(function (n) { return caps[n]; });
+        choice.hidden = !ok;
+        var input = choice.querySelector("input");
+        if (!ok && input && input.checked) {
+          input.checked = false;
+          var first = document.querySelector("input[name=hint][value='']");
+          if (first) { first.checked = true; }
+        }
+      });
+    }).catch(function () { /* every choice stays */ });
+  }
+
   function init() {
     document.querySelectorAll("[data-needs-webauthn]").forEach(function (el) {
       el.hidden = !supported;
@@ -240,6 +293,9 @@
     });
     var autofill = document.querySelector("form[data-passkey=get][data-autofill]");
     if (autofill) { startAutofill(autofill); }
+    var upgrade = document.querySelector("[data-passkey-upgrade]");
+    if (upgrade) { startUpgrade(upgrade); }
+    limitHints();
   }
 
   if (document.readyState === "loading") {

@@ -1,7 +1,8 @@
 """trusted browsers
 
 The trusted_browsers table (docs/api.md "Trusted browsers": a browser that skips the second step after a
-correct password), and the session's record of a sign-in that skipped it that way (one factor).
+correct password), the session's record of a sign-in that skipped it that way (one factor), and the
+session's grant of an automatic passkey upgrade right after a password sign-in.
 
 Revision ID: 0007
 Revises: 0004 (to be re-chained after 0005 at merge)
@@ -46,10 +47,16 @@ def upgrade() -> None:
         batch_op.create_index("ix_trusted_browsers_expires", ["expires_at"], unique=False)
     with op.batch_alter_table("sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("trusted_browser", sa.String(length=32), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "passkey_upgrade_until", twostep.storage.types.UTCDateTime(timezone=True), nullable=True
+            )
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_column("passkey_upgrade_until")
         batch_op.drop_column("trusted_browser")
     with op.batch_alter_table("trusted_browsers", schema=None) as batch_op:
         batch_op.drop_index("ix_trusted_browsers_expires")
