@@ -422,7 +422,7 @@ def _passkey_signed_in(
         now=now,
     )
     with ctx.db.transaction() as conn:
-        sf.use_passkey(conn, checked, now)
+        sf.use_passkey(conn, checked, now, Audit(ctx, checked.account_id, client, now))
         if pend is None:
             if token:
                 session_store.delete_one(conn, token_hash=hash_token(token))
