@@ -137,11 +137,11 @@ def test_SEC_automatic_upgrade_grant_is_single_use_short_lived_and_only_after_a_
 def test_registration_hints_follow_the_persons_choice(server: AppServer, clients: Clients) -> None:
     user = new_2fa_user(server, clients)
     for hint in ("security-key", "client-device", "hybrid"):
-        options = expect(user.client.post(f"{API}/factors/passkey/options", json={"hint": hint}), 200)[
-            "publicKey"
-        ]
+        options = expect(
+            user.client.post(f"{API}/factors/passkey/options", json={"authenticator": hint}), 200
+        )["publicKey"]
         assert options["hints"] == [hint]
     options = expect(user.client.post(f"{API}/factors/passkey/options", json={}), 200)["publicKey"]
     assert "hints" not in options or options["hints"] == []
-    r = user.client.post(f"{API}/factors/passkey/options", json={"hint": "carrier-pigeon"})
+    r = user.client.post(f"{API}/factors/passkey/options", json={"authenticator": "carrier-pigeon"})
     expect(r, 422, "invalid_request")

@@ -30,7 +30,7 @@ router = APIRouter()
 def post_registration_options(
     request: Request, session: SignedIn, body: RegistrationOptionsIn | None = None
 ) -> dict[str, object]:
-    hint = body.hint if body is not None else None
+    hint = body.authenticator if body is not None else None
     return {"publicKey": enrolment.registration_options(ctx_of(request), session, hint=hint)}
 
 

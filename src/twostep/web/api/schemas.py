@@ -74,9 +74,9 @@ class PasskeyAssertionIn(In):
 
 
 class RegistrationOptionsIn(In):
-    """What the passkey is to be on (WebAuthn L3 hints); absent: no hint."""
+    """Where the passkey is to be (it becomes the WebAuthn L3 ``hints``); absent: anywhere."""
 
-    hint: Literal["client-device", "security-key", "hybrid"] | None = None
+    authenticator: Literal["client-device", "security-key", "hybrid"] | None = None
 
 
 class SecondStepPasskeyIn(PasskeyAssertionIn):

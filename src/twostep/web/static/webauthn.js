@@ -155,8 +155,8 @@
         var box = document.getElementById(hidden.getAttribute("data-copy-checkbox"));
         hidden.value = box && box.checked ? "1" : "";
       });
-      var hint = form.querySelector("input[name=hint]:checked");
-      var body = hint && hint.value ? { hint: hint.value } : {};
+      var place = form.querySelector("input[name=place]:checked");
+      var body = place && place.value ? { authenticator: place.value } : {};
       fetchOptions(form.getAttribute("data-options"), body).then(function (json) {
         say("Waiting for your passkey… Follow the instructions in your browser's dialog.", true);
         if (mode === "create") {
@@ -271,7 +271,7 @@
         var input = choice.querySelector("input");
         if (!ok && input && input.checked) {
           input.checked = false;
-          var first = document.querySelector("input[name=hint][value='']");
+          var first = document.querySelector("input[name=place][value='']");
           if (first) { first.checked = true; }
         }
       });
