@@ -67,6 +67,12 @@ NOTIFIED: dict[EventType, Notice] = {
         "Someone signed in with your correct password, then entered a wrong code "
         "or passkey for the second step.",
     ),
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: Notice(
+        "Your password manager added a passkey to your account",
+        "Right after you signed in with your password, your password manager created a passkey for your "
+        "account, and it now works as a second factor. If this was not you, remove it and change your "
+        "password.",
+    ),
     EventType.SECOND_FACTOR_ABANDONED: Notice(
         "Someone entered your password but did not finish signing in",
         "Someone signed in with your correct password, then did not complete the second step.",

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request, Response
 from twostep.core.errors import Busy, InvalidCredentials, NotFound, TwostepError, WeakPassword
 from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind, Method
-from twostep.services import account, sessions
+from twostep.services import account, sessions, trusted_browsers
+from twostep.web import trusted
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
@@ -33,6 +34,8 @@ SESSION_NOTICES = {
     "ended": "The session was ended.",
     "others_ended": "Every other session was signed out.",
     "gone": "That session had already ended.",
+    "browser_forgotten": "That browser will ask for the second step again.",
+    "browsers_forgotten": "Every trusted browser will ask for the second step again.",
 }
 
 # The label of each kind of event on the security-log page, keyed by the enums (a StrEnum member is equal to,
@@ -59,6 +62,10 @@ EVENT_LABELS: dict[str, str] = {
     EventType.PASSWORD_CHANGED: "Password changed",
     EventType.PASSKEY_COUNTER_REGRESSED: "Passkey counter went backwards (possible clone)",
     EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
+    EventType.BROWSER_TRUSTED: "Browser trusted: no second step there for a while",
+    EventType.TRUSTED_BROWSERS_REVOKED: "Trusted browsers forgotten",
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: "Passkey added by your password manager after signing in",
+    EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: "A passkey changed whether it can be backed up",
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: "password only",
@@ -66,6 +73,7 @@ METHOD_LABELS: dict[str, str] = {
     Method.PASSKEY: "passkey",
     Method.PASSKEY_PASSWORDLESS: "passkey, without password",
     Method.RECOVERY_CODE: "recovery code",
+    Method.TRUSTED_BROWSER: "password, in a trusted browser (no second step)",
 }
 FACTOR_LABELS: dict[str, str] = {FactorKind.TOTP: "authentication app", FactorKind.PASSKEY: "passkey"}
 
@@ -85,6 +93,10 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
     for key in ("count", "other_sessions_ended"):
         if isinstance(detail.get(key), int):
             parts.append(f"{detail[key]} other session(s) signed out")
+    if isinstance(detail.get("browsers"), int):
+        parts.append(f"{detail['browsers']} browser(s)")
+    if isinstance(detail.get("days"), int):
+        parts.append(f"for {detail['days']} days")
     if detail.get("during") == "verify_access":
         parts.append("while verifying access")
     return ", ".join(parts)
@@ -98,8 +110,30 @@ def sessions_page(request: Request, session: SignedIn, done: str = "") -> Respon
         "sessions": rows,
         "verified": session.access_verified(ctx_of(request).now()),
         "notice": SESSION_NOTICES.get(done),
+        "trusted": trusted_browsers.list_trusted(
+            ctx_of(request), session, cookie=trusted.trusted_of(request)
+        ),
+        "trust_days": ctx_of(request).trusted_browser_days,
     }
     return render(request, "sessions.html", context, user=session)
+
+
+@router.post(SESSIONS_PATH + "/forget-browser")
+def forget_browser(request: Request, session: SignedIn, id: FormStr = "", csrf: FormStr = "") -> Response:
+    """Revoke one trusted browser; no verify access needed (it only takes a shortcut away)."""
+    check_csrf(request, csrf)
+    try:
+        trusted_browsers.revoke(ctx_of(request), session, id, client_of(request))
+    except NotFound:
+        return redirect(url_with(SESSIONS_PATH, done="gone"))
+    return redirect(url_with(SESSIONS_PATH, done="browser_forgotten"))
+
+
+@router.post(SESSIONS_PATH + "/forget-browsers")
+def forget_browsers(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    trusted_browsers.revoke_every(ctx_of(request), session, client_of(request))
+    return redirect(url_with(SESSIONS_PATH, done="browsers_forgotten"))
 
 
 @router.post(SESSIONS_PATH + "/end")
