@@ -85,7 +85,7 @@ def test_check_config_accepts_the_example_and_shows_no_secret(tmp_path: Path) ->
     assert rules[2] == "access.rules[2]: domain *.example.com; groups admins; policy two_factor"
     warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
     assert warnings == [
-        "warning: signup, cookie_domain, access: accepted and checked, but not yet in effect in this "
+        "warning: cookie_domain, access: accepted and checked, but not yet in effect in this "
         "version of twostep."
     ]
     assert out.rstrip().endswith("the configuration is valid")

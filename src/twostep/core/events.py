@@ -33,3 +33,11 @@ class EventType(StrEnum):
     SESSION_ENDED = "session_ended"
     OTHER_SESSIONS_ENDED = "other_sessions_ended"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
+    # Operators (docs/api.md "Who may have an account").
+    OPERATOR_LOCKED = "operator_locked"
+    OPERATOR_UNLOCKED = "operator_unlocked"
+    OPERATOR_GROUPS_CHANGED = "operator_groups_changed"
+    OPERATOR_DELETED = "operator_deleted"
+    # The e-mail address.
+    EMAIL_CHANGED = "email_changed"
+    EMAIL_VERIFIED = "email_verified"

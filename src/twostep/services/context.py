@@ -18,6 +18,8 @@ SESSION_ABSOLUTE = timedelta(hours=12)
 VERIFIED_ACCESS_TTL = timedelta(minutes=10)
 TOTP_ENROLLMENT_TTL = timedelta(minutes=15)
 CHALLENGE_TTL = timedelta(minutes=5)
+EMAIL_LINK_TTL = timedelta(hours=24)
+INVITATION_TTL = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class Context:
     rate_limit_per_minute: int = 0
     # HMAC key of the device cookies (H07), derived from the master key; random when not given.
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # Who may create an account: "open", "invite" or "closed" (docs/api.md "Who may have an account").
+    signup: str = "open"
+    # Whom a locked-out person should ask, as the pages say it.
+    operator_contact: str = "the administrator of this site"
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from twostep.core import devices
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
+from twostep.core.errors import AccountLocked, InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind, Method
 from twostep.services import regulator
@@ -20,7 +20,7 @@ from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_
 from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
-from twostep.storage import challenges, factors, recovery
+from twostep.storage import accounts, challenges, factors, recovery
 from twostep.storage import sessions as session_store
 from twostep.storage.sessions import SessionRow
 
@@ -61,7 +61,11 @@ def finish_sign_in(
 
     Raises:
         NoPendingLogin: another request finished or ended this pending sign-in first.
+        AccountLocked: an operator locked the account (the account's row is read FOR UPDATE, so a lock under
+            way is waited for and seen: no session outlives it).
     """
+    if accounts.is_locked_for_update(conn, audit.account_id):
+        raise AccountLocked()
     if (
         pending is not None
         and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None

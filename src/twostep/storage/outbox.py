@@ -161,3 +161,50 @@ def delete_undelivered_before(conn: Connection, *, before: datetime, limit: int)
     """At most ``limit`` messages still not delivered although written before ``before`` (given up on)."""
     old = select(outbox.c.id).where(outbox.c.sent_at.is_(None), outbox.c.created_at < before).limit(limit)
     return int(conn.execute(delete(outbox).where(outbox.c.id.in_(old.scalar_subquery()))).rowcount)
+
+
+def queue_single(
+    conn: Connection,
+    *,
+    recipient: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    now: datetime,
+    account_id: int | None,
+) -> None:
+    """Queue a message that is never folded into another (a verification link, a notice to a former
+    address): no kind, no coalescing key."""
+    conn.execute(
+        outbox.insert().values(
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+            claimed_until=None,
+            sent_at=None,
+            last_error=None,
+            account_id=account_id,
+            kind=None,
+            coalesce_key=None,
+            occurrences=1,
+            last_at=now,
+            last_ip=None,
+            last_user_agent=None,
+            since=None,
+            dispatched_at=None,
+        )
+    )
+
+
+def detach_account(conn: Connection, account_id: int) -> None:
+    """The account is deleted: its messages stay only to be delivered (and swept when sent), and nothing of a
+    later account that gets the same id is folded into them or held back by them."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.account_id == account_id)
+        .values(account_id=None, kind=None, coalesce_key=None)
+    )

@@ -261,3 +261,8 @@ def delete_expired_active(conn: Connection, *, now: datetime, idle_cutoff: datet
     )
     result = conn.execute(delete(sessions).where(sessions.c.token_hash.in_(dead.scalar_subquery())))
     return int(result.rowcount)
+
+
+def delete_all(conn: Connection, *, account_id: int) -> int:
+    """Every session of the account, signed in or pending (an operator's lock)."""
+    return int(conn.execute(delete(sessions).where(sessions.c.account_id == account_id)).rowcount)

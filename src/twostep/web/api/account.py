@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.services import account, sessions
-from twostep.web.api.schemas import ChangePasswordIn, EventsOut, SessionsOut
+from twostep.services import account, email, sessions
+from twostep.web.api.schemas import ChangePasswordIn, EmailIn, EventsOut, SessionsOut, TokenIn
 from twostep.web.deps import SignedIn, client_of, ctx_of
 
 router = APIRouter(tags=["account security"])
@@ -40,3 +40,16 @@ def delete_other_sessions(request: Request, session: SignedIn) -> None:
 @router.get("/security-events", response_model=EventsOut)
 def get_security_events(request: Request, session: SignedIn) -> dict[str, object]:
     return {"events": account.security_log(ctx_of(request), session)}
+
+
+@router.post("/email", status_code=204, response_class=Response)
+def post_email(body: EmailIn, request: Request, session: SignedIn) -> None:
+    """A new e-mail address (verify access): unverified until the link sent to it is followed; the former
+    address is told."""
+    email.change_email(ctx_of(request), session, email=body.email, client=client_of(request))
+
+
+@router.post("/verify-email", status_code=204, response_class=Response)
+def post_verify_email(body: TokenIn, request: Request) -> None:
+    """Follow an e-mail verification link: ``token`` is the link's ``?token=``; single use, 24 hours."""
+    email.verify(ctx_of(request), token=body.token, client=client_of(request))

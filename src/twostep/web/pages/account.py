@@ -59,6 +59,12 @@ EVENT_LABELS: dict[str, str] = {
     EventType.PASSWORD_CHANGED: "Password changed",
     EventType.PASSKEY_COUNTER_REGRESSED: "Passkey counter went backwards (possible clone)",
     EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
+    EventType.OPERATOR_LOCKED: "Account locked by the operator",
+    EventType.OPERATOR_UNLOCKED: "Account unlocked by the operator",
+    EventType.OPERATOR_GROUPS_CHANGED: "Groups changed by the operator",
+    EventType.OPERATOR_DELETED: "Account deleted by the operator",
+    EventType.EMAIL_CHANGED: "E-mail address changed",
+    EventType.EMAIL_VERIFIED: "E-mail address verified",
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: "password only",
