@@ -125,6 +125,14 @@ def sign_up(
     return normalized
 
 
+def invitation_for(ctx: Context, token: str) -> InvitationRow | None:
+    """The invitation of this token while it can be used (for the sign-up page), else None."""
+    if not token:
+        return None
+    with ctx.db.transaction() as conn:
+        return invitations.usable(conn, token_hash=hash_token(token), now=ctx.now())
+
+
 class _Rollback(Exception):
     """Leaves a transaction without writing anything of it."""
 
