@@ -79,7 +79,6 @@ def send_link(
         body=body + "\n",
         message_id=_message_id(ctx.origin),
         now=now,
-        account_id=account_id,
     )
 
 

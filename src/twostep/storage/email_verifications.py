@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, insert, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from twostep.storage.tables import accounts, email_verifications
 
@@ -49,6 +49,13 @@ def forget_account(conn: Connection, account_id: int) -> None:
     conn.execute(delete(email_verifications).where(email_verifications.c.account_id == account_id))
 
 
-def delete_expired(conn: Connection, *, now: datetime) -> int:
-    result = conn.execute(delete(email_verifications).where(email_verifications.c.expires_at <= now))
+def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:
+    """At most ``limit`` links past their 24 hours."""
+    old = (
+        select(email_verifications.c.token_hash)
+        .where(email_verifications.c.expires_at <= now)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = conn.execute(delete(email_verifications).where(email_verifications.c.token_hash.in_(old)))
     return int(result.rowcount or 0)

@@ -102,9 +102,8 @@ def consume(conn: Connection, *, token_hash: str, now: datetime) -> InvitationRo
     return _row(row)
 
 
-def delete_expired(conn: Connection, *, before: datetime) -> int:
-    """Forget invitations that expired (or were used) before ``before``."""
-    result = conn.execute(
-        delete(invitations).where((invitations.c.expires_at < before) | (invitations.c.used_at < before))
-    )
-    return int(result.rowcount or 0)
+def delete_expired(conn: Connection, *, before: datetime, limit: int) -> int:
+    """At most ``limit`` invitations that expired, or were used, before ``before``."""
+    dead = (invitations.c.expires_at < before) | (invitations.c.used_at < before)
+    old = select(invitations.c.id).where(dead).limit(limit).scalar_subquery()
+    return int(conn.execute(delete(invitations).where(invitations.c.id.in_(old))).rowcount or 0)

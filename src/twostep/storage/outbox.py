@@ -171,10 +171,9 @@ def queue_single(
     body: str,
     message_id: str,
     now: datetime,
-    account_id: int | None,
 ) -> None:
-    """Queue a message that is never folded into another (a verification link, a notice to a former
-    address): no kind, no coalescing key."""
+    """Queue a message that is never folded into another (a verification link): no account, no kind, no
+    coalescing key (those columns only serve the folding of H13)."""
     conn.execute(
         outbox.insert().values(
             recipient=recipient,
@@ -187,7 +186,7 @@ def queue_single(
             claimed_until=None,
             sent_at=None,
             last_error=None,
-            account_id=account_id,
+            account_id=None,
             kind=None,
             coalesce_key=None,
             occurrences=1,
