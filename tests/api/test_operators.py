@@ -195,7 +195,21 @@ def test_the_e_mail_link_verifies_the_address_once(server: AppServer) -> None:
         assert client.get("/api/v1/session").json()["email_verified"] is True
         again = client.post("/api/v1/verify-email", json={"token": token})
         assert again.status_code == 410 and again.json()["error"] == "link_invalid"
+        with server.client() as anonymous:
+            assert anonymous.post("/api/v1/verify-email", json={"token": token}).status_code == 401
         assert "email_verified" in events_of(server, name)
+
+
+def test_the_api_uses_only_a_link_of_the_signed_in_account(server: AppServer) -> None:
+    address = f"{unique_username('mine')}@example.com"
+    with server.client() as owner, server.client() as other:
+        name = new_account(server, owner, email=address)
+        token = link_token(mail_to(server, address)[0][1])
+        assert login(other, new_account(server, other)).status_code == 200
+        r = other.post("/api/v1/verify-email", json={"token": token})
+        assert r.status_code == 410, r.text
+        assert login(owner, name).status_code == 200
+        assert owner.post("/api/v1/verify-email", json={"token": token}).status_code == 204, "still usable"
 
 
 def test_post_email_needs_verify_access_tells_both_addresses_and_unverifies(server: AppServer) -> None:

@@ -40,6 +40,9 @@ def create_account(page: Any, url: str, name: str | None, password: str = PASSWO
 def test_done_when_an_invitation_link_creates_an_account_in_admins(page: Any, invite_server: Server) -> None:
     page.goto(invite_server.url + "/login")
     assert page.get_by_role("link", name="Create an account").count() == 0, "no sign-up offered"
+    assert page.get_by_role("link", name="Sign up").count() == 0
+    page.goto(invite_server.url + "/")
+    assert page.get_by_role("link", name="Create an account").count() == 0
     page.goto(invite_server.url + "/signup")
     assert "needs an invitation" in page.locator("main").inner_text()
     assert CONTACT in page.locator("main").inner_text()

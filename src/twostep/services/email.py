@@ -82,21 +82,24 @@ def send_link(
     )
 
 
-def verify(ctx: Context, *, token: str, client: Client) -> None:
-    """POST /verify-email: use the link (once); the account's address is verified if it is still the one the
-    link was sent to.
+def verify(ctx: Context, *, token: str, client: Client, account_id: int | None = None) -> None:
+    """Use a verification link (once): the account's address is verified if it is still the one the link was
+    sent to. With ``account_id`` (the API, for a signed-in session), only a link of that account is used.
 
     Raises:
-        LinkInvalid: the link was used, expired or never existed, or the address changed since.
+        LinkInvalid: the link was used, expired or never existed, is another account's, or the address
+            changed since; nothing is used up.
     """
     now = ctx.now()
     changed = False
     with ctx.db.transaction() as conn:
         taken = email_verifications.take(conn, token_hash=hash_token(token), now=now) if token else None
+        if taken is not None and account_id is not None and taken.account_id != account_id:
+            raise LinkInvalid()  # rolls the take back: the link stays usable by its account
         if taken is not None:
-            account_id = taken.account_id
-            if email_verifications.mark_verified(conn, account_id=account_id, email=taken.email, now=now):
-                Audit(ctx, taken.account_id, client, now).record(conn, EventType.EMAIL_VERIFIED)
+            owner = taken.account_id
+            if email_verifications.mark_verified(conn, account_id=owner, email=taken.email, now=now):
+                Audit(ctx, owner, client, now).record(conn, EventType.EMAIL_VERIFIED)
                 return
             changed = True
     if changed:

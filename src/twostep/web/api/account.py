@@ -50,6 +50,7 @@ def post_email(body: EmailIn, request: Request, session: SignedIn) -> None:
 
 
 @router.post("/verify-email", status_code=204, response_class=Response)
-def post_verify_email(body: TokenIn, request: Request) -> None:
-    """Follow an e-mail verification link: ``token`` is the link's ``?token=``; single use, 24 hours."""
-    email.verify(ctx_of(request), token=body.token, client=client_of(request))
+def post_verify_email(body: TokenIn, request: Request, session: SignedIn) -> None:
+    """Follow an e-mail verification link of the signed-in account: ``token`` is the link's ``?token=``;
+    single use, 24 hours. (The link's page, /verify-email, needs no session.)"""
+    email.verify(ctx_of(request), token=body.token, client=client_of(request), account_id=session.account_id)
