@@ -128,3 +128,28 @@ def test_the_e_mail_link_from_the_outbox_verifies_the_address(page: Any, invite_
     page.goto(url)
     page.get_by_role("button", name="Confirm my address").click()
     assert "cannot be used" in page.locator("main").inner_text()
+
+    # A new address: verify access first, then it is unverified until its own link is followed.
+    page.goto(invite_server.url + "/settings/two-step")
+    page.get_by_role("link", name="Change").click()
+    page.wait_for_url(re.compile(r"/verify-access"))
+    page.get_by_label("Your password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(re.compile(r"/settings/email"))
+    check_a11y(page, label="change e-mail")
+    page.get_by_label("New e-mail address").fill("not an address")
+    page.get_by_role("button", name="Change address").click()
+    assert "does not look right" in page.locator("main").inner_text()
+    page.get_by_label("New e-mail address").fill(f"new-{address}")
+    page.get_by_role("button", name="Change address").click()
+    assert "Your address was changed" in page.locator("main").inner_text()
+    page.goto(invite_server.url + "/settings/two-step")
+    shown = page.get_by_test_id("account-email").inner_text()
+    assert f"new-{address}" in shown and "Not verified" in shown
+    assert wait_until(
+        lambda: any(
+            address in m.rcpt_tos and "was changed" in m.text
+            for m in read_outbox(invite_server.data_dir / "outbox")
+        ),
+        timeout=20,
+    ), "the former address is told"
