@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.support import STRONG_PASSWORD, unique_username
 from tests.support.database import account_id, db_rows
@@ -119,20 +120,20 @@ def test_a_locked_account_cannot_sign_in_with_a_passkey_alone_or_verify_access(s
     assert r.status_code == 200, r.text
 
 
-def test_verify_access_of_a_session_made_before_a_lock_answers_account_locked(server: AppServer) -> None:
-    """The lock deletes every session; were one to survive (a sign-in racing the lock), verify access still
-    refuses it: the account's row is read FOR UPDATE at the end of every verification."""
+def test_a_session_that_outlived_a_lock_is_not_signed_in(server: AppServer) -> None:
+    """The lock deletes every session; were one to survive (a sign-in that committed just after the lock),
+    it is dead at its first request: forward-auth, GET /session and verify access all answer 401, and the
+    row is gone."""
     with server.client() as client:
         name = new_account(server, client)
         assert login(client, name).status_code == 200
         aid = account_id(server, name)
         with app_ctx(server).db.transaction() as conn:
-            from sqlalchemy import text
-
             conn.execute(text("UPDATE accounts SET locked_at = CURRENT_TIMESTAMP WHERE id = :a"), {"a": aid})
+        assert client.get("/api/v1/forward-auth").status_code == 401
         r = client.post("/api/v1/verify-access", json={"password": STRONG_PASSWORD})
-        assert r.status_code == 403, r.text
-        assert r.json()["error"] == "account_locked"
+        assert r.status_code == 401 and r.json()["error"] == "not_signed_in", r.text
+        assert db_rows(server, "SELECT 1 FROM sessions WHERE account_id = :a", a=aid) == []
 
 
 def test_groups_change_and_are_in_the_session(server: AppServer) -> None:
@@ -159,8 +160,6 @@ def test_delete_removes_every_row_of_the_account_and_tells_its_holder(server: Ap
     account, api = with_passkey(server, "gone")
     aid = account_id(server, account.username)
     with app_ctx(server).db.transaction() as conn:
-        from sqlalchemy import text
-
         conn.execute(text("UPDATE accounts SET email = 'gone@example.com' WHERE id = :a"), {"a": aid})
     operators.change_groups(app_ctx(server), account.username, add=["team"], remove=[])
     assert operators.delete(app_ctx(server), account.username) == account.username

@@ -61,10 +61,10 @@ def finish_sign_in(
 
     Raises:
         NoPendingLogin: another request finished or ended this pending sign-in first.
-        AccountLocked: an operator locked the account (the account's row is read FOR UPDATE, so a lock under
-            way is waited for and seen: no session outlives it).
+        AccountLocked: an operator locked the account. (A session committed just after a lock never serves a
+            request: a locked account's session is dead to ``authenticate``.)
     """
-    if accounts.is_locked_for_update(conn, audit.account_id):
+    if accounts.is_locked(conn, audit.account_id):
         raise AccountLocked()
     if (
         pending is not None

@@ -53,7 +53,7 @@ def finish_verify(
     Raises:
         NotSignedIn: the session ended meanwhile.
     """
-    if accounts.is_locked_for_update(conn, session.account_id):
+    if accounts.is_locked(conn, session.account_id):
         raise AccountLocked()
     until = audit.now + VERIFIED_ACCESS_TTL
     token = step_up(conn, audit.ctx, session, verified_until=until, reauth_until=None)

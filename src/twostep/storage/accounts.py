@@ -94,13 +94,10 @@ def lock(conn: Connection, account_id: int) -> None:
     conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
 
 
-def is_locked_for_update(conn: Connection, account_id: int) -> bool:
-    """Whether the account is locked by an operator, reading its row FOR UPDATE on PostgreSQL: a sign-in
-    that commits a session waits for a `twostep user lock` under way, and then sees it (the lock's
-    transaction deletes every session; a session made after it would otherwise survive)."""
-    row = conn.execute(
-        select(accounts.c.locked_at).where(accounts.c.id == account_id).with_for_update()
-    ).first()
+def is_locked(conn: Connection, account_id: int) -> bool:
+    """Whether an operator locked the account. (A sign-in that commits its session just after a lock is
+    refused at its first request: ``sessions.touch_active`` treats a locked account's session as dead.)"""
+    row = conn.execute(select(accounts.c.locked_at).where(accounts.c.id == account_id)).first()
     return row is not None and row.locked_at is not None
 
 
