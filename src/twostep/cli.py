@@ -8,12 +8,17 @@ import ipaddress
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from twostep import config
 from twostep.config import ConfigError, Settings
 from twostep.core.access import AccessRule, DomainPattern, Policy
+
+if TYPE_CHECKING:
+    from twostep.services.context import Context
+    from twostep.services.operators import UserView
 
 # Files 0600 and directories 0700 (H12): whatever twostep, SQLite or a library creates in the data directory.
 UMASK = 0o077
@@ -317,7 +322,7 @@ class OperatorError(Exception):
         self.status = status
 
 
-def _operator_context() -> Any:
+def _operator_context() -> Context:
     """The services' context for an operator's command, on the database the server uses."""
     from twostep.app import SchemaOutdated, build_context, prepare_database
     from twostep.core.clock import SystemClock
@@ -332,15 +337,15 @@ def _operator_context() -> Any:
     return build_context(settings, db, SystemClock())
 
 
-def _when(value: Any) -> str:
+def _when(value: datetime | None) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
 
 
-def _iso(value: Any) -> str | None:
-    return None if value is None else str(value.isoformat())
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
-def _user_json(view: Any) -> dict[str, object]:
+def _user_json(view: UserView) -> dict[str, object]:
     return {
         "username": view.username,
         "email": view.email,
