@@ -573,9 +573,7 @@ def test_check_config_warns_about_open_signup_with_rules_and_cookies_that_do_not
     warnings = config_warnings(config.load().settings)
     assert len(warnings) == 2, warnings
     assert 'access.default_policy is "bypass"' in warnings[0]
-    assert warnings[1].startswith(
-        "signup, cookie_domain, access: accepted and checked, but not yet in effect"
-    )
+    assert warnings[1].startswith("cookie_domain, access: accepted and checked, but not yet in effect")
 
 
 def test_check_config_says_which_settings_are_accepted_but_not_yet_in_effect(env: pytest.MonkeyPatch) -> None:

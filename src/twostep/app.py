@@ -109,6 +109,8 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         rate_limit_per_minute=settings.rate_limit_per_minute,
         device_key=device_key,
         trusted_browser_days=settings.trusted_browser_days,
+        signup=settings.signup,
+        operator_contact=settings.operator_contact,
     )
 
 

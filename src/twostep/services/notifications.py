@@ -77,6 +77,23 @@ NOTIFIED: dict[EventType, Notice] = {
         "Someone entered your password but did not finish signing in",
         "Someone signed in with your correct password, then did not complete the second step.",
     ),
+    EventType.OPERATOR_LOCKED: Notice(
+        "Your account was locked by the operator",
+        "The operator of this site locked your account: every session was signed out, and signing in is "
+        "refused until they unlock it.",
+    ),
+    EventType.OPERATOR_GROUPS_CHANGED: Notice(
+        "The groups of your account were changed",
+        "The operator of this site changed the groups your account is in.",
+    ),
+    EventType.OPERATOR_DELETED: Notice(
+        "Your account was deleted by the operator",
+        "The operator of this site deleted your account, with its second factors and its security log.",
+    ),
+    EventType.EMAIL_CHANGED: Notice(
+        "The e-mail address of your account was changed",
+        "The e-mail address of your account was changed. Security messages now go to the new address.",
+    ),
 }
 
 
@@ -139,6 +156,10 @@ def _what(event: EventType, detail: Mapping[str, object]) -> list[str]:
     name = detail.get("factor_name")
     if isinstance(name, str):
         lines.append(f"Factor: {name}")
+    for key, label in (("added", "Groups joined"), ("removed", "Groups left"), ("groups", "Groups now")):
+        value = detail.get(key)
+        if event is EventType.OPERATOR_GROUPS_CHANGED and isinstance(value, list):
+            lines.append(f"{label}: {', '.join(str(v) for v in value) or '(none)'}")
     ended = detail.get("other_sessions_ended")
     if event is EventType.TWO_FACTOR_ENABLED and isinstance(ended, int):
         if ended:

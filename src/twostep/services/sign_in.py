@@ -10,7 +10,14 @@ from sqlalchemy import Connection
 
 from twostep.core import devices
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts, UnknownPasskey
+from twostep.core.errors import (
+    AccountLocked,
+    InvalidCode,
+    NoPendingLogin,
+    PasskeyRejected,
+    TooManyAttempts,
+    UnknownPasskey,
+)
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind, Method
 from twostep.services import regulator, trusted_browsers
@@ -27,7 +34,7 @@ from twostep.services.context import (
 from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
-from twostep.storage import challenges, factors, recovery
+from twostep.storage import accounts, challenges, factors, recovery
 from twostep.storage import sessions as session_store
 from twostep.storage.sessions import SessionRow
 
@@ -75,7 +82,11 @@ def finish_sign_in(
 
     Raises:
         NoPendingLogin: another request finished or ended this pending sign-in first.
+        AccountLocked: an operator locked the account. (A session committed just after a lock never serves a
+            request: a locked account's session is dead to ``authenticate``.)
     """
+    if accounts.is_locked(conn, audit.account_id):
+        raise AccountLocked()
     if (
         pending is not None
         and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None

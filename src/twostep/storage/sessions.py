@@ -81,6 +81,7 @@ _NAMES = select(
     accounts.c.display_name,
     accounts.c.email,
     accounts.c.email_verified_at,
+    accounts.c.locked_at,
     groups.aggregated(accounts.c.id).label("groups"),
     exists().where(factors.c.account_id == accounts.c.id).label("has_factor"),
 ).where(accounts.c.id == bindparam("b_id"))
@@ -109,7 +110,8 @@ class Touched:
 def touch_active(
     conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime
 ) -> Touched | None:
-    """Mark activity on a live signed-in session; None when unknown, idle too long or past its end.
+    """Mark activity on a live signed-in session; None when unknown, idle too long, past its end, or of an
+    account an operator locked.
 
     A session that is idle too long or past its end is deleted here, when it is seen (H08): once dead it
     stays dead, even if the clock steps back.
@@ -121,6 +123,11 @@ def touch_active(
         conn.execute(_DEAD, {"b_hash": token_hash, "b_now": now, "b_idle": idle_cutoff})
         return None
     names = conn.execute(_NAMES, {"b_id": row.account_id}).one()
+    if names.locked_at is not None:
+        # An operator locked the account: its sessions were deleted with the lock, and one that a sign-in
+        # racing the lock committed just after it is deleted when it is first seen.
+        conn.execute(delete(sessions).where(sessions.c.token_hash == token_hash))
+        return None
     return Touched(
         SessionRow(**row._mapping),
         names.username,
@@ -282,3 +289,8 @@ def take_passkey_upgrade(conn: Connection, *, token_hash: str, now: datetime) ->
         .values(passkey_upgrade_until=None)
     )
     return result.rowcount == 1
+
+
+def delete_all(conn: Connection, *, account_id: int) -> int:
+    """Every session of the account, signed in or pending (an operator's lock)."""
+    return int(conn.execute(delete(sessions).where(sessions.c.account_id == account_id)).rowcount)

@@ -42,16 +42,19 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.PayloadTooLarge: 413,
     e.Busy: 503,
     e.Unavailable: 503,
+    e.SignupClosed: 403,
+    e.AccountLocked: 403,
+    e.LinkInvalid: 410,
 }
 
 # What the OpenAPI document says of each status of STATUS (a test checks that they are the same statuses).
 STATUS_DOCS: dict[int, str] = {
     400: "A code, passkey or request refused while adding a factor, or a request that cannot be read",
     401: "Not signed in, no pending sign-in, or a credential, code or passkey refused",
-    403: "Verify access required, or a cross-site request",
+    403: "Verify access required, a cross-site request, sign-up closed, or the account is locked",
     404: "Not found",
     409: "A conflict: name or username taken, two-step verification not on",
-    410: "The setup of an authenticator app expired",
+    410: "The setup of an authenticator app expired, or an e-mail link was used or expired",
     413: "Body over 64 KiB",
     415: "Not JSON",
     422: "Invalid request or weak password",

@@ -66,6 +66,7 @@ def create_account(body: AccountIn, request: Request) -> dict[str, object]:
         password=body.password,
         email=body.email,
         client=client_of(request),
+        invite=body.invite,
     )
     return {"username": username}
 

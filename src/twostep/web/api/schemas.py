@@ -34,6 +34,16 @@ class AccountIn(In):
     username: Short
     password: Secret
     email: Email | None = None
+    # The token of an invitation (`twostep invite`), from the link's ?invite=.
+    invite: Short | None = None
+
+
+class EmailIn(In):
+    email: Email
+
+
+class TokenIn(In):
+    token: Short
 
 
 class LoginIn(In):

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from twostep.core.errors import (
+    AccountLocked,
     Busy,
     InvalidCode,
     NotSignedIn,
@@ -24,7 +25,7 @@ from twostep.core.errors import (
     VerifyAccessRequired,
 )
 from twostep.services.sessions import CurrentSession, authenticate
-from twostep.web.deps import state, token_of
+from twostep.web.deps import ctx_of, state, token_of
 from twostep.web.errors import error_headers, status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
 
@@ -150,6 +151,8 @@ def render(
         "csrf": csrf_for(request, token),
         "user": user if user is not None else getattr(request.state, "twostep_session", None),
         "path": request.url.path,
+        "signup_open": ctx_of(request).signup == "open",
+        "operator_contact": ctx_of(request).operator_contact,
     }
     ctx.update(context or {})
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
@@ -282,6 +285,8 @@ class PageRoute(APIRoute):
             except VerifyAccessRequired:
                 back = request.url.path if request.method == "GET" else HOME
                 return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
+            except AccountLocked:
+                return render(request, "locked.html", status_code=403)
             except Busy as exc:
                 wait = wait_words(exc.retry_after)
                 response = render(request, "busy.html", {"wait": wait}, status_code=503)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
+from twostep.core.errors import AccountLocked, Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
 from twostep.services import factors, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
@@ -54,6 +54,8 @@ def verify_post(
         )
     except Busy:
         raise  # the 503 page
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         context = {
             "next": safe_next(next),
@@ -87,6 +89,8 @@ def verify_totp(
         result = verify_access.with_totp(ctx_of(request), session, code=code, client=client_of(request))
     except VerifyAccessRequired:
         return _restart(next)
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         context = {**second_step_context(methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
@@ -114,6 +118,8 @@ def verify_recovery(
         )
     except VerifyAccessRequired:
         return _restart(next)
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
@@ -138,6 +144,8 @@ def verify_passkey(
         result = verify_access.with_passkey(
             ctx_of(request), session, credential=parsed, client=client_of(request)
         )
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         error = (
             "That passkey could not be verified. Try again, or use another way."
