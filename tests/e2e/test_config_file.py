@@ -85,8 +85,7 @@ def test_check_config_accepts_the_example_and_shows_no_secret(tmp_path: Path) ->
     assert rules[2] == "access.rules[2]: domain *.example.com; groups admins; policy two_factor"
     warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
     assert warnings == [
-        "warning: signup, cookie_domain, access: accepted and checked, but not yet in effect in this "
-        "version of twostep."
+        "warning: signup: accepted and checked, but not yet in effect in this version of twostep."
     ]
     assert out.rstrip().endswith("the configuration is valid")
     # It touched nothing: no data directory, no database, no key.

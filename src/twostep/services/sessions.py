@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 from sqlalchemy import Connection
 
@@ -24,6 +25,9 @@ from twostep.services.context import (
 from twostep.storage import sessions as store
 from twostep.storage.sessions import SessionRow
 
+# The values of sessions.second_factor that mean the sign-in used a second factor.
+SECOND_FACTOR_KINDS: Final = frozenset({"totp", "passkey", "recovery_code"})
+
 
 @dataclass(frozen=True)
 class CurrentSession:
@@ -41,6 +45,13 @@ class CurrentSession:
     groups: tuple[str, ...] = ()
     email: str | None = None
     email_verified: bool = False
+    account_has_second_factor: bool = False
+
+    # The one place that says whether this session's sign-in used a second factor (access rules'
+    # two_factor policy). A future sign-in that skips the second step (a trusted browser) changes it here.
+    @property
+    def used_second_factor(self) -> bool:
+        return self.second_factor in SECOND_FACTOR_KINDS
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
@@ -106,9 +117,15 @@ def create_pending(conn: Connection, *, account_id: int, now: datetime, client: 
     return token
 
 
+# A signed-in session's last-seen time is written at most this often (docs/api.md, forward authentication):
+# every request reads, about one a minute per session writes. The idle limit holds to within this much.
+SEEN_EVERY = timedelta(seconds=60)
+
+
 def authenticate(ctx: Context, token: str | None) -> CurrentSession:
     """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
 
+    One read in the common case; ``last_seen_at`` is written only when it is older than ``SEEN_EVERY``.
     A session found dead is deleted at once (H08). A session without a second factor of an account that has
     one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
     keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
@@ -121,14 +138,23 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         raise NotSignedIn()
     now = ctx.now()
     token_hash = hash_token(token)
-    with ctx.db.transaction() as conn:
-        found = store.touch_active(conn, token_hash=token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
-        if found is not None and found.row.second_factor is None and found.has_factor:
-            store.delete_one(conn, token_hash=token_hash)
-            found = None
+    idle_cutoff = now - SESSION_IDLE
+    with ctx.db.read() as conn:
+        found = store.lookup_active(conn, token_hash=token_hash)
     if found is None:
         raise NotSignedIn()
     row = found.row
+    if row.expires_at <= now or row.last_seen_at <= idle_cutoff:
+        with ctx.db.transaction() as conn:
+            store.delete_dead(conn, token_hash=token_hash, now=now, idle_cutoff=idle_cutoff)
+        raise NotSignedIn()
+    if row.second_factor is None and found.has_factor:
+        with ctx.db.transaction() as conn:
+            store.delete_one(conn, token_hash=token_hash)
+        raise NotSignedIn()
+    if row.last_seen_at <= now - SEEN_EVERY:
+        with ctx.db.transaction() as conn:
+            store.mark_seen(conn, token_hash=token_hash, now=now, before=now - SEEN_EVERY)
     return CurrentSession(
         token_hash=row.token_hash,
         public_id=row.public_id,
@@ -142,6 +168,7 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
+        account_has_second_factor=found.has_factor,
     )
 
 

@@ -15,6 +15,9 @@ from sqlalchemy.pool import QueuePool
 
 from twostep.core.guards import in_transaction
 
+# The execution option that marks a read-only transaction (Database.read).
+READ_ONLY = "twostep_read_only"
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3.
@@ -66,6 +69,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # A read (Database.read): WAL readers neither wait for the writer nor block it.
+            conn.exec_driver_sql("BEGIN")
+            return
         # Take the write lock at the start: no deadlocked read-to-write upgrades between workers.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -119,6 +126,16 @@ class Database:
             return
         with self._writer.held(), self.engine.begin() as conn, in_transaction():
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction that only reads (the session lookup of every request): on SQLite it neither takes
+        the writer lock nor ``BEGIN IMMEDIATE``, so that reads never queue behind a writer. Never write in it.
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
 from twostep.web import errors
-from twostep.web.api import account, auth, factors, passkeys
+from twostep.web.api import account, auth, factors, passkeys, protect
 from twostep.web.deps import WebState
 from twostep.web.pages import routes as pages
 from twostep.web.security import API_PREFIX, GuardMiddleware
@@ -48,13 +48,18 @@ def build_app(
     api.include_router(factors.router, tags=["second factors"])
     api.include_router(passkeys.router)
     api.include_router(account.router)
+    api.include_router(protect.router)
     for router in extra_routers or []:
         api.include_router(router)
     app.include_router(api)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
-    app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
+    app.add_middleware(
+        GuardMiddleware,
+        origin=web_state.ctx.origin,
+        form_action=web_state.next_hosts.form_action_sources(),
+    )
     return app
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from twostep.core.access import AccessControl
+from twostep.core.next import NextHosts
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.security import client_address
@@ -23,6 +25,10 @@ class WebState:
     csrf_key: bytes
     # Told the peer when a worker first sees X-Forwarded-For from an untrusted peer (for check-config).
     untrusted_forwarding_noted: Callable[[str], None] | None = None
+    # The access rules of forward authentication (docs/api.md "Access rules"); none: one_factor everywhere.
+    access: AccessControl = field(default_factory=AccessControl)
+    # Where `next` may lead after a sign-in besides this origin (docs/api.md "Several domains").
+    next_hosts: NextHosts = field(default_factory=NextHosts)
 
 
 def state(request: Request) -> WebState:

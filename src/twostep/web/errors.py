@@ -31,6 +31,7 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.TooManyAttempts: 429,
     e.VerifyAccessRequired: 403,
     e.CrossSiteRequest: 403,
+    e.AccessDenied: 403,
     e.UsernameTaken: 409,
     e.NameTaken: 409,
     e.WeakPassword: 422,
@@ -46,7 +47,7 @@ STATUS: dict[type[e.TwostepError], int] = {
 STATUS_DOCS: dict[int, str] = {
     400: "A code, passkey or request refused while adding a factor, or a request that cannot be read",
     401: "Not signed in, no pending sign-in, or a credential, code or passkey refused",
-    403: "Verify access required, or a cross-site request",
+    403: "Verify access required, a cross-site request, or (forward authentication) access refused",
     404: "Not found",
     409: "A conflict: name or username taken, two-step verification not on",
     410: "The setup of an authenticator app expired",

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import NotSignedIn
 from twostep.services import account, sign_in, verify_access
 from twostep.services.sessions import logout
 from twostep.services.sign_in import LoginResult
@@ -17,15 +14,13 @@ from twostep.web.api.schemas import (
     AccountOut,
     CodeIn,
     Empty,
-    Error,
     LoginIn,
     LoginOut,
     PasswordIn,
     SessionOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, current_session, state, token_of
-from twostep.web.errors import error_response
+from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
 
 router = APIRouter()
 
@@ -141,31 +136,3 @@ def post_verify_access_recovery(
         ctx_of(request), session, code=body.code, client=client_of(request)
     )
     return verified(request, response, result)
-
-
-@router.get(
-    "/forward-auth",
-    tags=["forward authentication"],
-    responses={
-        200: {"description": "Signed in; the user is in the Remote-User header"},
-        401: {"model": Error},
-    },
-)
-def get_forward_auth(request: Request) -> Response:
-    """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth: 200 + Remote-User, or 401.
-
-    A session without a second factor of an account that has one is not signed in (H04, in authenticate).
-    """
-    try:
-        session = current_session(request)
-    except NotSignedIn as exc:
-        return error_response(exc)
-    return Response(status_code=200, headers={"Remote-User": remote_user(session.username)})
-
-
-def remote_user(username: str) -> str:
-    """The username as a header value (H05): US-ASCII usernames as they are; any other character
-    percent-encoded as UTF-8 (RFC 3986). A username never contains "%", so the value is unambiguous:
-    one without "%" is the username itself, and percent-decoding (not form-decoding: "+" stays "+") any
-    value gives it back. The raw form of a non-ASCII username is never sent."""
-    return quote(username, safe="@+")

@@ -96,7 +96,7 @@ def signup(
 def login_page(
     request: Request, next: str = "", expired: str = "", signed_out: str = "", created: str = ""
 ) -> Response:
-    target = safe_next(next)
+    target = safe_next(request, next)
     if signed_in_or_none(request) is not None:
         return redirect(target)
     notice = None
@@ -118,7 +118,7 @@ def login_post(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf, session_required=False)
-    target = safe_next(next)
+    target = safe_next(request, next)
     try:
         result = sign_in.password_step(
             ctx_of(request),
@@ -146,14 +146,14 @@ def login_post(
 @router.get("/login/second-step")
 def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
     if signed_in_or_none(request) is not None:
-        return redirect(safe_next(next))
+        return redirect(safe_next(request, next))
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "second_step.html", second_step_context(methods, next))
+        return redirect(url_with("/login", next=safe_next(request, next)))
+    return render(request, "second_step.html", second_step_context(request, methods, next))
 
 
-def _pending_gone(next: str) -> Response:
-    return redirect(url_with("/login", next=safe_next(next), expired="1"))
+def _pending_gone(request: Request, next: str) -> Response:
+    return redirect(url_with("/login", next=safe_next(request, next), expired="1"))
 
 
 @router.post("/login/second-step")
@@ -166,18 +166,18 @@ def second_step_post(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
-    return redirect(safe_next(next), result.token, request)
+    return redirect(safe_next(request, next), result.token, request)
 
 
 @router.get("/login/recovery-code")
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "recovery_login.html", second_step_context(methods, next))
+        return redirect(url_with("/login", next=safe_next(request, next)))
+    return render(request, "recovery_login.html", second_step_context(request, methods, next))
 
 
 @router.post("/login/recovery-code")
@@ -190,9 +190,9 @@ def recovery_post(
             ctx_of(request), token=token_of(request), code=code, client=client_of(request)
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
     # The two-step page shows the recovery banner to a session signed in with a recovery code.
     return redirect(HOME, result.token, request)
@@ -225,11 +225,11 @@ def passkey_login(
         if isinstance(exc, PasskeyRejected):
             error = "That passkey could not be verified. Try again, or use another way to sign in."
         if methods:
-            context = {**second_step_context(methods, next), "error": error}
+            context = {**second_step_context(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
-        context = {"next": safe_next(next), "form": {}, "error": error}
+        context = {"next": safe_next(request, next), "form": {}, "error": error}
         return render(request, "login.html", context, status_code=401)
-    return redirect(safe_next(next), result.token, request)
+    return redirect(safe_next(request, next), result.token, request)
 
 
 @router.post("/logout")
