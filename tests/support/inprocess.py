@@ -105,10 +105,12 @@ class AppServer:
         test_clock: bool = True,
         cheap_argon2: bool = True,
         settings: dict[str, Any] | None = None,
+        origin: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://localhost:{self.port}"
+        # Any origin works: requests never leave this process (several domains: https://auth.example.test).
+        self.url = origin.format(port=self.port) if origin else f"http://localhost:{self.port}"
         self.database_url = database_url
         self.env: dict[str, str] = {
             "TWOSTEP_DATA_DIR": str(data_dir),
