@@ -103,15 +103,16 @@ def remote_user(username: str) -> str:
 
 def remote_headers(session: CurrentSession) -> dict[str, str]:
     """``Remote-User``, ``Remote-Groups`` (comma-separated, each encoded as ``Remote-User`` is) and
-    ``Remote-Email`` (only a verified address; any character outside printable US-ASCII, and "%",
-    percent-encoded as UTF-8)."""
-    headers = {
+    ``Remote-Email`` (only a verified address, else empty; any character outside printable US-ASCII, and
+    "%", percent-encoded as UTF-8)."""
+    email = session.email if session.email and session.email_verified else ""
+    # Remote-Email is always sent, empty when not known: Caddy 2.6 copies an absent header as the text of its
+    # placeholder ("{http.reverse_proxy.header.Remote-Email}"); nginx passes an empty one as no header.
+    return {
         "Remote-User": remote_user(session.username),
         "Remote-Groups": ",".join(remote_user(group) for group in session.groups),
+        "Remote-Email": quote(email, safe=_HEADER_SAFE),
     }
-    if session.email and session.email_verified:
-        headers["Remote-Email"] = quote(session.email, safe=_HEADER_SAFE)
-    return headers
 
 
 def _wants_redirect(request: Request, original: Original) -> bool:
