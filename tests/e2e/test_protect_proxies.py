@@ -272,3 +272,56 @@ def test_without_two_step_a_two_factor_application_leads_to_setting_it_up_and_th
         assert app.status_code == 200, app.text[:500]
         assert app.json()["headers"]["remote-user"] == username
         assert app.json()["path"] == "/board?view=week&team=a%26b"
+
+
+# --- one domain: twostep's paths and the application on one origin, no rules, no cookie_domain ---------------
+
+
+@pytest.mark.parametrize("proxy_name", ["nginx", "caddy"])
+def test_one_domain_configuration_signs_in_and_returns_to_the_exact_url(
+    proxy_name: str, tmp_path: Path
+) -> None:
+    binary = find_nginx() if proxy_name == "nginx" else find_caddy()
+    if binary is None:
+        require_or_skip(proxy_name)
+        raise AssertionError("unreachable")
+    app = EchoUpstream().start()
+    ports = Ports(proxy=free_port(), twostep=free_port(), app1=app.port, app2=free_port())
+    cert, key = make_certificate(tmp_path / "tls")
+    twostep = Server(
+        tmp_path / "twostep",
+        port=ports.twostep,
+        test_clock=False,
+        env={"TWOSTEP_ORIGIN": f"https://example.test:{ports.proxy}", "TWOSTEP_TRUSTED_PROXIES": "127.0.0.1"},
+    )
+    proxy: Any
+    if proxy_name == "nginx":
+        servers = render("nginx-one-domain.conf", ports, cert, key)
+        proxy = Nginx(binary, tmp_path / "nginx", nginx_main(tmp_path / "nginx", servers), ports.proxy)
+    else:
+        proxy = Caddy(
+            binary, tmp_path / "caddy", render("Caddyfile-one-domain", ports, cert, key), ports.proxy
+        )
+    origin = f"https://example.test:{ports.proxy}"
+    try:
+        twostep.start()
+        proxy.start()
+        with browser() as client:
+            client.base_url = httpx.URL(origin)
+            username = signup(client, unique_username("o"))
+            client.cookies.clear()
+            original = f"{origin}/app/list?a=1&b=2&c=%26"
+            r = page_get(client, original)
+            assert r.status_code == 302
+            assert r.headers["location"] == f"{origin}/login?next={quote(original, safe='')}"
+            page = follow(client, r)
+            r = post_form(client, page, "/login", username=username, password=STRONG_PASSWORD)
+            assert r.status_code == 303 and r.headers["location"] == original
+            seen = client.get(original, headers={"Remote-User": "admin"})
+            assert seen.status_code == 200
+            assert seen.json()["path"] == "/app/list?a=1&b=2&c=%26"
+            assert seen.json()["headers"]["remote-user"] == username
+    finally:
+        proxy.stop()
+        twostep.stop()
+        app.stop()
