@@ -274,7 +274,7 @@ def test_without_two_step_a_two_factor_application_leads_to_setting_it_up_and_th
         assert app.json()["path"] == "/board?view=week&team=a%26b"
 
 
-# --- one domain: twostep's paths and the application on one origin, no rules, no cookie_domain ---------------
+# --- one domain: twostep's paths and the application on one origin, no rules, no cookie_domain -------------
 
 
 @pytest.mark.parametrize("proxy_name", ["nginx", "caddy"])
