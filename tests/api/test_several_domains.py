@@ -177,3 +177,15 @@ def test_the_two_step_required_page_leads_to_an_authenticator_app_and_back(serve
         # The session that added the factor counts as having used it: the application lets it in.
         fa = client.get(f"{API}/forward-auth", headers={"X-Original-URL": original})
         assert fa.status_code == 200 and fa.headers["remote-user"] == username
+
+
+def test_the_api_sign_in_says_where_to_go_when_asked_with_next(server: AppServer) -> None:
+    with server.client() as client:
+        username = signup(client)
+        body = {"username": username, "password": STRONG_PASSWORD}
+        allowed = "https://app1.example.test/a?b=1&c=2"
+        r = client.post(f"{API}/login", params={"next": allowed}, json=body)
+        assert expect(r, 200) == {"status": "signed_in", "next": allowed}
+        r = client.post(f"{API}/login", params={"next": "https://evil.test/"}, json=body)
+        assert expect(r, 200) == {"status": "signed_in", "next": "/settings/two-step"}
+        assert expect(client.post(f"{API}/login", json=body), 200) == {"status": "signed_in"}

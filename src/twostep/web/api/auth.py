@@ -24,15 +24,22 @@ from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
 
 router = APIRouter()
 
+# Where a sign-in goes when its `next` is not allowed: the pages' default (web.pages.common.HOME).
+DEFAULT_NEXT = "/settings/two-step"
+
 
 def signed_in(request: Request, response: Response, result: LoginResult) -> dict[str, object]:
     """The body of a sign-in step (LoginOut); the new session cookie, and the device cookie (H07), are set on
-    ``response``."""
+    ``response``. With ``?next=`` the body says where to go once signed in (docs/api.md "Several domains")."""
     body: dict[str, object] = {"status": result.status}
     if result.status == "second_factor_required":
         body["methods"] = result.methods
     if result.recovery_codes_remaining is not None:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
+    wanted = request.query_params.get("next")
+    if result.status == "signed_in" and wanted is not None:
+        # The same rule as the pages: a path or an allowed absolute URL, else the default page.
+        body["next"] = state(request).next_hosts.safe(wanted, DEFAULT_NEXT)
     state(request).cookies.set(response, result.token)
     devices.remember(request, response, result.device)
     return body
