@@ -15,19 +15,27 @@ import html
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.support import STRONG_PASSWORD, require_or_skip, unique_username
 from tests.support.api import begin_totp, confirm_totp, expect, login, signup, verify_password
 from tests.support.nginx import EchoUpstream, Nginx, find_nginx
-from tests.support.proxies import Caddy, Ports, browser, find_caddy, make_certificate, nginx_main, render
+from tests.support.proxies import (
+    Caddy,
+    Ports,
+    Stack,
+    browser,
+    find_caddy,
+    make_certificate,
+    nginx_main,
+    protected_stack,
+    render,
+)
 from tests.support.server import Server, free_port
 from tests.support.totp import totp_code
 
@@ -57,38 +65,6 @@ policy = "two_factor"
 HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
-@dataclass
-class Stack:
-    proxy: Any
-    twostep: Server
-    port: int
-    database_url: str
-
-    def url(self, host: str, path: str = "/") -> str:
-        return f"https://{host}.example.test:{self.port}{path}"
-
-    @property
-    def auth(self) -> str:
-        return self.url("auth", "")
-
-    def add_to_group(self, username: str, group: str) -> None:
-        engine = create_engine(self.database_url)
-        try:
-            with engine.begin() as conn:
-                account = conn.execute(
-                    text("SELECT id FROM accounts WHERE username = :u"), {"u": username}
-                ).scalar_one()
-                conn.execute(
-                    text(
-                        "INSERT INTO account_groups (account_id, name, added_at) "
-                        "VALUES (:a, :n, CURRENT_TIMESTAMP)"
-                    ),
-                    {"a": account, "n": group},
-                )
-        finally:
-            engine.dispose()
-
-
 @pytest.fixture(params=["nginx", "caddy"])
 def proxy_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -104,43 +80,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
 
 @pytest.fixture
 def stack(proxy_name: str, database: str | None, tmp_path: Path) -> Iterator[Stack]:
-    binary = find_nginx() if proxy_name == "nginx" else find_caddy()
-    if binary is None:
-        require_or_skip(
-            f"{proxy_name} (Debian package {'nginx-light' if proxy_name == 'nginx' else 'caddy'})"
-        )
-        raise AssertionError("unreachable")
-    ports = Ports(proxy=free_port(), twostep=free_port(), app1=0, app2=0)
-    app1, app2 = EchoUpstream().start(), EchoUpstream().start()
-    ports = Ports(proxy=ports.proxy, twostep=ports.twostep, app1=app1.port, app2=app2.port)
-    cert, key = make_certificate(tmp_path / "tls")
-    config = tmp_path / "twostep.toml"
-    config.write_text(ACCESS)
-    twostep = Server(
-        tmp_path / "twostep",
-        port=ports.twostep,
-        database_url=database,
-        test_clock=False,  # refused with an https origin
-        env={"TWOSTEP_ORIGIN": f"https://auth.example.test:{ports.proxy}", "TWOSTEP_CONFIG": str(config)},
-    )
-    proxy: Any
-    if proxy_name == "nginx":
-        servers = render("nginx-several-domains.conf", ports, cert, key)
-        proxy = Nginx(binary, tmp_path / "nginx", nginx_main(tmp_path / "nginx", servers), ports.proxy)
-    else:
-        proxy = Caddy(
-            binary, tmp_path / "caddy", render("Caddyfile-several-domains", ports, cert, key), ports.proxy
-        )
-    try:
-        twostep.start()
-        proxy.start()
-        database_url = database or f"sqlite:///{tmp_path / 'twostep' / 'twostep.sqlite3'}"
-        yield Stack(proxy, twostep, ports.proxy, database_url)
-    finally:
-        proxy.stop()
-        twostep.stop()
-        app1.stop()
-        app2.stop()
+    with protected_stack(proxy_name, tmp_path, ACCESS, database_url=database) as running:
+        yield running
 
 
 def page_get(client: httpx.Client, url: str) -> httpx.Response:

@@ -17,14 +17,22 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sqlalchemy import create_engine, text
+
+from tests.support import require_or_skip
+from tests.support.nginx import EchoUpstream, Nginx, find_nginx
+from tests.support.server import Server, free_port
 
 PROXIES_DIR = Path(__file__).resolve().parent.parent / "e2e" / "proxies"
 CONFIG_FILES = (
@@ -204,3 +212,82 @@ class Loopback(httpx.BaseTransport):
 def browser() -> httpx.Client:
     """A cookie jar that speaks to the proxy on loopback, never following redirects by itself."""
     return httpx.Client(transport=Loopback(), follow_redirects=False, timeout=30)
+
+
+@dataclass
+class Stack:
+    """twostep behind a proxy, with app1 and app2 upstreams, on https://{auth,app1,app2}.example.test:port."""
+
+    proxy: Any
+    twostep: Server
+    port: int
+    database_url: str
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"https://{host}.example.test:{self.port}{path}"
+
+    @property
+    def auth(self) -> str:
+        return self.url("auth", "")
+
+    def add_to_group(self, username: str, group: str) -> None:
+        """Put the account in a group, with SQL of the tests' own (the operators' CLI is another issue's)."""
+        engine = create_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                account = conn.execute(
+                    text("SELECT id FROM accounts WHERE username = :u"), {"u": username}
+                ).scalar_one()
+                conn.execute(
+                    text(
+                        "INSERT INTO account_groups (account_id, name, added_at) "
+                        "VALUES (:a, :n, CURRENT_TIMESTAMP)"
+                    ),
+                    {"a": account, "n": group},
+                )
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def protected_stack(
+    proxy_name: str, tmp_path: Path, config_toml: str, *, database_url: str | None = None
+) -> Iterator[Stack]:
+    """nginx or Caddy with the several-domains configuration, twostep (origin https://auth.example.test:port,
+    the configuration file ``config_toml``) and two echoing applications. Skips (fails under CI) without
+    the proxy."""
+    binary = find_nginx() if proxy_name == "nginx" else find_caddy()
+    if binary is None:
+        require_or_skip(
+            f"{proxy_name} (Debian package {'nginx-light' if proxy_name == 'nginx' else 'caddy'})"
+        )
+        raise AssertionError("unreachable")
+    app1, app2 = EchoUpstream().start(), EchoUpstream().start()
+    ports = Ports(proxy=free_port(), twostep=free_port(), app1=app1.port, app2=app2.port)
+    cert, key = make_certificate(tmp_path / "tls")
+    config = tmp_path / "twostep.toml"
+    config.write_text(config_toml)
+    twostep = Server(
+        tmp_path / "twostep",
+        port=ports.twostep,
+        database_url=database_url,
+        test_clock=False,  # refused with an https origin
+        env={"TWOSTEP_ORIGIN": f"https://auth.example.test:{ports.proxy}", "TWOSTEP_CONFIG": str(config)},
+    )
+    proxy: Any
+    if proxy_name == "nginx":
+        servers = render("nginx-several-domains.conf", ports, cert, key)
+        proxy = Nginx(binary, tmp_path / "nginx", nginx_main(tmp_path / "nginx", servers), ports.proxy)
+    else:
+        caddyfile = render("Caddyfile-several-domains", ports, cert, key)
+        proxy = Caddy(binary, tmp_path / "caddy", caddyfile, ports.proxy)
+    try:
+        twostep.start()
+        proxy.start()
+        url = database_url or f"sqlite:///{tmp_path / 'twostep' / 'twostep.sqlite3'}"
+        yield Stack(proxy, twostep, ports.proxy, url)
+    finally:
+        proxy.stop()
+        twostep.stop()
+        app1.stop()
+        app2.stop()
