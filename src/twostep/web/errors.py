@@ -32,6 +32,7 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.VerifyAccessRequired: 403,
     e.CrossSiteRequest: 403,
     e.AccessDenied: 403,
+    e.TwoFactorRequired: 403,
     e.UsernameTaken: 409,
     e.NameTaken: 409,
     e.WeakPassword: 422,
