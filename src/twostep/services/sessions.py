@@ -122,40 +122,34 @@ def create_pending(conn: Connection, *, account_id: int, now: datetime, client: 
 SEEN_EVERY = timedelta(seconds=60)
 
 
-def authenticate(ctx: Context, token: str | None) -> CurrentSession:
-    """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
+@dataclass(frozen=True)
+class Lookup:
+    """What one read found for a cookie (``look_up``), and the write it still owes (``settle``)."""
 
-    One read in the common case; ``last_seen_at`` is written only when it is older than ``SEEN_EVERY``.
-    A session found dead is deleted at once (H08). A session without a second factor of an account that has
-    one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
-    keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
-    with the enrolment).
+    session: CurrentSession | None
+    token_hash: str = ""
+    # "seen": last_seen_at is older than SEEN_EVERY; "dead": idle or past its end (H08); "h04": no second
+    # factor while the account has one. None: nothing to write.
+    owes: str | None = None
 
-    Raises:
-        NotSignedIn: no cookie, an unknown, ended, expired or pending session.
-    """
+
+def look_up(ctx: Context, token: str | None) -> Lookup:
+    """The read half of ``authenticate``: one SELECT, never a write (the caller runs ``settle``, which a
+    caller in the event loop can hand to a thread). Raises: nothing."""
     if not token or len(token) > 128:
-        raise NotSignedIn()
+        return Lookup(None)
     now = ctx.now()
     token_hash = hash_token(token)
-    idle_cutoff = now - SESSION_IDLE
     with ctx.db.read() as conn:
         found = store.lookup_active(conn, token_hash=token_hash)
     if found is None:
-        raise NotSignedIn()
+        return Lookup(None, token_hash)
     row = found.row
-    if row.expires_at <= now or row.last_seen_at <= idle_cutoff:
-        with ctx.db.transaction() as conn:
-            store.delete_dead(conn, token_hash=token_hash, now=now, idle_cutoff=idle_cutoff)
-        raise NotSignedIn()
+    if row.expires_at <= now or row.last_seen_at <= now - SESSION_IDLE:
+        return Lookup(None, token_hash, "dead")
     if row.second_factor is None and found.has_factor:
-        with ctx.db.transaction() as conn:
-            store.delete_one(conn, token_hash=token_hash)
-        raise NotSignedIn()
-    if row.last_seen_at <= now - SEEN_EVERY:
-        with ctx.db.transaction() as conn:
-            store.mark_seen(conn, token_hash=token_hash, now=now, before=now - SEEN_EVERY)
-    return CurrentSession(
+        return Lookup(None, token_hash, "h04")
+    session = CurrentSession(
         token_hash=row.token_hash,
         public_id=row.public_id,
         account_id=row.account_id,
@@ -170,6 +164,41 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         email_verified=found.email_verified,
         account_has_second_factor=found.has_factor,
     )
+    return Lookup(session, token_hash, "seen" if row.last_seen_at <= now - SEEN_EVERY else None)
+
+
+def settle(ctx: Context, lookup: Lookup) -> None:
+    """The write half of ``authenticate``, when ``look_up`` says one is owed: the last-seen time (at most
+    once a minute), or the deletion of a dead session (H08) or of a password-only one (H04)."""
+    if lookup.owes is None:
+        return
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        if lookup.owes == "seen":
+            store.mark_seen(conn, token_hash=lookup.token_hash, now=now, before=now - SEEN_EVERY)
+        elif lookup.owes == "dead":
+            store.delete_dead(conn, token_hash=lookup.token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
+        else:
+            store.delete_one(conn, token_hash=lookup.token_hash)
+
+
+def authenticate(ctx: Context, token: str | None) -> CurrentSession:
+    """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
+
+    One read in the common case; ``last_seen_at`` is written only when it is older than ``SEEN_EVERY``.
+    A session found dead is deleted at once (H08). A session without a second factor of an account that has
+    one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
+    keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
+    with the enrolment).
+
+    Raises:
+        NotSignedIn: no cookie, an unknown, ended, expired or pending session.
+    """
+    lookup = look_up(ctx, token)
+    settle(ctx, lookup)
+    if lookup.session is None:
+        raise NotSignedIn()
+    return lookup.session
 
 
 def pending(conn: Connection, *, token: str | None, now: datetime) -> SessionRow:

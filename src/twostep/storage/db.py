@@ -70,8 +70,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(READ_ONLY):
-            # A read (Database.read): WAL readers neither wait for the writer nor block it.
-            conn.exec_driver_sql("BEGIN")
+            # A read (Database.read) is one SELECT, atomic on its own in SQLite: no BEGIN, no COMMIT, and in
+            # WAL mode it neither waits for the writer nor blocks it.
             return
         # Take the write lock at the start: no deadlocked read-to-write upgrades between workers.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -129,9 +129,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A transaction that only reads (the session lookup of every request): on SQLite it neither takes
-        the writer lock nor ``BEGIN IMMEDIATE``, so that reads never queue behind a writer. Never write in it.
-        """
+        """A connection that only reads (the session lookup of every request): on SQLite it takes neither
+        the writer lock nor ``BEGIN IMMEDIATE`` (no explicit transaction at all: run one SELECT in it, atomic
+        on its own), so that reads never queue behind a writer; on PostgreSQL an ordinary transaction. Never
+        write in it."""
         with self.engine.connect() as conn:
             conn.execution_options(**{READ_ONLY: True})
             with conn.begin():

@@ -44,11 +44,13 @@ def build_app(
     )
     app.state.web = web_state
     api = APIRouter(prefix=API_PREFIX)
+    # Forward authentication first: the hottest route (every request to every protected application) is
+    # matched before the others.
+    api.include_router(protect.router)
     api.include_router(auth.router, tags=["sign-in"])
     api.include_router(factors.router, tags=["second factors"])
     api.include_router(passkeys.router)
     api.include_router(account.router)
-    api.include_router(protect.router)
     for router in extra_routers or []:
         api.include_router(router)
     app.include_router(api)
