@@ -57,6 +57,7 @@ def build_app(
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
+    app.add_middleware(protect.ForwardAuthFastPath)
     app.add_middleware(
         GuardMiddleware,
         origin=web_state.ctx.origin,

@@ -9,8 +9,9 @@ cookie, never answers 500 for anything a request can carry.
 from __future__ import annotations
 
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -161,6 +162,11 @@ async def get_forward_auth(request: Request) -> Response:
     here in the event loop, without a thread hand-off; on PostgreSQL, and for the write owed about once a
     minute per session, in the thread pool.
     """
+    return await answer(request)
+
+
+async def answer(request: Request) -> Response:
+    """The answer of forward authentication to ``request`` (the route's, and ``ForwardAuthFastPath``'s)."""
     original = original_request(request)
     ctx = state(request).ctx
     token = token_of(request)
@@ -182,3 +188,27 @@ async def get_forward_auth(request: Request) -> Response:
         location = page_url(request, "/two-step-required", original)
         return _refusal(request, original, TwoFactorRequired(), location)
     return _refusal(request, original, AccessDenied(), None)
+
+
+FORWARD_AUTH_PATH: Final = "/api/v1/forward-auth"
+
+
+class ForwardAuthFastPath:
+    """Pure ASGI: ``GET``/``HEAD /api/v1/forward-auth`` is answered here, inside the guard middleware (its
+    checks and headers apply) but before FastAPI's routing, dependency solving and exception layers: the
+    route is called for every request to every protected application (issue 13, F1). The route stays for
+    the OpenAPI document; both give the same ``answer``. Everything else passes through."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("path") == FORWARD_AUTH_PATH
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            response = await answer(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
