@@ -567,7 +567,7 @@ def forward_auth_answer(row: Any) -> Response:
     response = Response(status_code=200)
     response.raw_headers += [
         (b"remote-user", row[14].encode()),
-        (b"remote-groups", (row[18] or "").encode()),
+        (b"remote-groups", ",".join(sorted(row[18].split(","))).encode() if row[18] else b""),
         (b"remote-email", (row[16] or "").encode() if row[17] is not None else b""),
         *HEADERS,
     ]
