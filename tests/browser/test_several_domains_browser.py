@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.support import STRONG_PASSWORD, require_or_skip, unique_username
+from tests.support import STRONG_PASSWORD, unique_username
 from tests.support.api import begin_totp, confirm_totp, expect, login, signup, verify_password
 from tests.support.browser import LAUNCH_ARGS, chromium_path
 from tests.support.proxies import Stack, browser, protected_stack
@@ -47,17 +47,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def chromium() -> Iterator[Any]:
+def chromium(browser: Any) -> Iterator[Any]:
+    """A second Chromium from the session's Playwright (tests/browser/conftest.py), with the host mapping."""
     path = chromium_path()
-    if path is None:
-        require_or_skip("Chromium (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
+    assert path is not None  # the browser fixture skipped (or failed under CI) otherwise
     args = [*LAUNCH_ARGS, "--host-resolver-rules=MAP *.example.test 127.0.0.1", "--ignore-certificate-errors"]
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=args, headless=True)
-        yield b
-        b.close()
+    b = browser.browser_type.launch(executable_path=path, args=args, headless=True)
+    yield b
+    b.close()
 
 
 def account_with_app(stack: Stack) -> tuple[str, str]:
