@@ -189,3 +189,23 @@ def test_the_api_sign_in_says_where_to_go_when_asked_with_next(server: AppServer
         r = client.post(f"{API}/login", params={"next": "https://evil.test/"}, json=body)
         assert expect(r, 200) == {"status": "signed_in", "next": "/settings/two-step"}
         assert expect(client.post(f"{API}/login", json=body), 200) == {"status": "signed_in"}
+
+
+def test_the_api_second_step_says_where_to_go_too(server: AppServer) -> None:
+    with server.client() as client:
+        username = signup(client)
+        body = {"username": username, "password": STRONG_PASSWORD}
+        expect(client.post(f"{API}/login", json=body), 200)
+        expect(client.post(f"{API}/verify-access", json={"password": STRONG_PASSWORD}), 200)
+        enrollment = expect(client.post(f"{API}/factors/totp", json={}), 201)
+        code = totp_code(enrollment["secret"], time.time())
+        confirm = {"name": "Phone", "code": code}
+        expect(client.post(f"{API}/factors/totp/{enrollment['enrollment_id']}/confirm", json=confirm), 201)
+    with server.client() as client:
+        assert expect(client.post(f"{API}/login", params={"next": "/x"}, json=body), 200)["status"] == (
+            "second_factor_required"
+        )
+        allowed = "https://app2.example.test/board?a=1&b=2"
+        code = totp_code(enrollment["secret"], time.time() + 30)
+        r = client.post(f"{API}/login/totp", params={"next": allowed}, json={"code": code})
+        assert expect(r, 200) == {"status": "signed_in", "next": allowed}
