@@ -103,7 +103,7 @@ def _check_config(args: argparse.Namespace) -> int:
 SECRET_URLS = ("database_url", "smtp_url")
 # Settings of the second round that are validated before the parts that use them exist; check-config says so
 # when one is set. Remove a name when its part is built.
-NOT_YET_IN_EFFECT: Final = ("cookie_domain", "access")
+NOT_YET_IN_EFFECT: Final[tuple[str, ...]] = ()
 
 
 def masked_url(url: str) -> str:

@@ -14,6 +14,8 @@ TwostepError
 ├── TooManyAttempts           too_many_attempts (429), carries retry_after
 ├── VerifyAccessRequired      verify_access_required (403)
 ├── CrossSiteRequest          cross_site_request (403)
+├── AccessDenied              access_denied (403: forward authentication, a rule refuses this account)
+│   └── TwoFactorRequired     two_factor_required (403: a two_factor rule, an account without a factor)
 ├── UsernameTaken             username_taken (409)
 ├── NameTaken                 name_taken (409)
 ├── WeakPassword              weak_password (422), carries the reason
@@ -137,6 +139,20 @@ class VerifyAccessRequired(TwostepError):
 class CrossSiteRequest(TwostepError):
     code = "cross_site_request"
     message = "This request came from another site and was refused."
+
+
+class AccessDenied(TwostepError):
+    """Forward authentication: signed in, but the access rules keep this account from the application."""
+
+    code = "access_denied"
+    message = "Your account may not open this application."
+
+
+class TwoFactorRequired(AccessDenied):
+    """Forward authentication: a two_factor rule, and the account has no second factor yet."""
+
+    code = "two_factor_required"
+    message = "This application needs two-step verification. Set it up, then open the application again."
 
 
 class UsernameTaken(TwostepError):

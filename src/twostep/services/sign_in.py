@@ -138,7 +138,9 @@ def password_step(
     """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
 
     ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07). ``trusted``
-    is the browser's trusted-browser cookie: a live trust of this account skips the second step (one factor).
+    is the browser's trusted-browser cookie: a live trust of this account skips the second step (one factor),
+    except when this browser signs in again from a session that the trust made (a `two_factor` rule asked for
+    the second factor).
 
     Raises:
         TooManyAttempts, InvalidCredentials, Busy: see check_password.
@@ -149,13 +151,27 @@ def password_step(
     )
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        # Signing in again from a session that a trusted browser signed in (a `two_factor` application asked
+        # for the second factor) asks for the second step: the trust would otherwise lead back to itself.
+        current = (
+            session_store.get(conn, token_hash=hash_token(current_token))
+            if current_token and len(current_token) <= 128
+            else None
+        )
+        again_after_trust = (
+            current is not None and current.account_id == account.id and current.trusted_browser is not None
+        )
         end(conn, ctx, token=current_token, now=now)
         kinds = factors.kinds(conn, account.id)
         if not kinds:
             audit = Audit(ctx, account.id, client, now)
             token = finish_sign_in(conn, audit, pending=None, method=Method.PASSWORD)
             return LoginResult("signed_in", token, [], device=remembered)
-        trust = trusted_browsers.live_trust(conn, ctx, account_id=account.id, cookie=trusted, now=now)
+        trust = (
+            None
+            if again_after_trust
+            else trusted_browsers.live_trust(conn, ctx, account_id=account.id, cookie=trusted, now=now)
+        )
         if trust is not None:
             audit = Audit(ctx, account.id, client, now)
             token = finish_sign_in(

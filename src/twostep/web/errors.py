@@ -32,6 +32,8 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.TooManyAttempts: 429,
     e.VerifyAccessRequired: 403,
     e.CrossSiteRequest: 403,
+    e.AccessDenied: 403,
+    e.TwoFactorRequired: 403,
     e.UsernameTaken: 409,
     e.NameTaken: 409,
     e.WeakPassword: 422,
@@ -51,7 +53,8 @@ STATUS: dict[type[e.TwostepError], int] = {
 STATUS_DOCS: dict[int, str] = {
     400: "A code, passkey or request refused while adding a factor, or a request that cannot be read",
     401: "Not signed in, no pending sign-in, or a credential, code or passkey refused",
-    403: "Verify access required, a cross-site request, sign-up closed, or the account is locked",
+    403: "Verify access required, a cross-site request, sign-up closed, the account is locked, or (forward "
+    "authentication) access refused",
     404: "Not found",
     409: "A conflict: name or username taken, two-step verification not on",
     410: "The setup of an authenticator app expired, or an e-mail link was used or expired",

@@ -111,6 +111,8 @@ class LoginOut(BaseModel):
     status: Literal["signed_in", "second_factor_required"]
     methods: list[str] | None = None
     recovery_codes_remaining: int | None = None
+    # Where to go once signed in, when the request named a `?next=` (docs/api.md "Several domains").
+    next: str | None = None
 
 
 class SessionOut(BaseModel):

@@ -47,15 +47,11 @@ class CsrfRefused(Exception):
     """The form did not carry this session's synchronizer token (SEC-52)."""
 
 
-def safe_next(value: str | None, default: str = HOME) -> str:
-    """A same-origin path, or ``default``: never `//host`, `/\\host` or a scheme (no open redirect)."""
-    if not value or len(value) > 512 or not value.startswith("/"):
-        return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return default
-    if any(ord(c) < 33 or ord(c) == 127 for c in value):  # browsers drop tabs and newlines: "/\t/evil"
-        return default
-    return value
+def safe_next(request: Request, value: str | None, default: str = HOME) -> str:
+    """A same-origin path, or an absolute URL this deployment allows (``core.next.NextHosts``: the origin;
+    with cookie_domain its domain, subdomains and the rules' domains), else ``default``: never `//host`,
+    `/\\host` or another site (no open redirect)."""
+    return state(request).next_hosts.safe(value, default)
 
 
 def url_with(path: str, **params: str | None) -> str:
@@ -70,10 +66,10 @@ def parse_methods(raw: str | None) -> list[str]:
     return [m for m in METHODS if m in wanted]
 
 
-def second_step_context(methods: str, next: str) -> dict[str, object]:
+def second_step_context(request: Request, methods: str, next: str) -> dict[str, object]:
     """What a second-step page (sign-in or verify access) shows: its methods and where it returns to."""
     kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
+    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(request, next)}
 
 
 def redirect(url: str, token: str | None = None, request: Request | None = None) -> RedirectResponse:

@@ -153,7 +153,7 @@ def _invitation_again(request: Request, invite: str) -> dict[str, object]:
 def login_page(
     request: Request, next: str = "", expired: str = "", signed_out: str = "", created: str = ""
 ) -> Response:
-    target = safe_next(next)
+    target = safe_next(request, next)
     if signed_in_or_none(request) is not None:
         return redirect(target)
     notice = None
@@ -176,7 +176,7 @@ def login_post(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf, session_required=False)
-    target = safe_next(next)
+    target = safe_next(request, next)
     try:
         result = sign_in.password_step(
             ctx_of(request),
@@ -205,15 +205,15 @@ def login_post(
 @router.get("/login/second-step")
 def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
     if signed_in_or_none(request) is not None:
-        return redirect(safe_next(next))
+        return redirect(safe_next(request, next))
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
+        return redirect(url_with("/login", next=safe_next(request, next)))
     return render(request, "second_step.html", _second_step(request, methods, next))
 
 
 def _second_step(request: Request, methods: str, next: str) -> dict[str, object]:
     """The second step's context, with the offer to trust this browser (0 days: not offered)."""
-    return {**second_step_context(methods, next), "trust_days": ctx_of(request).trusted_browser_days}
+    return {**second_step_context(request, methods, next), "trust_days": ctx_of(request).trusted_browser_days}
 
 
 def _signed_in(request: Request, url: str, result: sign_in.LoginResult) -> Response:
@@ -223,8 +223,8 @@ def _signed_in(request: Request, url: str, result: sign_in.LoginResult) -> Respo
     return response
 
 
-def _pending_gone(next: str) -> Response:
-    return redirect(url_with("/login", next=safe_next(next), expired="1"))
+def _pending_gone(request: Request, next: str) -> Response:
+    return redirect(url_with("/login", next=safe_next(request, next), expired="1"))
 
 
 @router.post("/login/second-step")
@@ -247,19 +247,19 @@ def second_step_post(
             trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
     except AccountLocked:
         raise
     except TwostepError as exc:
         context = {**_second_step(request, methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
-    return _signed_in(request, safe_next(next), result)
+    return _signed_in(request, safe_next(request, next), result)
 
 
 @router.get("/login/recovery-code")
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
+        return redirect(url_with("/login", next=safe_next(request, next)))
     return render(request, "recovery_login.html", _second_step(request, methods, next))
 
 
@@ -283,7 +283,7 @@ def recovery_post(
             trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
     except AccountLocked:
         raise
     except TwostepError as exc:
@@ -327,12 +327,12 @@ def passkey_login(
         if methods:
             context = {**_second_step(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
-        context = {"next": safe_next(next), "form": {}, "error": error}
+        context = {"next": safe_next(request, next), "form": {}, "error": error}
         if isinstance(exc, UnknownPasskey):
             # The page tells the password manager to forget this passkey (signalUnknownCredential).
             context |= {"unknown_credential": _credential_id(parsed), "rp_id": ctx_of(request).rp_id}
         return render(request, "login.html", context, status_code=401)
-    return _signed_in(request, safe_next(next), result)
+    return _signed_in(request, safe_next(request, next), result)
 
 
 def _credential_id(credential: dict[str, object] | None) -> str | None:

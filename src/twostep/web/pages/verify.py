@@ -31,15 +31,15 @@ def _has_passkey(request: Request, session: CurrentSession) -> bool:
 
 def _after(request: Request, result: VerifyResult, next: str) -> Response:
     if result.status == "verified":
-        return redirect(safe_next(next), result.token, request)
+        return redirect(safe_next(request, next), result.token, request)
     methods = ",".join(result.methods)
-    target = url_with("/verify-access/second-step", methods=methods, next=safe_next(next))
+    target = url_with("/verify-access/second-step", methods=methods, next=safe_next(request, next))
     return redirect(target, result.token, request)
 
 
 @router.get("/verify-access")
 def verify_page(request: Request, session: SignedIn, next: str = "") -> Response:
-    context = {"next": safe_next(next), "has_passkey": _has_passkey(request, session)}
+    context = {"next": safe_next(request, next), "has_passkey": _has_passkey(request, session)}
     return render(request, "verify.html", context, user=session)
 
 
@@ -58,7 +58,7 @@ def verify_post(
         raise  # the locked-account page
     except TwostepError as exc:
         context = {
-            "next": safe_next(next),
+            "next": safe_next(request, next),
             "has_passkey": _has_passkey(request, session),
             "error": message_of(exc),
         }
@@ -68,11 +68,11 @@ def verify_post(
 
 @router.get("/verify-access/second-step")
 def verify_second_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_second.html", second_step_context(methods, next), user=session)
+    return render(request, "verify_second.html", second_step_context(request, methods, next), user=session)
 
 
-def _restart(next: str) -> Response:
-    return redirect(url_with("/verify-access", next=safe_next(next)))
+def _restart(request: Request, next: str) -> Response:
+    return redirect(url_with("/verify-access", next=safe_next(request, next)))
 
 
 @router.post("/verify-access/totp")
@@ -88,18 +88,18 @@ def verify_totp(
     try:
         result = verify_access.with_totp(ctx_of(request), session, code=code, client=client_of(request))
     except VerifyAccessRequired:
-        return _restart(next)
+        return _restart(request, next)
     except AccountLocked:
         raise  # the locked-account page
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
 
 @router.get("/verify-access/recovery-code")
 def verify_recovery_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_recovery.html", second_step_context(methods, next), user=session)
+    return render(request, "verify_recovery.html", second_step_context(request, methods, next), user=session)
 
 
 @router.post("/verify-access/recovery-code")
@@ -117,11 +117,11 @@ def verify_recovery(
             ctx_of(request), session, code=code, client=client_of(request)
         )
     except VerifyAccessRequired:
-        return _restart(next)
+        return _restart(request, next)
     except AccountLocked:
         raise  # the locked-account page
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
@@ -153,8 +153,8 @@ def verify_passkey(
             else message_of(exc)
         )
         if methods:
-            context = {**second_step_context(methods, next), "error": error}
+            context = {**second_step_context(request, methods, next), "error": error}
             return render(request, "verify_second.html", context, status_code=401, user=session)
-        context = {"next": safe_next(next), "has_passkey": True, "error": error}
+        context = {"next": safe_next(request, next), "has_passkey": True, "error": error}
         return render(request, "verify.html", context, status_code=401, user=session)
-    return redirect(safe_next(next), result.token, request)
+    return redirect(safe_next(request, next), result.token, request)
