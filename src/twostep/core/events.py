@@ -33,3 +33,5 @@ class EventType(StrEnum):
     SESSION_ENDED = "session_ended"
     OTHER_SESSIONS_ENDED = "other_sessions_ended"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
+    # An application signed the account holder in through twostep (OpenID Connect); detail: the client.
+    OIDC_SIGN_IN = "oidc_sign_in"

@@ -41,6 +41,14 @@ class CurrentSession:
     groups: tuple[str, ...] = ()
     email: str | None = None
     email_verified: bool = False
+    # RFC 8176 values of what this session's sign-in and verifications did (OpenID Connect `amr`), and the
+    # time of the last of them (`auth_time`).
+    amr: str | None = None
+    authenticated_at: datetime | None = None
+
+    @property
+    def auth_time(self) -> datetime:
+        return self.authenticated_at or self.signed_in_at
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
@@ -55,6 +63,7 @@ def create_active(
     second_factor: str | None,
     verified_until: datetime | None = None,
     public_id: str | None = None,
+    amr: str | None = None,
 ) -> str:
     """Insert a signed-in session and return its cookie value; a finished pending sign-in passes its
     ``public_id`` on, so that the security log ties the attempts of one sign-in to the session it made."""
@@ -76,6 +85,8 @@ def create_active(
             alerted=False,
             ip=client.ip,
             user_agent=client.user_agent,
+            amr=amr,
+            authenticated_at=now,
         ),
     )
     return token
@@ -142,6 +153,8 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
+        amr=row.amr,
+        authenticated_at=row.authenticated_at,
     )
 
 
@@ -166,6 +179,7 @@ def step_up(
     *,
     verified_until: datetime | None,
     reauth_until: datetime | None,
+    amr: str | None = None,
 ) -> str:
     """A new id for this signed-in session at a step up (SEC-04); the old id stops working at once.
 
@@ -180,6 +194,7 @@ def step_up(
         now=ctx.now(),
         verified_until=verified_until,
         reauth_until=reauth_until,
+        amr=amr,
     ):
         raise NotSignedIn()
     return token

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from twostep.core import devices
+from twostep.core import devices, oidc
 from twostep.core import passkeys as wa
 from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
 from twostep.core.events import EventType
@@ -53,6 +53,7 @@ def finish_sign_in(
     method: Method,
     factor_id: str | None = None,
     verified_until: datetime | None = None,
+    passkey: wa.VerifiedAssertion | None = None,
 ) -> str:
     """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
     public id passes to the session, so that the security log ties its attempts to it), create the session,
@@ -76,6 +77,13 @@ def finish_sign_in(
         second_factor=method.session_factor,
         verified_until=verified_until,
         public_id=session_id,
+        amr=oidc.format_amr(
+            oidc.amr_for(
+                method,
+                synced_passkey=passkey.backup_eligible if passkey is not None else True,
+                user_verified=passkey.user_verified if passkey is not None else False,
+            )
+        ),
     )
     if method.is_second_factor:
         regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)
@@ -346,7 +354,14 @@ def _passkey_signed_in(
         method = Method.PASSKEY if pend is not None else Method.PASSKEY_PASSWORDLESS
         audit = Audit(ctx, checked.account_id, client, now)
         try:
-            return finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
+            return finish_sign_in(
+                conn,
+                audit,
+                pending=pend,
+                method=method,
+                factor_id=checked.factor_id,
+                passkey=checked.assertion,
+            )
         except NoPendingLogin:
             raise PasskeyRejected() from None
 

@@ -86,3 +86,11 @@ def lock(conn: Connection, account_id: int) -> None:
     two factors could each see the other still there, and two-step verification would end up off with
     its recovery codes left behind."""
     conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+
+
+def email_verified(conn: Connection, account_id: int) -> bool:
+    """Whether the holder followed the verification link of the account's current e-mail address."""
+    return (
+        conn.execute(select(accounts.c.email_verified_at).where(accounts.c.id == account_id)).scalar()
+        is not None
+    )

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
 from twostep.web import errors
+from twostep.web import oidc as oidc_routes
 from twostep.web.api import account, auth, factors, passkeys
 from twostep.web.deps import WebState
 from twostep.web.pages import routes as pages
@@ -52,6 +53,7 @@ def build_app(
         api.include_router(router)
     app.include_router(api)
     app.include_router(pages.router)
+    app.include_router(oidc_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)

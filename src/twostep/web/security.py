@@ -49,6 +49,8 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+# Public documents that relying parties may cache: their own Cache-Control is kept (not no-store).
+CACHEABLE = {"/.well-known/openid-configuration", "/oidc/jwks"}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 WITH_BODY = {"POST", "PUT", "PATCH"}
 
@@ -106,7 +108,7 @@ class GuardMiddleware:
                 return
             receive = buffered
         receive = self._limited(receive, send)
-        no_store = not path.startswith("/static/")
+        no_store = not path.startswith("/static/") and path not in CACHEABLE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

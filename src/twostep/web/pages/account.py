@@ -59,6 +59,7 @@ EVENT_LABELS: dict[str, str] = {
     EventType.PASSWORD_CHANGED: "Password changed",
     EventType.PASSKEY_COUNTER_REGRESSED: "Passkey counter went backwards (possible clone)",
     EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
+    EventType.OIDC_SIGN_IN: "Signed in to an application",
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: "password only",
@@ -85,6 +86,8 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
     for key in ("count", "other_sessions_ended"):
         if isinstance(detail.get(key), int):
             parts.append(f"{detail[key]} other session(s) signed out")
+    if event_type == EventType.OIDC_SIGN_IN and isinstance(detail.get("client"), str):
+        parts.append(f"to {detail['client']}")
     if detail.get("during") == "verify_access":
         parts.append("while verifying access")
     return ", ".join(parts)

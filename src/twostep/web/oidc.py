@@ -1,0 +1,148 @@
+"""The OpenID Provider's endpoints (docs/api.md "OpenID Connect provider"; docs/oidc.md).
+
+A thin Starlette integration of Authlib's server (services/oidc.py): the request handed to it is built from
+TWOSTEP_ORIGIN and the path, never from the Host header; its answers become Starlette responses.
+
+Content-Security-Policy ``form-action 'self'`` also governs the redirects that follow a form POST
+(Chromium), so a sign-in form must never end in a redirect to the application: the sign-in pages return to
+``/oidc/continue`` (same origin, a GET), which answers with a small page that moves the browser on with a
+meta refresh (and a link), not with a redirect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from twostep.services import oidc, oidc_authorize, oidc_keys
+from twostep.services.oidc import Answer, HttpRequest, OidcServer
+from twostep.web.deps import client_of, ctx_of
+from twostep.web.pages.common import render, signed_in_or_none, url_with
+
+router = APIRouter(include_in_schema=False)
+
+CONTINUE = "/oidc/continue"
+
+
+def server_of(request: Request) -> OidcServer:
+    server = getattr(request.app.state, "oidc_server", None)
+    if not isinstance(server, OidcServer):
+        server = OidcServer(ctx_of(request))
+        request.app.state.oidc_server = server
+    return server
+
+
+def _http(request: Request, params: list[tuple[str, str]]) -> HttpRequest:
+    uri = ctx_of(request).origin + request.url.path
+    if request.url.query:
+        uri += "?" + request.url.query
+    return HttpRequest(request.method, uri, request.headers, params, client_of(request))
+
+
+def _response(answer: Answer) -> Response:
+    headers = {k: v for k, v in answer.headers if k.lower() != "content-type"}
+    if isinstance(answer.body, dict):
+        return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+    return Response(answer.body, status_code=answer.status, headers=headers)
+
+
+@router.get("/.well-known/openid-configuration")
+def discovery(request: Request) -> Response:
+    return JSONResponse(
+        oidc.discovery(ctx_of(request).origin), headers={"cache-control": "public, max-age=3600"}
+    )
+
+
+@router.get("/oidc/jwks")
+def jwks(request: Request) -> Response:
+    return JSONResponse(
+        oidc_keys.jwks(ctx_of(request)),
+        headers={"cache-control": f"public, max-age={oidc_keys.JWKS_MAX_AGE}"},
+    )
+
+
+def _outcome(request: Request, outcome: oidc_authorize.Outcome, *, continuing: bool) -> Response:
+    if isinstance(outcome, oidc_authorize.ErrorPage):
+        return render(request, "error.html", {"message": outcome.message}, status_code=400)
+    if isinstance(outcome, oidc_authorize.ToClient):
+        if not continuing:
+            return RedirectResponse(outcome.url, status_code=302)
+        # Reached from the end of a sign-in form: a page, not a redirect (form-action, see above).
+        return render(request, "oidc_continue.html", {"url": outcome.url})
+    back = url_with(CONTINUE, id=outcome.pending_id)
+    if isinstance(outcome, oidc_authorize.SignIn):
+        return RedirectResponse(url_with("/login", next=back), status_code=303)
+    if isinstance(outcome, oidc_authorize.Reauthenticate):
+        return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
+    what = "a passkey" if outcome.passkey else "a second factor"
+    return render(
+        request,
+        "oidc_set_up.html",
+        {"what": what, "back": back},
+        status_code=403,
+    )
+
+
+@router.get("/oidc/authorize")
+def authorize(request: Request) -> Response:
+    params = list(request.query_params.multi_items())
+    outcome = oidc_authorize.authorize(
+        ctx_of(request), server_of(request), _http(request, params), signed_in_or_none(request)
+    )
+    return _outcome(request, outcome, continuing=False)
+
+
+@router.get(CONTINUE)
+def continue_(request: Request, id: str = "") -> Response:
+    ctx = ctx_of(request)
+    pending = oidc_authorize.pending_request(ctx, id)
+    if pending is None:
+        message = "This sign-in request has expired or was used already. Start again from the application."
+        return render(request, "error.html", {"message": message}, status_code=400)
+    params = list(pending.params.items())
+    http = HttpRequest(
+        "GET",
+        ctx.origin + "/oidc/authorize?" + urlencode(params),
+        request.headers,
+        params,
+        client_of(request),
+    )
+    outcome = oidc_authorize.authorize(
+        ctx, server_of(request), http, signed_in_or_none(request), pending=pending
+    )
+    return _outcome(request, outcome, continuing=True)
+
+
+@router.post("/oidc/token")
+async def token(request: Request) -> Response:
+    form = await request.form()
+    params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    answer = oidc.token(server_of(request), _http(request, params))
+    return _response(answer)
+
+
+async def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.method == "POST":
+        form = await request.form()
+        sent = form.get("access_token")
+        if isinstance(sent, str):
+            return sent
+    return None
+
+
+@router.api_route("/oidc/userinfo", methods=["GET", "POST"])
+async def userinfo(request: Request) -> Response:
+    answer = oidc.userinfo(ctx_of(request), await _bearer(request))
+    if answer.claims is None:
+        body: dict[str, Any] = {"error": answer.error or "invalid_token"}
+        challenge = f'Bearer error="{body["error"]}"'
+        return JSONResponse(body, status_code=401, headers={"www-authenticate": challenge})
+    return Response(json.dumps(answer.claims), media_type="application/json")
