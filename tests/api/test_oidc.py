@@ -361,3 +361,61 @@ def test_signing_key_rotation(server: AppServer, clients: Clients) -> None:
     with server.client() as http:
         kids = {k["kid"] for k in http.get("/oidc/jwks").json()["keys"]}
     assert old_kid not in kids and new_kid in kids
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def test_rp_initiated_logout_with_id_token_hint(server: AppServer, clients: Clients) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server, post_logout_redirect_uris=["https://rp.example/bye"])
+    id_token = rp.tokens(_code(rp, user.client))["id_token"]
+    # An unregistered URI: a page of ours, never a redirect; the session stays.
+    r = user.client.get(
+        "/oidc/logout",
+        params={"id_token_hint": id_token, "post_logout_redirect_uri": "https://evil.example/"},
+    )
+    assert r.status_code == 400 and "location" not in r.headers
+    assert user.client.get("/api/v1/session").status_code == 200
+    # A hint that is not ours.
+    forged = id_token[:-4] + ("AAAA" if not id_token.endswith("AAAA") else "BBBB")
+    r = user.client.get("/oidc/logout", params={"id_token_hint": forged})
+    assert r.status_code == 400
+    # Ours, for this account: signed out at once, back to the client with the state.
+    r = user.client.get(
+        "/oidc/logout",
+        params={
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": "https://rp.example/bye",
+            "state": "s1",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 302 and r.headers["location"] == "https://rp.example/bye?state=s1"
+    assert user.client.get("/api/v1/session").status_code == 401
+
+
+def test_rp_initiated_logout_without_hint_asks_first(server: AppServer, clients: Clients) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server, post_logout_redirect_uris=["https://rp.example/bye"])
+    params = {"client_id": rp.client_id, "post_logout_redirect_uri": "https://rp.example/bye", "state": "s2"}
+    r = user.client.get("/oidc/logout", params=params)
+    assert r.status_code == 200 and "oidc-sign-out" in r.text
+    assert user.client.get("/api/v1/session").status_code == 200, "a link alone signs nobody out"
+    # Without the form's token: refused.
+    r = user.client.post("/oidc/logout", data=params, headers={"origin": server.url})
+    assert r.status_code == 403
+    r = user.client.post(
+        "/oidc/logout",
+        data={
+            **params,
+            "csrf": _csrf(r.text) if False else _csrf(user.client.get("/oidc/logout", params=params).text),
+        },
+        headers={"origin": server.url},
+    )
+    assert r.status_code == 200
+    assert _continue_url(r.text) == "https://rp.example/bye?state=s2"
+    assert user.client.get("/api/v1/session").status_code == 401

@@ -36,6 +36,8 @@ class RelyingParty:
     client_id: str
     secret: str | None
     redirect_uri: str = REDIRECT_URI
+    # TWOSTEP_ORIGIN when the server is reached at another address (two servers behind one origin).
+    issuer: str | None = None
     oauth: WebApplicationClient = field(init=False)
     state: str = ""
     nonce: str = ""
@@ -110,7 +112,7 @@ class RelyingParty:
             key,
             algorithms=["RS256", "ES256"],
             audience=self.client_id,
-            issuer=self.server.url,
+            issuer=self.issuer or self.server.url,
             options={"require": ["exp", "iat", "sub", "aud", "iss"]},
             leeway=10**9,  # the test clock may be far from the real time; expiry is checked on its own
         )

@@ -527,3 +527,75 @@ def sweep(ctx: Context) -> int:
     with ctx.db.transaction() as conn:
         n = grant_store.sweep(conn, now=now) + oidc_pending.sweep(conn, now=now)
     return n + oidc_keys.sweep(ctx)
+
+
+# --- RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogoutPlan:
+    """What GET /oidc/logout may do: where to send the browser afterwards (a registered URI, with the
+    state), and whether the hint proved that this session's account is the one the client signed in."""
+
+    redirect: str | None
+    hint_sub: str | None
+    client_name: str | None
+
+
+class LogoutRefused(Exception):
+    """The request names an unknown client, a URI not registered for it, or a hint that is not ours."""
+
+
+def plan_logout(
+    ctx: Context,
+    *,
+    id_token_hint: str | None,
+    post_logout_redirect_uri: str | None,
+    client_id: str | None,
+    state: str | None,
+) -> LogoutPlan:
+    """Raises:
+    LogoutRefused.
+    """
+    from authlib.common.urls import add_params_to_uri
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+
+    hint_sub = None
+    audiences: list[str] = []
+    if id_token_hint:
+        if len(id_token_hint) > 8192:
+            raise LogoutRefused("The id_token_hint is too long.")
+        try:
+            # Signature only: an expired ID token is still a good hint (RP-Initiated Logout 1.0, 2).
+            token = jwt.decode(id_token_hint, oidc_keys.key_set(ctx), algorithms=list(oidc_keys.ALGORITHMS))
+        except (JoseError, ValueError):
+            raise LogoutRefused("The id_token_hint was not issued by this server.") from None
+        claims = token.claims
+        if claims.get("iss") != ctx.origin or not isinstance(claims.get("sub"), str):
+            raise LogoutRefused("The id_token_hint was not issued by this server.")
+        hint_sub = claims["sub"]
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
+    if client_id and audiences and client_id not in audiences:
+        raise LogoutRefused("The client_id does not match the id_token_hint.")
+    wanted = client_id or (audiences[0] if len(audiences) == 1 else None)
+    client = None
+    if wanted:
+        with ctx.db.transaction() as conn:
+            client = client_store.get(conn, wanted[:64])
+        if client is None:
+            raise LogoutRefused("This application is not registered here.")
+    redirect = None
+    if post_logout_redirect_uri:
+        if client is None or post_logout_redirect_uri not in client.post_logout_redirect_uris:
+            raise LogoutRefused("The post_logout_redirect_uri is not registered for this application.")
+        params = [("state", state)] if state and len(state) <= 2048 else []
+        redirect = add_params_to_uri(post_logout_redirect_uri, params) if params else post_logout_redirect_uri
+    return LogoutPlan(redirect, hint_sub, client.name if client else None)
+
+
+def subject_of_account(ctx: Context, account_id: int) -> str | None:
+    with ctx.db.transaction() as conn:
+        handle = grant_store.user_handle(conn, account_id)
+    return None if handle is None else oidc.subject(handle)

@@ -13,6 +13,7 @@ until every ID token signed with it has expired, then it is dropped.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,10 +21,12 @@ from typing import Any, Final
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from twostep.core.secretbox import KeyRing, SecretBox, aad_for
+from twostep.core.secretbox import KeyRing, SecretBox, SecretBoxError, aad_for
 from twostep.services.context import Context
 from twostep.storage import oidc_signing_keys as store
 from twostep.storage.oidc_signing_keys import SigningKeyRow
+
+log = logging.getLogger("twostep.oidc")
 
 ALGORITHMS: Final = ("RS256", "ES256")
 ID_TOKEN_TTL: Final = timedelta(hours=1)
@@ -75,9 +78,9 @@ def _current(rows: list[SigningKeyRow], alg: str, now: datetime) -> SigningKeyRo
     return max(live, key=lambda r: (r.active_from, r.kid), default=None)
 
 
-def ensure_keys(ctx: Context) -> list[SigningKeyRow]:
+def ensure_keys(ctx: Context, now: datetime | None = None) -> list[SigningKeyRow]:
     """The keys, after creating a first key of each algorithm that has none (first start)."""
-    now = ctx.now()
+    now = now or ctx.now()
     with ctx.db.transaction() as conn:
         rows = store.every(conn)
         for alg in ALGORITHMS:
@@ -91,7 +94,15 @@ def _open(ctx: Context, row: SigningKeyRow) -> SigningKey:
         key = _opened.get(row.kid)
     if key is not None:
         return key
-    pem = ctx.box.open(row.private_key, aad=_aad(row.kid))
+    try:
+        pem = ctx.box.open(row.private_key, aad=_aad(row.kid))
+    except SecretBoxError:
+        log.error(
+            "The OpenID Connect signing key %s cannot be opened with this server's key file: every server "
+            "that shares this database must have the same key file.",
+            row.kid,
+        )
+        raise
     params: Any = {"kid": row.kid, "alg": row.alg, "use": "sig"}
     key = ECKey.import_key(pem, params) if row.alg == "ES256" else RSAKey.import_key(pem, params)
     with _lock:
@@ -113,7 +124,7 @@ def signer(ctx: Context, alg: str) -> Signer:
         rows = store.every(conn)
     row = _current(rows, alg, now)
     if row is None:
-        row = _current(ensure_keys(ctx), alg, now)
+        row = _current(ensure_keys(ctx, now), alg, now)
     assert row is not None  # ensure_keys made one
     return Signer(row.kid, row.alg, _open(ctx, row))
 
@@ -122,7 +133,7 @@ def jwks(ctx: Context) -> dict[str, Any]:
     """The public keys to publish: the current ones, the next ones, and the retired ones whose ID tokens may
     still be live."""
     now = ctx.now()
-    rows = ensure_keys(ctx)
+    rows = ensure_keys(ctx, now)
     return {"keys": [json.loads(r.public_jwk) for r in _published(rows, now)]}
 
 

@@ -18,10 +18,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from twostep.services import oidc, oidc_authorize, oidc_keys
+from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
-from twostep.web.deps import client_of, ctx_of
+from twostep.web.deps import client_of, ctx_of, token_of
+from twostep.web.deps import state as state_of
 from twostep.web.pages.common import render, signed_in_or_none, url_with
+from twostep.web.pages.forms import FormStr
+from twostep.web.security import csrf_ok
 
 router = APIRouter(include_in_schema=False)
 
@@ -146,3 +149,80 @@ async def userinfo(request: Request) -> Response:
         challenge = f'Bearer error="{body["error"]}"'
         return JSONResponse(body, status_code=401, headers={"www-authenticate": challenge})
     return Response(json.dumps(answer.claims), media_type="application/json")
+
+
+@router.get("/oidc/logout")
+def logout(
+    request: Request,
+    id_token_hint: str = "",
+    post_logout_redirect_uri: str = "",
+    client_id: str = "",
+    state: str = "",
+) -> Response:
+    """RP-initiated logout. With an ID token of ours for this very account (id_token_hint), the session ends
+    at once; otherwise the user confirms with a button (a page of ours: another site cannot sign the user
+    out by a link alone). Then the browser goes to the registered post_logout_redirect_uri, if any."""
+    ctx = ctx_of(request)
+    try:
+        plan = oidc.plan_logout(
+            ctx,
+            id_token_hint=id_token_hint or None,
+            post_logout_redirect_uri=post_logout_redirect_uri or None,
+            client_id=client_id or None,
+            state=state or None,
+        )
+    except oidc.LogoutRefused as exc:
+        return render(request, "error.html", {"message": str(exc)}, status_code=400)
+    session = signed_in_or_none(request)
+    if session is None:
+        return _signed_out(request, plan.redirect, continuing=False)
+    if plan.hint_sub is not None and plan.hint_sub == oidc.subject_of_account(ctx, session.account_id):
+        sessions.logout(ctx, token_of(request))
+        response = _signed_out(request, plan.redirect, continuing=False)
+        state_of(request).cookies.clear(response)
+        return response
+    context = {
+        "client_name": plan.client_name,
+        "id_token_hint": id_token_hint,
+        "post_logout_redirect_uri": post_logout_redirect_uri,
+        "client_id": client_id,
+        "state": state,
+    }
+    return render(request, "oidc_logout.html", context, user=session)
+
+
+@router.post("/oidc/logout")
+def logout_confirmed(
+    request: Request,
+    id_token_hint: FormStr = "",
+    post_logout_redirect_uri: FormStr = "",
+    client_id: FormStr = "",
+    state: FormStr = "",
+    csrf: FormStr = "",
+) -> Response:
+    ctx = ctx_of(request)
+    if not csrf_ok(state_of(request).csrf_key, token_of(request), csrf or None):
+        return render(request, "error.html", {"message": "Sign out from the page, please."}, status_code=403)
+    try:
+        plan = oidc.plan_logout(
+            ctx,
+            id_token_hint=id_token_hint or None,
+            post_logout_redirect_uri=post_logout_redirect_uri or None,
+            client_id=client_id or None,
+            state=state or None,
+        )
+    except oidc.LogoutRefused as exc:
+        return render(request, "error.html", {"message": str(exc)}, status_code=400)
+    sessions.logout(ctx, token_of(request))
+    # After a form POST: a page that moves on, not a redirect (form-action 'self').
+    response = _signed_out(request, plan.redirect, continuing=True)
+    state_of(request).cookies.clear(response)
+    return response
+
+
+def _signed_out(request: Request, redirect: str | None, *, continuing: bool) -> Response:
+    if redirect is None:
+        return RedirectResponse("/login?signed_out=1", status_code=303)
+    if not continuing:
+        return RedirectResponse(redirect, status_code=302)
+    return render(request, "oidc_continue.html", {"url": redirect, "signed_out": True})
