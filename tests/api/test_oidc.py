@@ -419,3 +419,48 @@ def test_rp_initiated_logout_without_hint_asks_first(server: AppServer, clients:
     assert r.status_code == 200
     assert _continue_url(r.text) == "https://rp.example/bye?state=s2"
     assert user.client.get("/api/v1/session").status_code == 401
+
+
+def test_acr_mfa_leads_through_verify_access_with_the_second_factor(
+    server: AppServer, clients: Clients
+) -> None:
+    """A session that signed in with the password alone and then added an app is acr pwd; acr_values=mfa
+    sends it through verify access, and the verification with the app is what the ID token states."""
+    user = new_2fa_user(server, clients)
+    rp = _confidential(server)
+    r = _authorize(user.client, rp.authorize_url(acr_values="mfa"))
+    assert r.status_code == 303 and r.headers["location"].startswith("/verify-access?next=")
+    back = query_of(r.headers["location"])["next"]
+    fresh_step(server, 2)
+    assert (
+        expect(user.client.post("/api/v1/verify-access", json={"password": user.password}), 200)["status"]
+        == "second_factor_required"
+    )
+    expect(user.client.post("/api/v1/verify-access/totp", json={"code": code_now(server, user.secret)}), 200)
+    r = user.client.get(back)
+    assert r.status_code == 200
+    claims = rp.verify_id_token(rp.tokens(rp.code_from(_continue_url(r.text)))["id_token"])
+    assert claims["acr"] == "mfa" and claims["amr"] == ["pwd", "otp", "mfa"]
+
+
+def test_the_account_page_lists_applications_and_revokes_one(server: AppServer, clients: Clients) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server, name="Forgejo")
+    token = rp.tokens(_code(rp, user.client))
+    page = user.client.get("/settings/applications")
+    assert page.status_code == 200 and "Forgejo" in page.text
+    other = new_user(server, clients)
+    assert "Forgejo" not in other.client.get("/settings/applications").text
+    # Another account cannot revoke it (the grant is looked up with this account).
+    other.client.post(
+        "/settings/applications/revoke",
+        data={"client_id": rp.client_id, "csrf": _csrf(other.client.get("/settings/applications").text)},
+    )
+    expect(rp.userinfo(token["access_token"]), 200)
+    r = user.client.post(
+        "/settings/applications/revoke", data={"client_id": rp.client_id, "csrf": _csrf(page.text)}
+    )
+    assert r.status_code == 303
+    assert rp.userinfo(token["access_token"]).status_code == 401
+    assert rp.refresh(token["refresh_token"]).json()["error"] == "invalid_grant"
+    assert "Forgejo" not in user.client.get("/settings/applications").text

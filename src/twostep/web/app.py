@@ -54,6 +54,7 @@ def build_app(
     app.include_router(api)
     app.include_router(pages.router)
     app.include_router(oidc_routes.router)
+    app.include_router(oidc_routes.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)

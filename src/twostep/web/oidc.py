@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
-from twostep.web.deps import client_of, ctx_of, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, token_of
 from twostep.web.deps import state as state_of
-from twostep.web.pages.common import render, signed_in_or_none, url_with
+from twostep.web.pages.common import PageRoute, check_csrf, redirect, render, signed_in_or_none, url_with
 from twostep.web.pages.forms import FormStr
 from twostep.web.security import csrf_ok
 
@@ -226,3 +226,25 @@ def _signed_out(request: Request, redirect: str | None, *, continuing: bool) -> 
     if not continuing:
         return RedirectResponse(redirect, status_code=302)
     return render(request, "oidc_continue.html", {"url": redirect, "signed_out": True})
+
+
+# --- the account page: applications that hold tokens for this account ------------------------------------
+
+pages = APIRouter(route_class=PageRoute, include_in_schema=False)
+APPLICATIONS = "/settings/applications"
+
+
+@pages.get(APPLICATIONS)
+def applications_page(request: Request, session: SignedIn, done: str = "") -> Response:
+    rows = oidc.applications(ctx_of(request), session.account_id)
+    notice = "The application's access was revoked." if done == "revoked" else None
+    return render(request, "applications.html", {"applications": rows, "notice": notice}, user=session)
+
+
+@pages.post(APPLICATIONS + "/revoke")
+def revoke_application(
+    request: Request, session: SignedIn, client_id: FormStr = "", csrf: FormStr = ""
+) -> Response:
+    check_csrf(request, csrf)
+    oidc.revoke_application(ctx_of(request), session.account_id, client_id)
+    return redirect(url_with(APPLICATIONS, done="revoked"))
