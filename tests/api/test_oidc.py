@@ -464,3 +464,29 @@ def test_the_account_page_lists_applications_and_revokes_one(server: AppServer, 
     assert rp.userinfo(token["access_token"]).status_code == 401
     assert rp.refresh(token["refresh_token"]).json()["error"] == "invalid_grant"
     assert "Forgejo" not in user.client.get("/settings/applications").text
+
+
+def test_repeated_parameters_and_a_changed_redirect_uri(server: AppServer, clients: Clients) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server)
+    r = _authorize(user.client, rp.authorize_url() + "&scope=openid")
+    assert query_of(r.headers["location"])["error"] == "invalid_request"
+    code = _code(rp, user.client)
+    rp.redirect_uri = "https://rp.example/callback2"
+    assert rp.token_request(code).json()["error"] == "invalid_grant"
+
+
+def test_a_locked_account_loses_its_tokens(server: AppServer, clients: Clients) -> None:
+    from sqlalchemy import text
+
+    user = new_user(server, clients)
+    rp = _confidential(server)
+    token = rp.tokens(_code(rp, user.client))
+    assert server.app is not None
+    with server.app.state.web.ctx.db.transaction() as conn:
+        conn.execute(
+            text("UPDATE accounts SET locked_at = CURRENT_TIMESTAMP WHERE username = :u"),
+            {"u": user.username},
+        )
+    assert rp.userinfo(token["access_token"]).status_code == 401
+    assert rp.refresh(token["refresh_token"]).status_code == 400

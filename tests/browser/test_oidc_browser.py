@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support import PASSWORD
+from tests.support.browser import VirtualAuthenticator
 from tests.support.oidc import RelyingParty
 from tests.support.pages import (
     TotpClock,
@@ -124,3 +125,42 @@ def test_logout_asks_then_signs_out(page: Any, web_server: Server) -> None:
     page.wait_for_url(re.compile(r"/login\?signed_out=1"))
     page.goto(f"{url}/settings/two-step")
     page.wait_for_url(re.compile(r"/login"))
+
+
+def test_sign_in_to_an_application_with_a_passkey(page: Any, web_server: Server, rp_callback: str) -> None:
+    """acr_values=phr: a passkey as second step, then a passwordless passkey sign-in; the ID token says
+    which passkey (synced: swk) and that the user was verified."""
+    url = web_server.url
+    VirtualAuthenticator.attach(page, {"defaultBackupEligibility": True, "defaultBackupState": True})
+    name = username("oidcpk")
+    sign_up(page, url, name)
+    page.goto(f"{url}/settings/two-step/passkey")
+    verify_with_password(page)
+    page.wait_for_url(re.compile(r"/settings/two-step/passkey$"))
+    page.get_by_role("button", name="Use passkey").click()
+    page.wait_for_selector("#recovery-codes")
+    page.goto(f"{url}/settings/two-step")
+    sign_out(page)
+
+    client_id, secret = _add_client(web_server, rp_callback)
+    rp = RelyingParty(web_server, client_id, secret, redirect_uri=rp_callback)
+    page.goto(rp.authorize_url(acr_values="phr"))
+    page.wait_for_url(re.compile(r"/login\?next=%2Foidc%2Fcontinue"))
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(re.compile(r"/login/second-step"))
+    page.get_by_role("button", name="Use a passkey").click()
+    page.wait_for_url(re.compile(re.escape(rp_callback) + r"\?"))
+    claims = rp.verify_id_token(rp.tokens(rp.code_from(page.url))["id_token"])
+    assert claims["acr"] == "phr"
+    assert claims["amr"] == ["pwd", "swk", "user", "mfa"]
+
+    page.goto(f"{url}/settings/two-step")
+    sign_out(page)
+    page.goto(rp.authorize_url())
+    page.wait_for_url(re.compile(r"/login\?next=%2Foidc%2Fcontinue"))
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    page.wait_for_url(re.compile(re.escape(rp_callback) + r"\?"))
+    claims = rp.verify_id_token(rp.tokens(rp.code_from(page.url))["id_token"])
+    assert claims["amr"] == ["swk", "user", "mfa"] and claims["acr"] == "phr"

@@ -211,10 +211,13 @@ class _RefreshToken:
 
 
 def load_user(conn: Any, account_id: int) -> OidcUser | None:
+    """The account and its claims; None when it is gone or locked."""
     account = accounts.by_id(conn, account_id)
     if account is None:
         return None
-    verified = accounts.email_verified(conn, account_id)
+    verified, locked = accounts.email_verified_and_locked(conn, account_id)
+    if locked:
+        return None  # a locked account gets no code, token or claims
     return OidcUser(
         account_id=account.id,
         username=account.username,

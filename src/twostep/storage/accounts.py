@@ -88,9 +88,12 @@ def lock(conn: Connection, account_id: int) -> None:
     conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
 
 
-def email_verified(conn: Connection, account_id: int) -> bool:
-    """Whether the holder followed the verification link of the account's current e-mail address."""
-    return (
-        conn.execute(select(accounts.c.email_verified_at).where(accounts.c.id == account_id)).scalar()
-        is not None
-    )
+def email_verified_and_locked(conn: Connection, account_id: int) -> tuple[bool, bool]:
+    """Whether the holder followed the verification link of the account's e-mail address, and whether
+    the account is locked (`twostep user lock`)."""
+    row = conn.execute(
+        select(accounts.c.email_verified_at, accounts.c.locked_at).where(accounts.c.id == account_id)
+    ).first()
+    if row is None:
+        return False, True
+    return row.email_verified_at is not None, row.locked_at is not None
