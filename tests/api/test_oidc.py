@@ -490,3 +490,59 @@ def test_a_locked_account_loses_its_tokens(server: AppServer, clients: Clients) 
         )
     assert rp.userinfo(token["access_token"]).status_code == 401
     assert rp.refresh(token["refresh_token"]).status_code == 400
+
+
+def test_two_factor_policy_leads_through_set_up_then_verify_access(
+    server: AppServer, clients: Clients
+) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server, policy="two_factor")
+    r = _authorize(user.client, rp.authorize_url())
+    assert r.status_code == 403 and "a second factor" in r.text
+    back = re.search(r'href="(/oidc/continue\?id=[^"]+)"', r.text)
+    assert back
+    back_path = html.unescape(back.group(1))
+    user.add_totp("Phone")  # access was verified with the password alone: still acr pwd
+    r = user.client.get(back_path, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/verify-access?next=")
+    advance(server, 1)
+    fresh_step(server, 2)
+    expect(user.client.post("/api/v1/verify-access", json={"password": user.password}), 200)
+    expect(user.client.post("/api/v1/verify-access/totp", json={"code": code_now(server, user.secret)}), 200)
+    r = user.client.get(back_path)
+    assert r.status_code == 200
+    claims = rp.verify_id_token(rp.tokens(rp.code_from(_continue_url(r.text)))["id_token"])
+    assert claims["acr"] == "mfa"
+
+
+def test_a_confidential_client_must_authenticate(server: AppServer, clients: Clients) -> None:
+    user = new_user(server, clients)
+    rp = _confidential(server)
+    code = _code(rp, user.client)
+    with server.client() as http:
+        r = http.post(
+            "/oidc/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "client_id": rp.client_id,
+                "code_verifier": rp.verifier,
+            },
+        )
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    # client_secret_post works.
+    code = _code(rp, user.client)
+    with server.client() as http:
+        r = http.post(
+            "/oidc/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "client_id": rp.client_id,
+                "client_secret": rp.secret or "",
+                "code_verifier": rp.verifier,
+            },
+        )
+    assert r.status_code == 200, r.text

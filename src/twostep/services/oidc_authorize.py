@@ -196,9 +196,8 @@ def authorize(
             kinds = factors.kinds(conn, session.account_id)
         if (passkey and "passkey" not in kinds) or not kinds:
             return SetUpFactor(keep(), passkey)
-        if fresh:
-            # Verified after the request, and still not strong enough: stop rather than loop.
-            return fail("unmet_authentication_requirements", "The sign-in was not strong enough.")
+        # Verify access again, until the user chooses the factor asked for (each round is a page the user
+        # acts on, never a redirect loop; the request expires after 10 minutes).
         return Reauthenticate(keep(), passkey)
 
     if pending is not None:
