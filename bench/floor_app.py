@@ -141,7 +141,8 @@ SQLITE_CONSUME = (
 )
 SQLITE_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, authenticated_at) "
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
+    "authenticated_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQLITE_RESET = 'DELETE FROM throttles WHERE throttles."key" = ?'
@@ -189,7 +190,8 @@ PG_CONSUME = (
 )
 PG_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, authenticated_at) "
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
+    "authenticated_at) "
     "VALUES "
     f"(%(token_hash)s{_V}, %(public_id)s{_V}, %(account_id)s{_I}, %(kind)s{_V}, %(created_at)s{_T}, "
     f"%(signed_in_at)s{_T}, %(last_seen_at)s{_T}, %(expires_at)s{_T}, %(second_factor)s{_V}, "

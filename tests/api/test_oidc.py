@@ -546,3 +546,31 @@ def test_a_confidential_client_must_authenticate(server: AppServer, clients: Cli
             },
         )
     assert r.status_code == 200, r.text
+
+
+def test_a_single_page_application_on_another_origin(server: AppServer, clients: Clients) -> None:
+    """A public client in a browser: its token and userinfo requests come from another origin (no cookie is
+    involved, so no cross-site refusal), and it may read the answers (CORS)."""
+    user = new_user(server, clients)
+    new = register(server, public=True, redirect_uris=["https://spa.example/cb"])
+    rp = RelyingParty(server, new.row.id, None, redirect_uri="https://spa.example/cb")
+    code = _code(rp, user.client)
+    body = rp.oauth.prepare_request_body(
+        code=code, redirect_uri=rp.redirect_uri, code_verifier=rp.verifier, include_client_id=True
+    )
+    cross = {"origin": "https://spa.example", "sec-fetch-site": "cross-site"}
+    with server.client() as http:
+        r = http.post(
+            "/oidc/token",
+            content=body,
+            headers={"content-type": "application/x-www-form-urlencoded", **cross},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+        token = r.json()
+        pre = http.options("/oidc/userinfo", headers=cross)
+        assert pre.status_code == 204 and "authorization" in pre.headers["access-control-allow-headers"]
+        r = http.get("/oidc/userinfo", headers={"authorization": f"Bearer {token['access_token']}", **cross})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+        # The pages keep refusing cross-site posts.
+        assert http.post("/oidc/logout", data={}, headers=cross).status_code == 403

@@ -46,8 +46,12 @@ def _http(request: Request, params: list[tuple[str, str]]) -> HttpRequest:
     return HttpRequest(request.method, uri, request.headers, params, client_of(request))
 
 
+# Read by single-page applications on other origins; none of these endpoints uses a cookie.
+CORS = {"access-control-allow-origin": "*"}
+
+
 def _response(answer: Answer) -> Response:
-    headers = {k: v for k, v in answer.headers if k.lower() != "content-type"}
+    headers = {k: v for k, v in answer.headers if k.lower() != "content-type"} | CORS
     if isinstance(answer.body, dict):
         return JSONResponse(answer.body, status_code=answer.status, headers=headers)
     return Response(answer.body, status_code=answer.status, headers=headers)
@@ -56,7 +60,7 @@ def _response(answer: Answer) -> Response:
 @router.get("/.well-known/openid-configuration")
 def discovery(request: Request) -> Response:
     return JSONResponse(
-        oidc.discovery(ctx_of(request).origin), headers={"cache-control": "public, max-age=3600"}
+        oidc.discovery(ctx_of(request).origin), headers={"cache-control": "public, max-age=3600", **CORS}
     )
 
 
@@ -64,7 +68,7 @@ def discovery(request: Request) -> Response:
 def jwks(request: Request) -> Response:
     return JSONResponse(
         oidc_keys.jwks(ctx_of(request)),
-        headers={"cache-control": f"public, max-age={oidc_keys.JWKS_MAX_AGE}"},
+        headers={"cache-control": f"public, max-age={oidc_keys.JWKS_MAX_AGE}", **CORS},
     )
 
 
@@ -147,8 +151,20 @@ async def userinfo(request: Request) -> Response:
     if answer.claims is None:
         body: dict[str, Any] = {"error": answer.error or "invalid_token"}
         challenge = f'Bearer error="{body["error"]}"'
-        return JSONResponse(body, status_code=401, headers={"www-authenticate": challenge})
-    return Response(json.dumps(answer.claims), media_type="application/json")
+        return JSONResponse(body, status_code=401, headers={"www-authenticate": challenge, **CORS})
+    return Response(json.dumps(answer.claims), media_type="application/json", headers=CORS)
+
+
+@router.options("/oidc/userinfo")
+def userinfo_preflight() -> Response:
+    """CORS preflight of a single-page application sending its bearer token."""
+    headers = {
+        **CORS,
+        "access-control-allow-methods": "GET, POST",
+        "access-control-allow-headers": "authorization, content-type",
+        "access-control-max-age": "600",
+    }
+    return Response(status_code=204, headers=headers)
 
 
 @router.get("/oidc/logout")
