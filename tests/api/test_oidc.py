@@ -574,3 +574,33 @@ def test_a_single_page_application_on_another_origin(server: AppServer, clients:
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
         # The pages keep refusing cross-site posts.
         assert http.post("/oidc/logout", data={}, headers=cross).status_code == 403
+
+
+def test_a_recovery_code_sign_in_goes_on_to_the_application(server: AppServer, clients: Clients) -> None:
+    """The pages: password, then a recovery code on the recovery page, back to /oidc/continue."""
+    user = new_2fa_user(server, clients)
+    rp = _confidential(server)
+    browser = clients.new()
+    r = _authorize(browser, rp.authorize_url())
+    next_path = query_of(r.headers["location"])["next"]
+    page = browser.get("/login", params={"next": next_path})
+    r = browser.post(
+        "/login",
+        data={
+            "username": user.username,
+            "password": user.password,
+            "next": next_path,
+            "csrf": _csrf(page.text),
+        },
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/login/second-step")
+    page = browser.get("/login/recovery-code", params={"methods": "totp,recovery_code", "next": next_path})
+    r = browser.post(
+        "/login/recovery-code",
+        data={"code": user.recovery_codes[0], "next": next_path, "csrf": _csrf(page.text)},
+    )
+    assert r.status_code == 303 and r.headers["location"] == next_path
+    claims = rp.verify_id_token(
+        rp.tokens(rp.code_from(_continue_url(browser.get(next_path).text)))["id_token"]
+    )
+    assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "mfa"

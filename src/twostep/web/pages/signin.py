@@ -194,8 +194,10 @@ def recovery_post(
     except TwostepError as exc:
         context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
-    # The two-step page shows the recovery banner to a session signed in with a recovery code.
-    return redirect(HOME, result.token, request)
+    # The two-step page shows the recovery banner to a session signed in with a recovery code; an
+    # application's sign-in (OpenID Connect) goes on to the application.
+    target = safe_next(next) if safe_next(next).startswith("/oidc/continue?") else HOME
+    return redirect(target, result.token, request)
 
 
 @router.post("/login/passkey")
