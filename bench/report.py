@@ -111,6 +111,16 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
         "P3", "passkey sign-in step vs P1 (SQLite, 1 worker)", "p3_passkey_sqlite_1w", "p1_sqlite_1w", 0.50
     )
     ratio_row(
+        "O1",
+        "token endpoint, code to tokens vs P1 (SQLite, 1 worker)",
+        "o1_token_sqlite_1w",
+        "p1_sqlite_1w",
+        0.50,
+    )
+    ratio_row(
+        "O2", "userinfo endpoint vs P1 (SQLite, 1 worker)", "o2_userinfo_sqlite_1w", "p1_sqlite_1w", 1.00
+    )
+    ratio_row(
         "P4",
         "P1 p50 latency, 1,000,000 vs 1,000 accounts (PostgreSQL)",
         "p4_pg_1m",

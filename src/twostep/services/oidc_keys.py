@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -38,6 +39,28 @@ SigningKey = RSAKey | ECKey
 
 _opened: dict[str, SigningKey] = {}
 _lock = threading.Lock()
+# The list of keys, read again at most this often by a worker (a rotation is seen within seconds; the new
+# key signs only after its delay anyway). Keyed by the database, for processes that serve several.
+ROWS_TTL: Final = 5.0
+_rows: dict[int, tuple[float, list[SigningKeyRow]]] = {}
+
+
+def _cached_rows(ctx: Context) -> list[SigningKeyRow]:
+    key = id(ctx.db)
+    with _lock:
+        hit = _rows.get(key)
+    if hit is not None and time.monotonic() - hit[0] < ROWS_TTL:
+        return hit[1]
+    with ctx.db.transaction() as conn:
+        rows = store.every(conn)
+    with _lock:
+        _rows[key] = (time.monotonic(), rows)
+    return rows
+
+
+def _forget_rows(ctx: Context) -> None:
+    with _lock:
+        _rows.pop(id(ctx.db), None)
 
 
 def _aad(kid: str) -> bytes:
@@ -120,10 +143,9 @@ class Signer:
 def signer(ctx: Context, alg: str) -> Signer:
     """The key that signs ID tokens with ``alg`` now."""
     now = ctx.now()
-    with ctx.db.transaction() as conn:
-        rows = store.every(conn)
-    row = _current(rows, alg, now)
+    row = _current(_cached_rows(ctx), alg, now)
     if row is None:
+        _forget_rows(ctx)
         row = _current(ensure_keys(ctx, now), alg, now)
     assert row is not None  # ensure_keys made one
     return Signer(row.kid, row.alg, _open(ctx, row))
@@ -168,6 +190,7 @@ def rotate(ctx: Context, *, delay: timedelta = ROTATION_DELAY) -> Rotation:
             new = _new_row(ctx, alg, now=now, active_from=active_from)
             store.add(conn, new)
             added.append(new.kid)
+    _forget_rows(ctx)
     return Rotation(added, active_from, retiring, dropped)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
@@ -128,7 +129,8 @@ def continue_(request: Request, id: str = "") -> Response:
 async def token(request: Request) -> Response:
     form = await request.form()
     params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    answer = oidc.token(server_of(request), _http(request, params))
+    # The database work in the thread pool, as in a sync route: never in the event loop.
+    answer = await run_in_threadpool(oidc.token, server_of(request), _http(request, params))
     return _response(answer)
 
 
@@ -147,7 +149,7 @@ async def _bearer(request: Request) -> str | None:
 
 @router.api_route("/oidc/userinfo", methods=["GET", "POST"])
 async def userinfo(request: Request) -> Response:
-    answer = oidc.userinfo(ctx_of(request), await _bearer(request))
+    answer = await run_in_threadpool(oidc.userinfo, ctx_of(request), await _bearer(request))
     if answer.claims is None:
         body: dict[str, Any] = {"error": answer.error or "invalid_token"}
         challenge = f'Bearer error="{body["error"]}"'
