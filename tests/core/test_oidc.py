@@ -46,3 +46,13 @@ def test_sub_is_opaque_stable_and_distinct() -> None:
     a, b = b"\x01" * 64, b"\x02" * 64
     assert oidc.subject(a) == oidc.subject(a) != oidc.subject(b)
     assert len(oidc.subject(a)) == 43 and "=" not in oidc.subject(a)
+
+
+def test_a_method_without_a_rule_states_the_password_only() -> None:
+    """A sign-in method added later (say, a trusted browser that skipped the second factor) must not be
+    taken for a passkey: until amr_for names it, it is pwd."""
+
+    class Fake:
+        pass
+
+    assert oidc.amr_for(Fake()) == {"pwd"}  # type: ignore[arg-type]

@@ -26,7 +26,6 @@ CLAIMS: Final = (
     "nonce",
     "acr",
     "amr",
-    "sid",
     "preferred_username",
     "name",
     "email",
@@ -63,18 +62,18 @@ def amr_for(method: Method, *, synced_passkey: bool = True, user_verified: bool 
     the authenticator verified the user (PIN or biometrics). A passkey with user verification is two factors
     on its own (something you have and something you know or are), so it is ``mfa`` even without a password.
     """
-    if method is Method.PASSWORD:
-        return {"pwd"}
+    key = "swk" if synced_passkey else "hwk"
     if method in (Method.TOTP, Method.RECOVERY_CODE):
         return {"pwd", "otp", "mfa"}
-    key = "swk" if synced_passkey else "hwk"
     if method is Method.PASSKEY:
         out = {"pwd", key, "mfa"}
         if user_verified:
             out.add("user")
         return out
-    # Passwordless: user verification is required for it.
-    return {key, "user", "mfa"}
+    if method is Method.PASSKEY_PASSWORDLESS:
+        return {key, "user", "mfa"}  # user verification is required for it
+    # The password, and any method not named above (a new one states nothing until it is added here).
+    return {"pwd"}
 
 
 def format_amr(values: Iterable[str]) -> str:

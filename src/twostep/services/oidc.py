@@ -39,6 +39,7 @@ from twostep.core.events import EventType
 from twostep.services import oidc_keys
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context, hash_token, new_id
+from twostep.services.oidc_clients import secret_matches
 from twostep.storage import accounts, groups
 from twostep.storage import oidc_clients as client_store
 from twostep.storage import oidc_grants as grant_store
@@ -139,8 +140,6 @@ class OidcClient(ClientMixin):  # type: ignore[misc]  # Authlib has no type hint
         return redirect_uri in self.row.redirect_uris
 
     def check_client_secret(self, client_secret: str) -> bool:
-        from twostep.services.oidc_clients import secret_matches
-
         return secret_matches(self.row, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:

@@ -21,7 +21,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from twostep.core import oidc
 from twostep.core.access import Policy
 from twostep.services.context import Context
-from twostep.services.oidc import Answer, HttpRequest, OidcServer, OidcUser
+from twostep.services.oidc import Answer, HttpRequest, OidcServer, OidcUser, load_user
 from twostep.services.sessions import CurrentSession
 from twostep.storage import factors, oidc_pending
 from twostep.storage.oidc_pending import PendingRow
@@ -134,8 +134,6 @@ def authorize(
     user = None
     if session is not None:
         with ctx.db.transaction() as conn:
-            from twostep.services.oidc import load_user
-
             loaded = load_user(conn, session.account_id)
         if loaded is not None:
             amr = _session_amr(session)
