@@ -12,6 +12,7 @@ from the first use. A refresh token works once too (rotation); a reused one revo
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections import defaultdict
@@ -45,6 +46,8 @@ from twostep.storage import oidc_clients as client_store
 from twostep.storage import oidc_grants as grant_store
 from twostep.storage.oidc_clients import ClientRow
 from twostep.storage.oidc_grants import CodeRow, GrantRow
+
+log = logging.getLogger("twostep.oidc")
 
 CODE_TTL: Final = timedelta(seconds=60)
 ACCESS_TOKEN_TTL: Final = timedelta(minutes=10)
@@ -346,8 +349,8 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]  # Authlib has n
             row = grant_store.use_code(conn, code_hash=code_hash, client_id=client.get_client_id(), now=now)
             if row is None:
                 replayed = grant_store.used_code_grant(conn, code_hash=code_hash)
-                if replayed is not None:
-                    grant_store.revoke_grant(conn, grant_id=replayed, now=now)
+                if replayed is not None and grant_store.revoke_grant(conn, grant_id=replayed, now=now):
+                    log.warning("an authorization code was used twice: grant %s revoked", replayed)
                 return None
         self.request.twostep_grant = row.grant
         return _Code(row)
@@ -386,8 +389,8 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # Authlib has no 
             )
             if grant is None:
                 reused = grant_store.used_refresh_grant(conn, refresh_hash=refresh_hash)
-                if reused is not None:
-                    grant_store.revoke_grant(conn, grant_id=reused, now=now)
+                if reused is not None and grant_store.revoke_grant(conn, grant_id=reused, now=now):
+                    log.warning("a refresh token was used twice: grant %s revoked", reused)
         if grant is None:
             raise InvalidGrantError()
         self.request.twostep_grant = grant
