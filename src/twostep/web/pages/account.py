@@ -73,6 +73,7 @@ EVENT_LABELS: dict[str, str] = {
     EventType.OPERATOR_DELETED: "Account deleted by the operator",
     EventType.EMAIL_CHANGED: "E-mail address changed",
     EventType.EMAIL_VERIFIED: "E-mail address verified",
+    EventType.OIDC_SIGN_IN: "Signed in to an application",
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: "password only",
@@ -104,6 +105,8 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
         parts.append(f"{detail['browsers']} browser(s)")
     if isinstance(detail.get("days"), int):
         parts.append(f"for {detail['days']} days")
+    if event_type == EventType.OIDC_SIGN_IN and isinstance(detail.get("client"), str):
+        parts.append(f"to {detail['client']}")
     if detail.get("during") == "verify_access":
         parts.append("while verifying access")
     return ", ".join(parts)
