@@ -76,6 +76,7 @@ TRACE_EVERY = 32
 
 # twostep's constants (services/context.py, core/throttle.py SECOND_FACTOR, services/regulator.py).
 SESSION_ABSOLUTE = timedelta(hours=12)
+PASSKEY_UPGRADE = timedelta(minutes=5)
 WINDOW = 60
 FREE = 5  # failures before the backoff starts
 CAP = 100  # no attempt at all past this many failures
@@ -114,7 +115,7 @@ _SESSION_COLUMNS = (
     "sessions.token_hash, sessions.public_id, sessions.account_id, sessions.kind, sessions.created_at, "
     "sessions.signed_in_at, sessions.last_seen_at, sessions.expires_at, sessions.second_factor, "
     "sessions.verified_until, sessions.reauth_until, sessions.alerted, sessions.ip, sessions.user_agent, "
-    "sessions.amr, sessions.authenticated_at"
+    "sessions.trusted_browser, sessions.passkey_upgrade_until, sessions.amr, sessions.authenticated_at"
 )
 SQLITE_PENDING = (
     f"SELECT {_SESSION_COLUMNS} \nFROM sessions \n"
@@ -135,15 +136,17 @@ SQLITE_ADVANCE = (
     "UPDATE factors SET last_used_at=?, totp_last_step=? WHERE factors.id = ? AND "
     "(factors.totp_last_step IS NULL OR factors.totp_last_step < ?)"
 )
+SQLITE_LOCKED = "SELECT accounts.locked_at \nFROM accounts \nWHERE accounts.id = ?"
+SQLITE_KINDS = "SELECT DISTINCT factors.type \nFROM factors \nWHERE factors.account_id = ?"
 SQLITE_CONSUME = (
     "DELETE FROM sessions WHERE sessions.token_hash = ? AND sessions.kind = ? AND sessions.expires_at > ? "
     "RETURNING account_id"
 )
 SQLITE_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
-    "authenticated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, trusted_browser, "
+    "passkey_upgrade_until, amr, authenticated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQLITE_RESET = 'DELETE FROM throttles WHERE throttles."key" = ?'
 SQLITE_EVENT = (
@@ -184,19 +187,21 @@ PG_ADVANCE = (
     f"UPDATE factors SET last_used_at=%(b_now)s{_T}, totp_last_step=%(b_new_step)s{_B} WHERE factors.id = "
     f"%(b_id)s{_V} AND (factors.totp_last_step IS NULL OR factors.totp_last_step < %(b_step)s{_B})"
 )
+PG_LOCKED = f"SELECT accounts.locked_at \nFROM accounts \nWHERE accounts.id = %(id_1)s{_I}"
+PG_KINDS = f"SELECT DISTINCT factors.type \nFROM factors \nWHERE factors.account_id = %(account_id_1)s{_I}"
 PG_CONSUME = (
     f"DELETE FROM sessions WHERE sessions.token_hash = %(b_hash)s{_V} AND sessions.kind = %(kind_1)s{_V} "
     f"AND sessions.expires_at > %(b_now)s{_T} RETURNING sessions.account_id"
 )
 PG_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
-    "authenticated_at) "
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, trusted_browser, "
+    "passkey_upgrade_until, amr, authenticated_at) "
     "VALUES "
     f"(%(token_hash)s{_V}, %(public_id)s{_V}, %(account_id)s{_I}, %(kind)s{_V}, %(created_at)s{_T}, "
     f"%(signed_in_at)s{_T}, %(last_seen_at)s{_T}, %(expires_at)s{_T}, %(second_factor)s{_V}, "
     f"%(verified_until)s{_T}, %(reauth_until)s{_T}, %(alerted)s, %(ip)s{_V}, %(user_agent)s{_V}, "
-    f"%(amr)s{_V}, %(authenticated_at)s{_T})"
+    f"%(trusted_browser)s{_V}, %(passkey_upgrade_until)s{_T}, %(amr)s{_V}, %(authenticated_at)s{_T})"
 )
 PG_RESET = f"DELETE FROM throttles WHERE throttles.key = %(b_key)s{_V}"
 PG_EVENT = (
@@ -295,8 +300,14 @@ def sqlite_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> 
     factor_id, step = match
     if (yield COUNT, SQLITE_ADVANCE, (at, step, factor_id, step)) != 1:
         return INVALID_CODE
+    locked = yield ONE, SQLITE_LOCKED, (account_id,)
+    if locked is None or locked[0] is not None:
+        return NO_PENDING
     if (yield ONE, SQLITE_CONSUME, (token_hash, "pending", at)) is None:
         return NO_PENDING
+    kinds = yield ALL, SQLITE_KINDS, (account_id,)
+    # The automatic passkey upgrade: granted after a password sign-in of an account without a passkey.
+    upgrade = None if any(k[0] == "passkey" for k in kinds) else _ts(now + PASSKEY_UPGRADE)
     token = secrets.token_urlsafe(32)
     yield (
         COUNT,
@@ -316,6 +327,8 @@ def sqlite_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> 
             0,
             ip,
             ua,
+            None,
+            upgrade,
             "pwd otp mfa",
             at,
         ),
@@ -361,8 +374,13 @@ def pg_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> Step
     advanced = yield COUNT, PG_ADVANCE, {"b_now": now, "b_new_step": step, "b_id": factor_id, "b_step": step}
     if advanced != 1:
         return INVALID_CODE
+    locked = yield ONE, PG_LOCKED, {"id_1": account_id}
+    if locked is None or locked[0] is not None:
+        return NO_PENDING
     if (yield ONE, PG_CONSUME, {"b_hash": token_hash, "kind_1": "pending", "b_now": now}) is None:
         return NO_PENDING
+    kinds = yield ALL, PG_KINDS, {"account_id_1": account_id}
+    upgrade = None if any(k[0] == "passkey" for k in kinds) else now + PASSKEY_UPGRADE
     token = secrets.token_urlsafe(32)
     yield (
         COUNT,
@@ -382,6 +400,8 @@ def pg_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> Step
             "alerted": False,
             "ip": ip,
             "user_agent": ua,
+            "trusted_browser": None,
+            "passkey_upgrade_until": upgrade,
             "amr": "pwd otp mfa",
             "authenticated_at": now,
         },

@@ -178,11 +178,16 @@ class Database:
         """A connection that only reads (the session lookup of every request): on SQLite it takes neither
         the writer lock nor ``BEGIN IMMEDIATE`` (no explicit transaction at all: run one SELECT in it, atomic
         on its own), so that reads never queue behind a writer; on PostgreSQL an ordinary transaction. Never
-        write in it."""
-        with self.engine.connect() as conn:
-            conn.execution_options(**{READ_ONLY: True})
-            with conn.begin():
-                yield conn
+        write in it. Raises Unavailable as ``transaction`` does."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()

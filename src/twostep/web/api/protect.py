@@ -209,7 +209,10 @@ class ForwardAuthFastPath:
             and scope.get("path") == FORWARD_AUTH_PATH
             and scope.get("method") in ("GET", "HEAD")
         ):
-            response = await answer(Request(scope, receive))
+            try:
+                response = await answer(Request(scope, receive))
+            except TwostepError as exc:  # outside FastAPI's exception layers: the database is away (503)
+                response = error_response(exc)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
