@@ -103,6 +103,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         rp_id=settings.rp_id,
         rate_limit_per_minute=settings.rate_limit_per_minute,
         device_key=device_key,
+        default_language=settings.default_language,
     )
 
 

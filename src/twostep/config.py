@@ -292,6 +292,9 @@ class Settings(BaseSettings):
     # who may read GET /metrics, and the log line format (issue 15).
     metrics_from: Annotated[tuple[Network, ...], NoDecode] = parse_networks("127.0.0.1/8, ::1")
     log_format: Literal["text", "json"] = "text"
+    # The language of the pages and e-mails when neither the account's choice nor the browser's
+    # Accept-Language names one of twostep's languages (issue 19).
+    default_language: Literal["en", "sl", "de"] = "en"
     # [access]: only in the configuration file.
     access: AccessSettings = Field(default_factory=AccessSettings)
 

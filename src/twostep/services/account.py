@@ -7,11 +7,13 @@ import unicodedata
 
 from sqlalchemy.exc import IntegrityError
 
+from twostep import i18n
 from twostep.core.errors import InvalidRequest, UsernameTaken
 from twostep.core.events import EventType
 from twostep.core.names import normalize_username
 from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
+from twostep.i18n import N_
 from twostep.services import regulator
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
@@ -47,7 +49,7 @@ def sign_up(ctx: Context, *, username: str, password: str, email: str | None, cl
         if email == "":
             email = None
         elif len(email) > 254 or not _EMAIL.fullmatch(email):
-            raise InvalidRequest("That e-mail address does not look right.", field="email")
+            raise InvalidRequest(N_("That e-mail address does not look right."), field="email")
     if len(password) > MAX_INPUT_CHARS:
         check_password_policy(password[: MAX_INPUT_CHARS + 1], username=normalized)
     check_password_policy(password, username=normalized)
@@ -105,3 +107,15 @@ def security_log(ctx: Context, session: CurrentSession, *, limit: int = 200) -> 
     never recorded)."""
     with ctx.db.transaction() as conn:
         return events.list_for(conn, session.account_id, limit=limit)
+
+
+def set_language(ctx: Context, session: CurrentSession, language: str) -> None:
+    """Store the language the holder chose in the menu; the pages and e-mails use it (issue 19).
+
+    Raises:
+        InvalidRequest: not one of twostep's languages.
+    """
+    if language not in i18n.LANGUAGES:
+        raise InvalidRequest(N_("Choose one of the languages of the menu."), field="language")
+    with ctx.db.transaction() as conn:
+        accounts.set_language(conn, session.account_id, language)

@@ -41,6 +41,8 @@ class Context:
     rate_limit_per_minute: int = 0
     # HMAC key of the device cookies (H07), derived from the master key; random when not given.
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # The language of the pages and e-mails when neither the account nor the browser names one (issue 19).
+    default_language: str = "en"
 
     def now(self) -> datetime:
         return self.clock.now()

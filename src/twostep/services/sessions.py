@@ -41,6 +41,8 @@ class CurrentSession:
     groups: tuple[str, ...] = ()
     email: str | None = None
     email_verified: bool = False
+    # The language the holder chose in the menu (issue 19); None: none stored.
+    language: str | None = None
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
@@ -142,6 +144,7 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
+        language=found.language,
     )
 
 

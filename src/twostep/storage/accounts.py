@@ -19,6 +19,7 @@ class AccountRow:
     password_hash: str
     email: str | None
     user_handle: bytes
+    language: str | None = None
 
     def __repr__(self) -> str:
         return f"AccountRow(id={self.id}, username={self.username!r})"
@@ -31,6 +32,7 @@ _COLUMNS = (
     accounts.c.password_hash,
     accounts.c.email,
     accounts.c.user_handle,
+    accounts.c.language,
 )
 
 
@@ -86,3 +88,7 @@ def lock(conn: Connection, account_id: int) -> None:
     two factors could each see the other still there, and two-step verification would end up off with
     its recovery codes left behind."""
     conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+
+
+def set_language(conn: Connection, account_id: int, language: str | None) -> None:
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(language=language))

@@ -75,6 +75,7 @@ _NAMES = select(
     accounts.c.display_name,
     accounts.c.email,
     accounts.c.email_verified_at,
+    accounts.c.language,
     groups.aggregated(accounts.c.id).label("groups"),
     exists().where(factors.c.account_id == accounts.c.id).label("has_factor"),
 ).where(accounts.c.id == bindparam("b_id"))
@@ -98,6 +99,7 @@ class Touched:
     email: str | None = None
     email_verified: bool = False
     groups: tuple[str, ...] = ()
+    language: str | None = None
 
 
 def touch_active(
@@ -123,6 +125,7 @@ def touch_active(
         email=names.email,
         email_verified=names.email_verified_at is not None,
         groups=groups.split(names.groups),
+        language=names.language,
     )
 
 

@@ -13,6 +13,7 @@ from twostep import __version__
 from twostep.web import errors
 from twostep.web.api import account, auth, factors, passkeys
 from twostep.web.deps import WebState
+from twostep.web.language import LocaleMiddleware
 from twostep.web.pages import routes as pages
 from twostep.web.security import API_PREFIX, GuardMiddleware
 
@@ -55,6 +56,8 @@ def build_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
+    # Outermost: even a request the guard refuses gets its message in the reader's language (issue 19).
+    app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
     return app
 
 
