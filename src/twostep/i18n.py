@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import functools
 import gettext as _gettext
+import importlib
 import io
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -159,10 +160,17 @@ def format_datetime(value: datetime, language: str | None = None) -> str:
 def extract_error_messages(
     fileobj: object, keywords: object, comment_tags: object, options: object
 ) -> Iterator[tuple[int, str | None, str, list[str]]]:
-    """A Babel extractor (babel.cfg) for core/errors.py: each error class's ``message = "..."``, so that a new
-    error's default message reaches the catalogues without a marker in core (core imports no Babel)."""
+    """A Babel extractor (babel.cfg) for core: each error class's ``message = "..."``, and the sentences of a
+    module's ``MESSAGES`` tuple (computed ones, such as the password rules), so that core's messages reach the
+    catalogues without a marker in core (core imports no Babel)."""
     read = getattr(fileobj, "read")  # noqa: B009 (Babel passes a binary file object)
     tree = ast.parse(read())
+    filename = str(getattr(fileobj, "name", ""))
+    if "/twostep/core/" in filename.replace("\\", "/"):
+        module_name = "twostep.core." + Path(filename).stem
+        module = importlib.import_module(module_name)
+        for message in getattr(module, "MESSAGES", ()):
+            yield 1, None, message, [f"One of {module_name}.MESSAGES."]
     for node in ast.walk(tree):
         if not isinstance(node, ast.ClassDef):
             continue

@@ -47,7 +47,16 @@ class Audit:
             detail=detail,
         )
         if notify:
-            notifications.queue(conn, self.ctx.origin, self.account_id, self.client, self.now, event, detail)
+            notifications.queue(
+                conn,
+                self.ctx.origin,
+                self.account_id,
+                self.client,
+                self.now,
+                event,
+                detail,
+                default_language=self.ctx.default_language,
+            )
 
     def second_factor_failed(
         self, conn: Connection, event: EventType, /, *, failures: int, notify: bool, **detail: object

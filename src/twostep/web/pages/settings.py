@@ -15,6 +15,8 @@ from twostep.core.errors import (
     TwostepError,
 )
 from twostep.core.totp import format_secret_for_display
+from twostep.i18n import N_
+from twostep.i18n import gettext as _
 from twostep.services import enrolment, factors
 from twostep.services.enrolment import TotpEnrollment
 from twostep.services.factors import FactorView
@@ -36,14 +38,14 @@ from twostep.web.pages.forms import CredentialField, FormStr, parse_credential
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 NOTICES = {
-    "welcome": "Welcome! Your account is ready. Add a second factor to turn on two-step verification.",
-    "app_added": "The authentication app was added.",
-    "passkey_added": "The passkey was added.",
-    "renamed": "The name was changed.",
-    "removed": "The second factor was removed.",
-    "removed_last": "The second factor was removed. Two-step verification is now off.",
-    "turned_off": "Two-step verification is off. Every second factor and recovery code was removed.",
-    "sessions_ended": "Your other sessions were signed out.",
+    "welcome": N_("Welcome! Your account is ready. Add a second factor to turn on two-step verification."),
+    "app_added": N_("The authentication app was added."),
+    "passkey_added": N_("The passkey was added."),
+    "renamed": N_("The name was changed."),
+    "removed": N_("The second factor was removed."),
+    "removed_last": N_("The second factor was removed. Two-step verification is now off."),
+    "turned_off": N_("Two-step verification is off. Every second factor and recovery code was removed."),
+    "sessions_ended": N_("Your other sessions were signed out."),
 }
 # After a factor goes, the user is offered to end the other sessions (SEC-46, SEC-47).
 OFFER_END_SESSIONS = {"removed", "removed_last", "turned_off"}
@@ -61,7 +63,7 @@ def two_step_page(request: Request, session: SignedIn, done: str = "") -> Respon
     view = factors.overview(ctx_of(request), session)
     context = {
         "view": view,
-        "notice": NOTICES.get(done),
+        "notice": _(NOTICES[done]) if done in NOTICES else None,
         "offer_end_sessions": done in OFFER_END_SESSIONS,
         "recovery_banner": session.second_factor == "recovery_code" and done == "",
     }
@@ -76,7 +78,7 @@ APP_PATH = HOME + "/app"
 @router.get(APP_PATH)
 def app_name_page(request: Request, session: SignedIn) -> Response:
     redirect_unless_verified(request, session, APP_PATH)
-    return render(request, "app_name.html", {"name": "Authenticator app"}, user=session)
+    return render(request, "app_name.html", {"name": _("Authenticator app")}, user=session)
 
 
 def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
@@ -124,9 +126,9 @@ def app_confirm(
         )
     except TwostepError as exc:
         if isinstance(exc, InvalidEnrollmentCode):
-            error = "That code is not right. Enter the six-digit code your app shows now."
+            error = _("That code is not right. Enter the six-digit code your app shows now.")
             if exc.clock_skew_seconds:
-                error = "That code is from another time. " + skew_words(exc.clock_skew_seconds)
+                error = _("That code is from another time.") + " " + skew_words(exc.clock_skew_seconds)
         else:
             error = message_of(exc)
         context: dict[str, object] = {"enrollment_id": enrollment_id, "name": name, "retry": True}
@@ -168,7 +170,7 @@ def passkey_add(
     parsed = parse_credential(credential)
     try:
         if parsed is None:
-            raise PasskeyRejected("The browser did not return a passkey. Try again.")
+            raise PasskeyRejected(N_("The browser did not return a passkey. Try again."))
         added = enrolment.register_passkey(
             ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
         )

@@ -13,6 +13,7 @@ from twostep.core.errors import (
     UsernameTaken,
     WeakPassword,
 )
+from twostep.i18n import gettext as _
 from twostep.services import account, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices
@@ -68,8 +69,10 @@ def signup(
         raise  # the 503 page
     except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
         # Beside the field it is about, the form shown again (422).
-        prefix = "This password can't be used: " if isinstance(exc, WeakPassword) else ""
-        errors[exc.field or "username"] = prefix + exc.message
+        message = _(exc.message)
+        if isinstance(exc, WeakPassword):
+            message = _("This password can't be used: %(reason)s") % {"reason": message}
+        errors[exc.field or "username"] = message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
         return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status_of(exc))
@@ -101,11 +104,11 @@ def login_page(
         return redirect(target)
     notice = None
     if created:
-        notice = "Your account was created. Sign in with your new username and password."
+        notice = _("Your account was created. Sign in with your new username and password.")
     elif expired:
-        notice = "Your sign-in took longer than 5 minutes or was cancelled. Sign in again."
+        notice = _("Your sign-in took longer than 5 minutes or was cancelled. Sign in again.")
     elif signed_out:
-        notice = "You are signed out."
+        notice = _("You are signed out.")
     return render(request, "login.html", {"next": target, "form": {}, "notice": notice})
 
 
@@ -223,7 +226,7 @@ def passkey_login(
     except TwostepError as exc:
         error = message_of(exc)
         if isinstance(exc, PasskeyRejected):
-            error = "That passkey could not be verified. Try again, or use another way to sign in."
+            error = _("That passkey could not be verified. Try again, or use another way to sign in.")
         if methods:
             context = {**second_step_context(methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
