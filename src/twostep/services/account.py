@@ -42,7 +42,8 @@ def sign_up(ctx: Context, *, username: str, password: str, email: str | None, cl
     normalized = normalize_username(username)
     if normalized is None:
         raise InvalidRequest(
-            "A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces).", field="username"
+            N_("A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces)."),
+            field="username",
         )
     if email is not None:
         email = email.strip()
