@@ -47,6 +47,25 @@ TEMPLATES.env.install_gettext_callables(  # type: ignore[attr-defined]  # jinja2
 )
 
 HOME = "/settings/two-step"
+# The sentences of static/ui.js and static/webauthn.js: each page gives them, translated, in <body data-text>.
+JS_MESSAGES = (
+    N_("Show"),
+    N_("Hide"),
+    N_("Show password"),
+    N_("Hide password"),
+    N_("Copied. Paste them somewhere safe."),
+    N_("Copying did not work here: select the codes and copy them."),
+    N_("The passkey dialog was closed or timed out, so nothing happened. You can try again."),
+    N_("This passkey is already registered to your account. Choose another one."),
+    N_("The browser refused the passkey on this address."),
+    N_("The passkey request was cancelled. You can try again."),
+    N_("Something went wrong with the passkey. Try again."),
+    N_("The server refused to start the passkey request."),
+    N_("Starting…"),
+    N_("Waiting for your passkey… Follow the instructions in your browser's dialog."),
+    N_("No passkey was chosen."),
+    N_("Checking your passkey…"),
+)
 METHODS = ("totp", "passkey", "recovery_code")
 
 
@@ -177,6 +196,7 @@ def render(
         "dir": i18n.text_direction(language),
         "language": language,
         "languages": i18n.LANGUAGES,
+        "js_text": {message: _(message) for message in JS_MESSAGES},
     }
     ctx.update(context or {})
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
