@@ -40,6 +40,7 @@ def test_the_summary_is_in_the_accounts_language_and_english_is_unchanged() -> N
     slovenian = summary_lines(_row(1, AT), i18n.translations("sl"))
     assert slovenian == [
         "To sporočilo povzema ponovitve: od našega zadnjega sporočila o tem, poslanega "
-        "2026-12-02 09:30:00 UTC, se je to zgodilo enkrat. Sporočilo iste vrste pošljemo največ enkrat na 15 minut."
+        "2026-12-02 09:30:00 UTC, se je to zgodilo enkrat. "
+        "Sporočilo iste vrste pošljemo največ enkrat na 15 minut."
     ]
     assert summary_lines(_row(1, None), i18n.translations("de")) == []
