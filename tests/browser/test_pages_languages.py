@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support import PASSWORD
-from tests.support.pages import SCREENSHOTS, TotpClock, check_a11y, username
+from tests.support.pages import TotpClock, check_a11y, screenshot, username
 from tests.support.server import Server
 
 pytestmark = pytest.mark.browser
@@ -228,8 +228,7 @@ def test_slovenian_is_accessible_and_named(browser: Any, web_server: Server) -> 
         assert page.locator("html").get_attribute("lang") == "sl"
         check_a11y(page, label=f"sl: {name}")
         if name in shots:
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOTS / f"{shots[name]}.png"), full_page=True)
+            screenshot(page, shots[name])  # docs/screenshots with TWOSTEP_SCREENSHOTS=docs (README)
 
     try:
         walk(page, web_server, check)
