@@ -609,6 +609,8 @@ async def login_totp(request: Request) -> Response:
     response.raw_headers += [
         (b"set-cookie", f"{COOKIE}={outcome.token}; HttpOnly; Path=/; SameSite=lax".encode()),
         *HEADERS,
+        # Every twostep response carries a request id (issue 15, web/observe.py): the floor makes one too.
+        (b"x-request-id", secrets.token_hex(16).encode()),
     ]
     return response
 

@@ -580,10 +580,12 @@ def test_check_config_warns_about_open_signup_with_rules_and_cookies_that_do_not
 
 def test_check_config_says_which_settings_are_accepted_but_not_yet_in_effect(env: pytest.MonkeyPatch) -> None:
     assert config_warnings(config.load().settings) == []
-    env.setenv("TWOSTEP_LOG_FORMAT", "text")  # set, even to its default
+    env.setenv("TWOSTEP_SIGNUP", "open")  # set, even to its default
+    # In effect since issue 15: no warning.
+    env.setenv("TWOSTEP_LOG_FORMAT", "json")
     env.setenv("TWOSTEP_METRICS_FROM", "::1")
     assert config_warnings(config.load().settings) == [
-        "metrics_from, log_format: accepted and checked, but not yet in effect in this version of twostep."
+        "signup: accepted and checked, but not yet in effect in this version of twostep."
     ]
 
 

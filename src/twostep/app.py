@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
 import os
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from twostep.config import Settings, record_untrusted_forwarding
 from twostep.core import keys
 from twostep.core.clock import Clock, SystemClock
+from twostep.core.errors import Unavailable
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
@@ -25,8 +28,10 @@ from twostep.services import maintenance, outbox, sign_in
 from twostep.services.context import Context
 from twostep.storage import migrate
 from twostep.storage.db import Database, make_engine
+from twostep.web import metrics
 from twostep.web.app import build_app
 from twostep.web.deps import WebState
+from twostep.web.metrics import PrometheusMetrics
 from twostep.web.sessions import CookiePolicy
 
 log = logging.getLogger("twostep")
@@ -150,6 +155,7 @@ def create_app(
         else:
             clock = SystemClock()
     ctx = build_context(settings, db, clock)
+    ctx.metrics = PrometheusMetrics()
     master = load_or_create_key(settings.key_path)
     web_state = WebState(
         ctx=ctx,
@@ -158,15 +164,24 @@ def create_app(
         # H15: the form tokens have a key of their own; the master key only seals secrets.
         csrf_key=keys.derive_key(master, keys.CSRF),
         untrusted_forwarding_noted=functools.partial(record_untrusted_forwarding, settings.data_dir),
+        metrics_from=list(settings.metrics_from),
     )
 
     async def background() -> AsyncIterator[None]:
-        task = asyncio.create_task(_maintenance(ctx, settings))
+        stopping = Stopping()
+        task = asyncio.create_task(_maintenance(ctx, settings, stopping))
         try:
             yield
         finally:
-            task.cancel()
+            # Graceful: the round in progress ends between two messages (none lost or sent twice), then
+            # the database is closed; a round stuck longer than SHUTDOWN_ROUND is abandoned.
+            stopping.set()
+            try:
+                await asyncio.wait_for(task, SHUTDOWN_ROUND)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
             db.dispose()
+            metrics.worker_exited()
 
     return build_app(web_state, extra_routers=extra, background=background)
 
@@ -175,23 +190,52 @@ def create_app(
 SWEEP_EVERY = 30.0
 
 
-async def _maintenance(ctx: Context, settings: Settings) -> None:
+# At shutdown, how long the maintenance round in progress may take to end (one SMTP exchange, 10 s at most,
+# then the claimed messages not tried are given back).
+SHUTDOWN_ROUND = 30.0
+
+
+class Stopping:
+    """The shutdown signal of the maintenance loop: a thread event for the delivery round running in a
+    thread, an asyncio event for the loop's sleep."""
+
+    def __init__(self) -> None:
+        self.thread = threading.Event()
+        self.loop = asyncio.Event()
+
+    def set(self) -> None:
+        self.thread.set()
+        self.loop.set()
+
+    def is_set(self) -> bool:
+        return self.thread.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, or return at once when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.loop.wait(), seconds)
+
+
+async def _maintenance(ctx: Context, settings: Settings, stopping: Stopping | None = None) -> None:
     """Periodic work every worker may do; the database makes each item happen once (deletes and claims are
     conditional, so workers that run the same round at once only find less to do)."""
+    stopping = stopping or Stopping()
     mailer = outbox.Mailer(settings.smtp_url, settings.mail_from, settings.data_dir / "outbox")
     sweep_every = min(SWEEP_EVERY, settings.outbox_poll_seconds * 5)
     last_sweep: float | None = None
     loop = asyncio.get_running_loop()
-    while True:
+    while not stopping.is_set():
         try:
             await asyncio.to_thread(sign_in.sweep_abandoned, ctx)
-            await asyncio.to_thread(outbox.deliver_due, ctx, mailer)
+            await asyncio.to_thread(outbox.deliver_due, ctx, mailer, stopping.thread)
             if last_sweep is None or loop.time() - last_sweep >= sweep_every:
                 last_sweep = loop.time()
                 await asyncio.to_thread(maintenance.sweep, ctx)
+        except Unavailable:
+            log.warning("maintenance round skipped: the database cannot be reached")
         except Exception:  # keep serving; the next round retries
             log.exception("maintenance round failed")
-        await asyncio.sleep(settings.outbox_poll_seconds)
+        await stopping.sleep(settings.outbox_poll_seconds)
 
 
 def create_app_from_env() -> FastAPI:

@@ -1,13 +1,18 @@
-"""The `twostep` command: serve, check-config, migrate, rotate-key."""
+"""The `twostep` command: serve, check-config, migrate, rotate-key, backup."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import errno
 import ipaddress
+import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -38,11 +43,19 @@ def load_settings(flags: Mapping[str, object] | None = None) -> Settings:
     return config.load(flags).settings
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, with twostep's own loggers on the same stream and format."""
+def log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging, with twostep's own loggers on the same stream and format; with ``log_format``
+    "json", one JSON object a line (twostep.web.observe.JsonFormatter). Every record carries the id of the
+    request being served. uvicorn's access log stays off: twostep writes its own line per request."""
     from uvicorn.config import LOGGING_CONFIG
 
     logging_config = copy.deepcopy(LOGGING_CONFIG)
+    logging_config["filters"] = {"request_id": {"()": "twostep.web.observe.RequestIdFilter"}}
+    logging_config["handlers"]["default"]["filters"] = ["request_id"]
+    if log_format == "json":
+        logging_config["formatters"]["json"] = {"()": "twostep.web.observe.JsonFormatter"}
+        for handler in logging_config["handlers"].values():
+            handler["formatter"] = "json"
     logging_config["loggers"]["twostep"] = {
         "handlers": ["default"],
         "level": level.upper(),
@@ -84,7 +97,7 @@ def _check_config(args: argparse.Namespace) -> int:
 SECRET_URLS = ("database_url", "smtp_url")
 # Settings of the second round that are validated before the parts that use them exist; check-config says so
 # when one is set. Remove a name when its part is built.
-NOT_YET_IN_EFFECT: Final = ("signup", "cookie_domain", "metrics_from", "log_format", "access")
+NOT_YET_IN_EFFECT: Final = ("signup", "cookie_domain", "access")
 
 
 def masked_url(url: str) -> str:
@@ -233,13 +246,75 @@ def config_report(loaded: config.LoadedSettings) -> str:
     return "\n".join(lines)
 
 
+METRICS_DIR = "metrics"
+
+
+def _fresh_metrics_dir(settings: Settings) -> None:
+    """The workers' metric files (prometheus-client's multiprocess mode), emptied before any worker starts:
+    counters of an earlier run must not be summed with this one's. Set before prometheus_client is imported
+    (it reads the variable once)."""
+    from twostep.keyfile import ensure_data_dir
+
+    ensure_data_dir(settings.data_dir)
+    folder = settings.data_dir / METRICS_DIR
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
+
+
+def _check_writable(folder: Path) -> None:
+    """Write, flush and remove a small file: a read-only directory or file system, or a full disk, stops
+    start-up with a clear message (rather than a first request failing).
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
+    from twostep.keyfile import ensure_data_dir
+
+    ensure_data_dir(folder)
+    probe = folder / f".write-test.{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            probe.unlink()
+
+
+def _storage_problem(settings: Settings, exc: Exception) -> str:
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        hint = "free some space on its file system"
+    else:
+        hint = "make it writable by the user twostep runs as (or set TWOSTEP_DATA_DIR)"
+    return (
+        f"twostep: cannot write to the data directory {settings.data_dir} ({why}); it holds the database, "
+        f"the key and the metrics: {hint}."
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings(_serve_flags(args))
+    try:
+        _check_writable(settings.data_dir)
+        _fresh_metrics_dir(settings)
+    except OSError as exc:
+        print(_storage_problem(settings, exc), file=sys.stderr)
+        return 2
+
     import uvicorn
+    from sqlalchemy.exc import DBAPIError
 
     from twostep.app import SchemaOutdated, prepare_database
     from twostep.keyfile import load_or_create_key
 
-    settings = load_settings(_serve_flags(args))
     if args.trusted_proxies is not None:
         # The workers read their settings from the environment (and the file): the flag wins over both.
         os.environ["TWOSTEP_TRUSTED_PROXIES"] = args.trusted_proxies
@@ -250,6 +325,16 @@ def _serve(args: argparse.Namespace) -> int:
     except SchemaOutdated as exc:
         print(f"twostep: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(_storage_problem(settings, exc), file=sys.stderr)
+        return 2
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        if settings.is_default_sqlite:
+            print(_storage_problem(settings, RuntimeError(first)), file=sys.stderr)
+        else:
+            print(f"twostep: cannot use the database of TWOSTEP_DATABASE_URL: {first}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "twostep.app:create_app_from_env",
         factory=True,
@@ -257,10 +342,11 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         proxy_headers=False,
         server_header=False,
         access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
     return 0
 
@@ -306,6 +392,39 @@ def _rotate_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from twostep.backup import BackupRefused, backup_sqlite
+
+    settings = load_settings()
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite":
+        print(
+            "twostep: the database is PostgreSQL: back it up with pg_dump (for example `pg_dump "
+            "--format=custom --file=twostep.dump DBNAME`; docs/operations.md); twostep backup copies SQLite "
+            "databases only.",
+            file=sys.stderr,
+        )
+        return 2
+    database = Path(url.database or "")
+    try:
+        result = backup_sqlite(database, Path(args.file), force=args.force)
+    except BackupRefused as exc:
+        print(f"twostep: backup refused: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"twostep: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"twostep: backed up {database} to {result.path} ({result.size} bytes, integrity ok); "
+        f"the key ({settings.key_path}) is not in it: keep a copy of it apart"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twostep", description="Two-step verification service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -331,6 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     mig.set_defaults(func=_migrate)
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
     rot.set_defaults(func=_rotate_key)
+    bak = sub.add_parser(
+        "backup",
+        help="copy the SQLite database to FILE while it serves (PostgreSQL: use pg_dump)",
+        description="Copy the SQLite database to FILE, consistently, while the server runs (SQLite's online "
+        "backup). The key file is not part of the copy: keep it apart. With PostgreSQL, use pg_dump. Exit "
+        "status 2 when refused (FILE exists without --force, PostgreSQL), 1 when the copy failed.",
+    )
+    bak.add_argument("file", metavar="FILE", help="where to write the copy (mode 0600)")
+    bak.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    bak.set_defaults(func=_backup)
     args = parser.parse_args(argv)
     os.umask(UMASK)
     try:

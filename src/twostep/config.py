@@ -292,6 +292,8 @@ class Settings(BaseSettings):
     # who may read GET /metrics, and the log line format (issue 15).
     metrics_from: Annotated[tuple[Network, ...], NoDecode] = parse_networks("127.0.0.1/8, ::1")
     log_format: Literal["text", "json"] = "text"
+    # Seconds `twostep serve` lets requests in flight finish after SIGTERM (issue 15).
+    shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
     # The language of the pages and e-mails when neither the account's choice nor the browser's
     # Accept-Language names one of twostep's languages (issue 19).
     default_language: Literal["en", "sl", "de"] = "en"

@@ -21,7 +21,8 @@ TwostepError
 ├── NotFound                  not_found (404)
 ├── UnsupportedMediaType      unsupported_media_type (415)
 ├── PayloadTooLarge           payload_too_large (413)
-└── Busy                      busy (503), carries retry_after
+├── Busy                      busy (503), carries retry_after
+└── Unavailable               unavailable (503), carries retry_after: the database cannot be reached
 
 Services raise these; only ``twostep.web.errors`` turns them into HTTP responses, with its one table of
 statuses. An error about one input names it in ``field`` ("username", "email", "password"), so that a form
@@ -174,6 +175,21 @@ class Busy(TwostepError):
     message = "The service is busy right now. Try again in a moment."
 
     def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    def extra(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}
+
+
+class Unavailable(TwostepError):
+    """The database cannot be reached (stopped, restarting, disk full): try again shortly. Raised by
+    ``storage.db`` for a driver error that is about the connection, not about the request."""
+
+    code = "unavailable"
+    message = "The service is unavailable right now. Try again in a moment."
+
+    def __init__(self, retry_after: int = 5, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = max(1, int(retry_after))
 

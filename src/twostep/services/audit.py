@@ -8,6 +8,7 @@ caller's transaction, so that an event and its message are written together or n
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,7 +18,12 @@ from twostep.core.events import EventType
 from twostep.core.throttle import SECOND_FACTOR
 from twostep.services import notifications
 from twostep.services.context import Client, Context
+from twostep.services.metrics import count_event
 from twostep.storage import events
+
+# Each security event is also a log line (docs/operations.md): its type, the account id, the client address
+# and the method, never a detail that could hold a secret.
+security_log = logging.getLogger("twostep.security")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,21 @@ class Audit:
                 detail,
                 default_language=self.ctx.default_language,
             )
+        method = detail.get("method")
+        count_event(self.ctx.metrics, event, method)
+        security_log.info(
+            "security event %s account %d from %s%s",
+            event.value,
+            self.account_id,
+            self.client.ip,
+            f" method {method}" if method is not None else "",
+            extra={
+                "event": event.value,
+                "account_id": self.account_id,
+                "client_ip": self.client.ip,
+                "method": None if method is None else str(method),
+            },
+        )
 
     def second_factor_failed(
         self, conn: Connection, event: EventType, /, *, failures: int, notify: bool, **detail: object

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from twostep.core.clock import Clock
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
+from twostep.services.metrics import Metrics, NoMetrics
 from twostep.storage.db import Database
 
 PENDING_LOGIN_TTL = timedelta(minutes=5)
@@ -41,6 +42,8 @@ class Context:
     rate_limit_per_minute: int = 0
     # HMAC key of the device cookies (H07), derived from the master key; random when not given.
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # The operator's counters (docs/operations.md); Prometheus in a server, nothing elsewhere.
+    metrics: Metrics = field(default_factory=NoMetrics)
     # The language of the pages and e-mails when neither the account nor the browser names one (issue 19).
     default_language: str = "en"
 

@@ -13,6 +13,7 @@ import logging
 import os
 import smtplib
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -24,6 +25,7 @@ from sqlalchemy import Connection
 
 from twostep import i18n
 from twostep.services.context import Context
+from twostep.services.metrics import FAILED, SENT
 from twostep.storage import accounts, outbox
 from twostep.storage.outbox import OutboxRow
 
@@ -149,20 +151,27 @@ def _language(conn: Connection, account_id: int | None, default: str) -> str:
     return account.language if account is not None and account.language in i18n.LANGUAGES else default
 
 
-def deliver_due(ctx: Context, mailer: Mailer) -> int:
-    """Send what is due; returns how many were sent."""
+def deliver_due(ctx: Context, mailer: Mailer, stop: threading.Event | None = None) -> int:
+    """Send what is due; returns how many were sent. ``stop`` set (the server is shutting down) ends the round
+    between two messages: the message being sent is finished and marked sent, the ones not tried yet are
+    given back, so that none is lost or sent twice."""
     now = ctx.now()
     sent = 0
     with ctx.db.transaction() as conn:
         claimed = outbox.claim(conn, now=now, lease=LEASE, limit=BATCH)
         # The summary of repeats is written now, in the account's language like the rest (issue 19).
         languages = {row.id: _language(conn, row.account_id, ctx.default_language) for row in claimed}
-    for row in claimed:
+    for index, row in enumerate(claimed):
+        if stop is not None and stop.is_set():
+            with ctx.db.transaction() as conn:
+                outbox.release(conn, messages=[r.id for r in claimed[index:]])
+            break
         try:
             mailer.send(_message(mailer, row, i18n.translations(languages[row.id])))
         except (OSError, smtplib.SMTPException) as exc:
             delay = min(3600, 5 * 2 ** min(row.attempts, 10))
             log.warning("notification not delivered yet (attempt %d): %s", row.attempts, type(exc).__name__)
+            ctx.metrics.delivery(FAILED)
             with ctx.db.transaction() as conn:
                 outbox.retry_later(
                     conn, message=row.id, at=ctx.now() + timedelta(seconds=delay), error=type(exc).__name__
@@ -170,5 +179,24 @@ def deliver_due(ctx: Context, mailer: Mailer) -> int:
             continue
         with ctx.db.transaction() as conn:
             outbox.mark_sent(conn, message=row.id, now=ctx.now())
+        ctx.metrics.delivery(SENT)
         sent += 1
     return sent
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The outbox as the operator sees it: messages not yet sent, and how long the most overdue one has
+    waited past its time (0 when none is due)."""
+
+    depth: int
+    overdue_seconds: float
+
+
+def backlog(ctx: Context) -> Backlog:
+    """Two cheap aggregates (an index covers ``sent_at, next_attempt_at``); no writer lock."""
+    now = ctx.now()
+    with ctx.db.reading() as conn:
+        depth, oldest_due = outbox.backlog(conn, now=now)
+    overdue = 0.0 if oldest_due is None else max(0.0, (now - oldest_due).total_seconds())
+    return Backlog(depth, overdue)

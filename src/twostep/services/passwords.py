@@ -9,11 +9,13 @@ from datetime import datetime
 from twostep.core import devices
 from twostep.core.errors import Busy, InvalidCredentials, TooManyAttempts
 from twostep.core.events import EventType
+from twostep.core.kinds import Method
 from twostep.core.names import normalize_username
 from twostep.core.passwords import MAX_INPUT_CHARS
 from twostep.services import regulator
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
+from twostep.services.metrics import FAILED
 from twostep.services.regulator import Outcome
 from twostep.storage import accounts
 from twostep.storage.accounts import AccountRow
@@ -51,6 +53,8 @@ def check_password(
         if account is not None:
             with ctx.db.transaction() as conn:
                 Audit(ctx, account.id, client, now).record(conn, EventType.PASSWORD_FAILED)
+        else:
+            ctx.metrics.sign_in(Method.PASSWORD.value, FAILED)  # no account, so no event to count it
         raise InvalidCredentials()
     new_hash: str | None = None
     if ctx.hasher.needs_rehash(account.password_hash):

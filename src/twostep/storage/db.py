@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import QueuePool
 
+from twostep.core.errors import Unavailable
 from twostep.core.guards import in_transaction
 
 
@@ -70,6 +72,27 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# SQLSTATE classes of PostgreSQL that mean the server went away or refuses connections: 08 connection
+# exception, 57P0x operator intervention (admin shutdown, crash shutdown, cannot connect now), 53 out of
+# resources (disk full, too many connections).
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53")
+
+
+def is_unavailable(exc: DBAPIError) -> bool:
+    """A driver error that says the database cannot serve now, rather than that this statement is wrong:
+    a connection refused or lost, an administrator shutdown, a full disk. SQLite's operational errors
+    (locked, disk full or read-only, cannot open) all are; so is a statement cancelled by the timeout of a
+    probe. A serialization failure or a constraint is not."""
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None:
+        return True  # SQLite, or psycopg before a connection exists (refused, timed out)
+    return str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
+
+
 class _WriterLock:
     """SQLite has one writer. Waiting for it here, on a thread lock and a file lock shared by the worker
     processes, blocks properly instead of in SQLite's busy handler, which sleeps and retries."""
@@ -113,12 +136,35 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        if self._writer is None:
-            with self.engine.begin() as conn, in_transaction():
+        """One transaction.
+
+        Raises:
+            Unavailable: the database cannot be reached (a driver error about the connection, not the
+                request): the caller answers 503 and the pool reconnects on a later request.
+        """
+        try:
+            if self._writer is None:
+                with self.engine.begin() as conn, in_transaction():
+                    yield conn
+                return
+            with self._writer.held(), self.engine.begin() as conn, in_transaction():
                 yield conn
-            return
-        with self._writer.held(), self.engine.begin() as conn, in_transaction():
-            yield conn
+        except DBAPIError as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction of their own and no writer lock (readiness,
+        metrics); raises Unavailable as ``transaction`` does."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -52,3 +52,10 @@ def upgrade(engine: Engine) -> None:
 def is_up_to_date(engine: Engine) -> bool:
     with engine.connect() as conn:
         return current_revision(conn) == head_revision()
+
+
+def live_revision(conn: Connection) -> str | None:
+    """The schema's revision, after a statement that fails when the database cannot answer (readiness):
+    ``current_revision`` alone reads a lost connection as "no schema"."""
+    conn.execute(text("SELECT 1"))
+    return current_revision(conn)

@@ -145,6 +145,17 @@ def mark_sent(conn: Connection, *, message: int, now: datetime) -> None:
     conn.execute(update(outbox).where(outbox.c.id == message).values(sent_at=now))
 
 
+def release(conn: Connection, *, messages: list[int]) -> None:
+    """Give back claimed messages that were not tried (a worker stopping): due again at once, for any worker,
+    and their claim not counted as an attempt."""
+    if messages:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(messages), outbox.c.sent_at.is_(None))
+            .values(claimed_until=None, attempts=outbox.c.attempts - 1)
+        )
+
+
 def retry_later(conn: Connection, *, message: int, at: datetime, error: str) -> None:
     conn.execute(
         update(outbox)
@@ -163,3 +174,14 @@ def delete_undelivered_before(conn: Connection, *, before: datetime, limit: int)
     """At most ``limit`` messages still not delivered although written before ``before`` (given up on)."""
     old = select(outbox.c.id).where(outbox.c.sent_at.is_(None), outbox.c.created_at < before).limit(limit)
     return int(conn.execute(delete(outbox).where(outbox.c.id.in_(old.scalar_subquery()))).rowcount)
+
+
+def backlog(conn: Connection, *, now: datetime) -> tuple[int, datetime | None]:
+    """How many messages are not sent, and the earliest time at which one that is due was due."""
+    depth = conn.execute(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))).scalar()
+    oldest = conn.execute(
+        select(func.min(outbox.c.next_attempt_at)).where(
+            outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now
+        )
+    ).scalar()
+    return int(depth or 0), oldest

@@ -6,16 +6,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
-from twostep.web import errors
+from twostep.web import errors, ops
 from twostep.web.api import account, auth, factors, passkeys
 from twostep.web.deps import WebState
 from twostep.web.language import LocaleMiddleware
+from twostep.web.observe import ObserveMiddleware
 from twostep.web.pages import routes as pages
-from twostep.web.security import API_PREFIX, GuardMiddleware
+from twostep.web.security import API_PREFIX, GuardMiddleware, Scope, client_address
 
 STATIC_DIR = __file__.rsplit("/", 1)[0] + "/static"
 
@@ -53,11 +54,20 @@ def build_app(
         api.include_router(router)
     app.include_router(api)
     app.include_router(pages.router)
+    app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
-    # Outermost: even a request the guard refuses gets its message in the reader's language (issue 19).
+    # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
     app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
+
+    def client_of_scope(scope: Scope) -> str:
+        return client_address(Request(scope), web_state.trusted_proxies)
+
+    # Added last, so outermost: it times and logs every response, the guards' refusals too.
+    app.add_middleware(
+        ObserveMiddleware, trusted_proxies=web_state.trusted_proxies, client_address=client_of_scope
+    )
     return app
 
 

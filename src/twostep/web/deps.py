@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
@@ -24,6 +24,8 @@ class WebState:
     csrf_key: bytes
     # Told the peer when a worker first sees X-Forwarded-For from an untrusted peer (for check-config).
     untrusted_forwarding_noted: Callable[[str], None] | None = None
+    # Who may read GET /metrics (the socket's peer); nobody when empty.
+    metrics_from: list[IPv4Network | IPv6Network] = field(default_factory=list)
 
 
 def state(request: Request) -> WebState:

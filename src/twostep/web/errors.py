@@ -43,6 +43,7 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.UnsupportedMediaType: 415,
     e.PayloadTooLarge: 413,
     e.Busy: 503,
+    e.Unavailable: 503,
 }
 
 # What the OpenAPI document says of each status of STATUS (a test checks that they are the same statuses).
@@ -57,7 +58,8 @@ STATUS_DOCS: dict[int, str] = {
     415: "Not JSON",
     422: "Invalid request or weak password",
     429: "Too many attempts; see Retry-After",
-    503: "Busy: too many password checks at once in this worker; see Retry-After",
+    503: "Busy (too many password checks at once in this worker) or unavailable (the database cannot be "
+    "reached); see Retry-After",
 }
 
 
@@ -75,7 +77,7 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
 
 
 def error_headers(exc: e.TwostepError) -> dict[str, str]:
-    if isinstance(exc, e.TooManyAttempts | e.Busy):
+    if isinstance(exc, e.TooManyAttempts | e.Busy | e.Unavailable):
         return {"Retry-After": str(exc.retry_after)}
     return {}
 

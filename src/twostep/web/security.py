@@ -218,7 +218,7 @@ class _Once:
 _untrusted_forwarding = _Once()
 
 
-def _is_trusted(peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def is_trusted_peer(peer: str, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         ip = ipaddress.ip_address(peer)
     except ValueError:
@@ -233,7 +233,7 @@ def _warn_untrusted_forwarding(
     noted: Callable[[str], None] | None,
 ) -> None:
     """H17: X-Forwarded-For from a peer that is not a trusted proxy is ignored, and said once per worker."""
-    if "x-forwarded-for" not in request.headers or _is_trusted(peer, trusted):
+    if "x-forwarded-for" not in request.headers or is_trusted_peer(peer, trusted):
         return
     if not _untrusted_forwarding.claim():
         return

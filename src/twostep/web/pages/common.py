@@ -29,7 +29,7 @@ from twostep.i18n import N_, ngettext
 from twostep.i18n import gettext as _
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.deps import state, token_of, use_language_of
-from twostep.web.errors import status_of
+from twostep.web.errors import error_headers, status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
 
 TEMPLATES = Jinja2Templates(
@@ -338,6 +338,10 @@ class PageRoute(APIRoute):
                 response.headers["Retry-After"] = str(exc.retry_after)
                 return response
             except TwostepError as exc:
-                return render(request, "error.html", {"message": message_of(exc)}, status_code=status_of(exc))
+                response = render(
+                    request, "error.html", {"message": message_of(exc)}, status_code=status_of(exc)
+                )
+                response.headers.update(error_headers(exc))  # Retry-After of a 503 unavailable
+                return response
 
         return handler
