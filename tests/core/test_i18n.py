@@ -114,3 +114,27 @@ def test_times_are_in_the_locale_format_with_the_zone_named() -> None:
     assert i18n.format_datetime(at, "sl") == "2. december 2026 13:05:00 UTC"
     assert i18n.format_datetime(at, "en").startswith("December 2, 2026, 1:05:00")
     assert i18n.format_datetime(at, "en").endswith("PM UTC")
+
+
+TEMPLATES = ROOT / "src" / "twostep" / "web" / "templates"
+_JINJA = re.compile(r"\{%-?\s*trans\b.*?endtrans\s*-?%\}|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_HIDDEN = re.compile(
+    r"<(script|style|svg)\b.*?</\1>|\{%\s*block main_class\s*%\}.*?\{%\s*endblock\s*%\}", re.S | re.I
+)
+_TAG = re.compile(r"<[^>]*>", re.S)
+_TEXT_ATTRIBUTE = re.compile(r'\b(?:aria-label|alt|title|placeholder)="([^"{]*)"')
+# Words a template may carry as they are: the service's name.
+_AS_IS = {"twostep"}
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in TEMPLATES.glob("*.html")), ids=str)
+def test_templates_have_no_english_outside_the_catalogue(template: str) -> None:
+    """Every template's words go through {% trans %} or _(): a page added later (by any branch) cannot ship
+    English text that the pseudo-language test in Chromium does not walk to."""
+    source = (TEMPLATES / template).read_text(encoding="utf-8")
+    source = _HIDDEN.sub(" ", source)
+    source = _JINJA.sub(" ", source)
+    attributes = " ".join(_TEXT_ATTRIBUTE.findall(source))
+    text = _TAG.sub(" ", source) + " " + attributes
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'’-]+", text) if w not in _AS_IS]
+    assert words == [], f"{template}: wrap these in {{% trans %}} or _(): {words}"
