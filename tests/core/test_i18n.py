@@ -136,5 +136,5 @@ def test_templates_have_no_english_outside_the_catalogue(template: str) -> None:
     source = _JINJA.sub(" ", source)
     attributes = " ".join(_TEXT_ATTRIBUTE.findall(source))
     text = _TAG.sub(" ", source) + " " + attributes
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'’-]+", text) if w not in _AS_IS]
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z'\u2019-]+", text) if w not in _AS_IS]
     assert words == [], f"{template}: wrap these in {{% trans %}} or _(): {words}"
