@@ -32,6 +32,7 @@ def test_the_sec55_events_are_the_notified_ones() -> None:
         EventType.SECOND_FACTOR_LOCKED,
         EventType.SECOND_FACTOR_FAILED,
         EventType.SECOND_FACTOR_ABANDONED,
+        EventType.PASSKEY_ADDED_AUTOMATICALLY,  # issue 17: a factor added without verify access
     }
 
 

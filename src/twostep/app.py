@@ -108,6 +108,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         rp_id=settings.rp_id,
         rate_limit_per_minute=settings.rate_limit_per_minute,
         device_key=device_key,
+        trusted_browser_days=settings.trusted_browser_days,
         default_language=settings.default_language,
     )
 

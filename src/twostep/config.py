@@ -294,6 +294,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # Seconds `twostep serve` lets requests in flight finish after SIGTERM (issue 15).
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
+    # "Don't ask again on this browser for N days" at the second step (issue 17); 0 turns it off.
+    trusted_browser_days: int = Field(default=30, ge=0, le=400)
     # The language of the pages and e-mails when neither the account's choice nor the browser's
     # Accept-Language names one of twostep's languages (issue 19).
     default_language: Literal["en", "sl", "de"] = "en"

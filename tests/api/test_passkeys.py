@@ -666,7 +666,6 @@ ASSERTION_CASES: dict[str, AssertionCase] = {
     "WA-A09 rpIdHash of evil.example": _get(rp_id="evil.example"),
     "WA-A10 UP=0": _get(up=False),
     "WA-A12 BE=0 BS=1": _get(be=False, bs=True),
-    "WA-A13 BE=1 for a device-bound passkey": _get(be=True),
     "WA-A14 flipped signature bit": _get(mutate_signature=lambda s: flip_bit(s, -1)),
     "WA-A14 flipped authenticatorData bit": _tampered("authenticatorData", 36),
     "WA-A14 truncated signature": _get(mutate_signature=lambda s: s[:-3]),
@@ -689,13 +688,23 @@ def test_wa_a_rows_refused_in_the_second_step(server: AppServer, case: str) -> N
     assert second_step(client, account, sign_count=500).status_code == 200
 
 
-def test_wa_a13_device_bound_flag_missing_for_a_synced_passkey(server: AppServer) -> None:
-    """WA-A13 the other way: stored BE=1, assertion BE=0 → refused."""
-    account, api = with_passkey(server, backup_eligible=True, backup_state=True)
+@pytest.mark.parametrize("stored", [True, False], ids=["synced-now-device-bound", "device-bound-now-synced"])
+def test_WA_A13_a_change_of_backup_eligibility_is_recorded_and_stored_not_refused(
+    server: AppServer, stored: bool
+) -> None:
+    """WA-A13 (docs/security.md, issue 17): a passkey whose BE flag flips still signs in; the change is a
+    security event (no e-mail) and the new flag is stored, so the next assertion is no change."""
+    account, _ = with_passkey(server, backup_eligible=stored, backup_state=stored)
     client = pending_login(server, account)
-    expect_rejected(second_step(client, account, be=False, bs=False), 401)
-    assert passkey_factor(api, account.factor_ids[0])["last_used_at"] is None
-    assert second_step(client, account).status_code == 200
+    r = second_step(client, account, be=not stored, bs=False)
+    assert r.status_code == 200, r.text
+    changed = [e for e in client.security_events() if e["type"] == "passkey_backup_eligibility_changed"]
+    assert len(changed) == 1
+    assert changed[0]["detail"] == {"factor_id": account.factor_ids[0], "backup_eligible": not stored}
+    again = pending_login(server, account)
+    assert second_step(again, account, be=not stored, bs=False).status_code == 200
+    events = again.security_events()
+    assert sum(e["type"] == "passkey_backup_eligibility_changed" for e in events) == 1
 
 
 # --------------------------------------------------------------------------------- passwordless, verify

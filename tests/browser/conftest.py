@@ -27,9 +27,31 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+# Chromium's virtual authenticator answers a conditional (autofill) passkey request at once, as if the person
+# had picked the passkey from the username field's autofill the moment the page loaded; a person does not. So
+# that the sign-in page behaves as for a person who types a password, `page` has no passkey autofill; the
+# tests of autofill use `autofill_page`.
+NO_AUTOFILL = """
+if (window.PublicKeyCredential) {
+  PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+}
+"""
+
+
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh browser context (its own cookies) and page; every action times out rather than hangs."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    context.add_init_script(NO_AUTOFILL)
+    p = context.new_page()
+    yield p
+    context.close()
+
+
+@pytest.fixture
+def autofill_page(browser: Any) -> Iterator[Any]:
+    """Like `page`, with the browser's passkey autofill (conditional mediation) as Chromium offers it."""
     context = browser.new_context()
     context.set_default_timeout(10_000)
     p = context.new_page()

@@ -76,7 +76,9 @@ def test_sign_in_fields_are_ready_for_password_managers(page: Any, web_server: S
     html = page.content()
     user = page.locator("input[name=username]")
     password = page.locator("input[name=password]")
-    assert user.get_attribute("autocomplete") == "username"
+    assert (
+        user.get_attribute("autocomplete") == "username webauthn"
+    )  # passkeys in the autofill too (issue 17)
     assert password.get_attribute("type") == "password"
     assert password.get_attribute("autocomplete") == "current-password"
     assert "onpaste" not in html.lower() and "oncopy" not in html.lower()

@@ -369,6 +369,23 @@ def test_two_factor_with_and_without_a_second_factor() -> None:
     assert ask(rules, gone) is Decision.SET_UP_SECOND_FACTOR
 
 
+def test_SEC_a_trusted_browser_sign_in_is_one_factor() -> None:
+    """Issue 17: a session whose second step a trusted browser skipped passes one_factor (as any signed-in
+    session of the account did before) and never two_factor."""
+    trusted = Subject(
+        "carol",
+        frozenset({"staff"}),
+        signed_in_with_second_factor=False,
+        account_has_second_factor=True,
+        trusted_browser=True,
+    )
+    assert ask([rule(exact("app.example.com"), Policy.ONE_FACTOR)], trusted) is Decision.ALLOW
+    assert (
+        ask([rule(exact("app.example.com"), Policy.TWO_FACTOR)], trusted) is Decision.SECOND_FACTOR_REQUIRED
+    )
+    assert ask([rule(exact("app.example.com"), Policy.DENY)], trusted) is Decision.DENY
+
+
 def test_the_method_does_not_change_the_decision() -> None:
     rules = [rule(exact("app.example.com"), Policy.ONE_FACTOR)]
     for method in ("GET", "POST", "OPTIONS", "DELETE", "get", ""):

@@ -798,14 +798,23 @@ def test_WA_A12_backup_state_without_backup_eligibility_is_refused() -> None:
     refused_assertion(auth, passkey, be=False, bs=True)
 
 
-def test_WA_A13_backup_eligibility_must_equal_the_stored_value() -> None:
+def test_WA_A13_a_change_of_backup_eligibility_is_reported_not_refused() -> None:
+    """docs/security.md WA-A13 (issue 17): a validly signed assertion whose BE differs from the stored value
+    is accepted and reported (the service records it and stores the new value), in both directions."""
     auth, passkey = enrolled(backup_eligible=True, backup_state=True)
-    refused_assertion(auth, passkey, be=False, bs=False)  # stored BE=1, assertion BE=0
+    challenge = secrets.token_bytes(32)
+    got = assert_(auth.get(challenge, be=False, bs=False), challenge, passkey)  # stored BE=1, assertion BE=0
+    assert got.backup_eligibility_changed is True and got.backup_eligible is False
     auth2, passkey2 = enrolled()
-    refused_assertion(auth2, passkey2, be=True)  # stored BE=0, assertion BE=1
+    challenge = secrets.token_bytes(32)
+    got = assert_(auth2.get(challenge, be=True), challenge, passkey2)  # stored BE=0, assertion BE=1
+    assert got.backup_eligibility_changed is True and got.backup_eligible is True
+    # BE=0 with BS=1 stays refused (WA-A12), whatever is stored.
+    refused_assertion(auth2, passkey2, be=False, bs=True)
     challenge = secrets.token_bytes(32)
     # BS may change freely while BE stays (a passkey that becomes backed up)
-    assert assert_(auth.get(challenge, bs=False), challenge, passkey).backup_state is False
+    got = assert_(auth.get(challenge, bs=False), challenge, passkey)
+    assert got.backup_state is False and got.backup_eligibility_changed is False
 
 
 @pytest.mark.parametrize(

@@ -59,11 +59,12 @@ def test_SEC_18_a_code_works_once_across_sign_in_and_verify_access(
 
 def test_SEC_18_d_the_confirmation_code_cannot_sign_in(ctx: Context, clock: SettableClock) -> None:
     user = with_totp(ctx, clock)  # confirmed with the code of step T-1
+    assert user.confirmed_at is not None
     with pytest.raises(InvalidCode):
         sign_in.totp_step(
             ctx,
             token=pending_login(ctx, user),
-            code=code_at(user.secret, clock.now(), -1),
+            code=code_at(user.secret, user.confirmed_at, -1),
             client=user.client,
         )
 

@@ -71,8 +71,25 @@ class ScratchPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def _signal_all(self, signum: int) -> None:
+        """The postmaster and every process it started: a hung database. Each backend calls setsid(), so
+        the postmaster's process group holds the postmaster alone; its children are found by their parent."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        os.killpg(os.getpgid(pid), signum)  # the postmaster and every backend: a hung database
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            ppid = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+            if ppid == str(pid):
+                children.append(int(entry.name))
+        for target in (pid, *children) if signum == signal.SIGSTOP else (*children, pid):
+            try:
+                os.kill(target, signum)
+            except ProcessLookupError:
+                pass
 
     def freeze(self) -> None:
         self._signal_all(signal.SIGSTOP)

@@ -4,7 +4,7 @@ Codes come from `oathtool` (tests.support.totp), never from the code under test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from tests.support import STRONG_PASSWORD, unique_client, unique_username
 from tests.support.totp import PERIOD, secret_bytes, secret_text, totp_code
@@ -21,6 +21,8 @@ class User:
     token: str = ""
     secret: bytes = b""
     recovery_codes: list[str] = field(default_factory=list)
+    # When the authenticator app was confirmed (with the code of the step before this time's).
+    confirmed_at: datetime | None = None
 
     def session(self, ctx: Context) -> CurrentSession:
         return authenticate(ctx, self.token)
@@ -48,9 +50,15 @@ def verified(ctx: Context, user: User) -> None:
 
 
 def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> User:
-    """A signed-in user whose first authenticator app was confirmed one step ago."""
+    """A signed-in user whose first authenticator app was confirmed one step ago.
+
+    The clock (which ticks with real time) first moves to one second into the next time step, so that the
+    confirmation is evaluated in the step its code was computed for even on a slow, loaded machine."""
     user = signed_up(ctx)
     verified(ctx, user)
+    next_step = (int(clock.now().timestamp()) // PERIOD + 1) * PERIOD
+    clock.set(datetime.fromtimestamp(next_step, UTC) + timedelta(seconds=1))
+    user.confirmed_at = clock.now()
     enrollment = enrolment.begin_totp(ctx, user.session(ctx))
     user.secret = secret_bytes(enrollment.secret)
     added = enrolment.confirm_totp(
@@ -58,7 +66,7 @@ def with_totp(ctx: Context, clock: SettableClock, *, name: str = "Phone") -> Use
         user.session(ctx),
         enrollment_id=enrollment.enrollment_id,
         name=name,
-        code=code_at(user.secret, clock.now(), -1),
+        code=code_at(user.secret, user.confirmed_at, -1),
         client=user.client,
     )
     assert added.recovery_codes is not None

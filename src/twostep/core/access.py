@@ -109,6 +109,9 @@ class Subject:
     groups: frozenset[str] = field(default_factory=frozenset)
     signed_in_with_second_factor: bool = False
     account_has_second_factor: bool = False
+    # A trusted browser skipped the second step of this sign-in (issue 17): enough for one_factor, never for
+    # two_factor.
+    trusted_browser: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,10 @@ def _outcome(policy: Policy, subject: Subject | None) -> Decision:
     if policy is Policy.TWO_FACTOR and not subject.account_has_second_factor:
         return Decision.SET_UP_SECOND_FACTOR
     if subject.account_has_second_factor and not subject.signed_in_with_second_factor:
-        # one_factor means "as before": the second factor where the account has one.
+        # one_factor means "as before": the second factor where the account has one, or the account's trust
+        # in this browser standing in for it; two_factor always wants the second factor itself.
+        if policy is Policy.ONE_FACTOR and subject.trusted_browser:
+            return Decision.ALLOW
         return Decision.SECOND_FACTOR_REQUIRED
     return Decision.ALLOW
 

@@ -9,6 +9,7 @@ TwostepError
 ├── InvalidCode               invalid_code (401: sign-in and verify access)
 │   └── InvalidEnrollmentCode invalid_code (400: enrolment), may carry clock_skew_seconds
 ├── PasskeyRejected           passkey_rejected (401: sign-in and verify access)
+│   ├── UnknownPasskey        passkey_rejected (401) with unknown_credential: nobody has it
 │   └── PasskeyRegistrationRejected passkey_rejected (400: enrolment)
 ├── TooManyAttempts           too_many_attempts (429), carries retry_after
 ├── VerifyAccessRequired      verify_access_required (403)
@@ -96,6 +97,14 @@ class InvalidEnrollmentCode(InvalidCode):
 class PasskeyRejected(TwostepError):
     code = "passkey_rejected"
     message = "The passkey could not be verified."
+
+
+class UnknownPasskey(PasskeyRejected):
+    """A passwordless assertion of a credential that no account has (any more): the answer says so, so that
+    the page can tell the password manager (``PublicKeyCredential.signalUnknownCredential``)."""
+
+    def extra(self) -> dict[str, object]:
+        return {"unknown_credential": True}
 
 
 class PasskeyRegistrationRejected(PasskeyRejected):

@@ -33,3 +33,10 @@ class EventType(StrEnum):
     SESSION_ENDED = "session_ended"
     OTHER_SESSIONS_ENDED = "other_sessions_ended"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
+    # Trusted browsers (docs/api.md "Trusted browsers"): one trusted after a second step, and trust ended.
+    BROWSER_TRUSTED = "browser_trusted"
+    TRUSTED_BROWSERS_REVOKED = "trusted_browsers_revoked"
+    # The password manager made a passkey by itself right after a password sign-in (conditional create).
+    PASSKEY_ADDED_AUTOMATICALLY = "passkey_added_automatically"
+    # A passkey's backup eligibility (the BE flag) differs from the stored one; the new value is stored.
+    PASSKEY_BACKUP_ELIGIBILITY_CHANGED = "passkey_backup_eligibility_changed"

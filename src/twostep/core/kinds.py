@@ -24,11 +24,14 @@ class Method(StrEnum):
     RECOVERY_CODE = "recovery_code"
     PASSKEY = "passkey"
     PASSKEY_PASSWORDLESS = "passkey_passwordless"
+    # The password, in a browser the account trusts (docs/api.md "Trusted browsers"): one factor.
+    TRUSTED_BROWSER = "trusted_browser"
 
     @property
     def session_factor(self) -> Method | None:
-        """The session's ``second_factor``: None for the password alone; passwordless is a passkey."""
-        if self is Method.PASSWORD:
+        """The session's ``second_factor``: None for the password alone (also in a trusted browser);
+        passwordless is a passkey."""
+        if self in (Method.PASSWORD, Method.TRUSTED_BROWSER):
             return None
         if self is Method.PASSKEY_PASSWORDLESS:
             return Method.PASSKEY
@@ -36,7 +39,7 @@ class Method(StrEnum):
 
     @property
     def is_second_factor(self) -> bool:
-        return self is not Method.PASSWORD
+        return self not in (Method.PASSWORD, Method.TRUSTED_BROWSER)
 
 
 @unique
@@ -55,3 +58,5 @@ class ChallengePurpose(StrEnum):
     LOGIN = "login"
     PASSWORDLESS = "passwordless"
     VERIFY = "verify"
+    # The automatic passkey upgrade (conditional create) right after a password sign-in.
+    REGISTER_AUTOMATIC = "register_automatic"

@@ -14,7 +14,7 @@ from twostep.core.names import normalize_username
 from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
 from twostep.i18n import N_
-from twostep.services import regulator
+from twostep.services import regulator, trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
 from twostep.services.passwords import check_password
@@ -101,6 +101,7 @@ def change_password(
         ended = sessions.delete_others(conn, account_id=session.account_id, keep_hash=session.token_hash)
         audit = Audit(ctx, session.account_id, client, now)
         audit.record(conn, EventType.PASSWORD_CHANGED, other_sessions_ended=ended)
+        trusted_browsers.revoke_all(conn, audit, reason="password changed")
 
 
 def security_log(ctx: Context, session: CurrentSession, *, limit: int = 200) -> list[EventRow]:

@@ -19,6 +19,8 @@ SESSION_ABSOLUTE = timedelta(hours=12)
 VERIFIED_ACCESS_TTL = timedelta(minutes=10)
 TOTP_ENROLLMENT_TTL = timedelta(minutes=15)
 CHALLENGE_TTL = timedelta(minutes=5)
+# The automatic passkey upgrade is allowed this long after a password sign-in, once.
+PASSKEY_UPGRADE_TTL = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Context:
     device_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     # The operator's counters (docs/operations.md); Prometheus in a server, nothing elsewhere.
     metrics: Metrics = field(default_factory=NoMetrics)
+    # How long "Don't ask again on this browser" lasts, in days; 0 turns trusted browsers off.
+    trusted_browser_days: int = 30
     # The language of the pages and e-mails when neither the account nor the browser names one (issue 19).
     default_language: str = "en"
 

@@ -21,12 +21,14 @@ from twostep.core.errors import (
     NotFound,
     NotSignedIn,
     PasskeyRegistrationRejected,
+    VerifyAccessRequired,
 )
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind
 from twostep.core.secretbox import aad_for
 from twostep.i18n import N_
 from twostep.services import second_factor as sf
+from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import TOTP_ENROLLMENT_TTL, Client, Context, new_id
 from twostep.services.factors import FactorView, clean_name, view_of
@@ -76,6 +78,7 @@ def finish_enrolment(
     factor_id: str,
     name: str,
     codes: list[NewCodes] | None,
+    event: EventType = EventType.FACTOR_ADDED,
 ) -> Added:
     """The one success path of every new factor, in the caller's transaction (the account locked, the
     factor's row inserted). The first factor turns two-step verification on: it stores the recovery codes
@@ -95,10 +98,10 @@ def finish_enrolment(
         ended = session_store.end_password_only(
             conn, account_id=session.account_id, keep_hash=session.token_hash, second_factor=kind
         )
+    # A change of factors: every trusted browser asks for the second step again.
+    trusted_browsers.revoke_all(conn, audit, reason="factor added")
     # The first one's e-mail is that of two_factor_enabled, which says both (H13).
-    audit.record(
-        conn, EventType.FACTOR_ADDED, notify=not first, factor_id=factor_id, type=kind, factor_name=name
-    )
+    audit.record(conn, event, notify=not first, factor_id=factor_id, type=kind, factor_name=name)
     if first:
         audit.record(
             conn,
@@ -241,13 +244,31 @@ def confirm_totp(
 # ------------------------------------------------------------------------------------------- passkeys
 
 
-def registration_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
-    """POST /factors/passkey/options: a 32-byte single-use challenge, the user's passkeys excluded.
+# What the person said the passkey is on ("this device", "a security key", "a phone"): WebAuthn L3 hints.
+HINTS = ("client-device", "security-key", "hybrid")
+
+
+def registration_options(
+    ctx: Context, session: CurrentSession, *, hint: str | None = None
+) -> dict[str, object]:
+    """POST /factors/passkey/options: a 32-byte single-use challenge, the user's passkeys excluded; ``hint``
+    (one of HINTS) becomes the options' ``hints``.
 
     Raises:
         VerifyAccessRequired.
     """
     require_verified(session, ctx.now())
+    return _registration_options(ctx, session, purpose=ChallengePurpose.REGISTER, hint=hint)
+
+
+def _registration_options(
+    ctx: Context,
+    session: CurrentSession,
+    *,
+    purpose: ChallengePurpose,
+    hint: str | None = None,
+    user_verification: str = "preferred",
+) -> dict[str, object]:
     with ctx.db.transaction() as conn:
         account = accounts.by_id(conn, session.account_id)
         if account is None:
@@ -259,12 +280,14 @@ def registration_options(ctx: Context, session: CurrentSession) -> dict[str, obj
             username=account.username,
             display_name=account.display_name,
             exclude_credential_ids=[cid for cid, _ in sf.allow_list(conn, session.account_id)],
+            hints=[hint] if hint in HINTS else None,
+            user_verification=user_verification,
         )
         sf.put_challenge(
             conn,
             ctx,
             session_key=session.token_hash,
-            purpose=ChallengePurpose.REGISTER,
+            purpose=purpose,
             challenge=options.challenge,
             account_id=session.account_id,
         )
@@ -340,3 +363,76 @@ def register_passkey(
         if clash:
             raise PasskeyRegistrationRejected() from exc
         raise NameTaken() from exc
+
+
+# ------------------------------------------------------------------------- the automatic passkey upgrade
+
+
+def automatic_options(ctx: Context, session: CurrentSession) -> dict[str, object]:
+    """POST /factors/passkey/automatic/options: creation options for a conditional create, allowed only while
+    the session holds the grant of a password sign-in (5 minutes); no user verification asked.
+
+    Raises:
+        VerifyAccessRequired: no live grant (not right after a password sign-in, or used).
+    """
+    now = ctx.now()
+    if session.passkey_upgrade_until is None or session.passkey_upgrade_until <= now:
+        raise VerifyAccessRequired()
+    return _registration_options(
+        ctx, session, purpose=ChallengePurpose.REGISTER_AUTOMATIC, user_verification="discouraged"
+    )
+
+
+def register_automatic(ctx: Context, session: CurrentSession, *, credential: object, client: Client) -> Added:
+    """POST /factors/passkey/automatic: store the passkey a password manager made by itself right after a
+    password sign-in. The grant is used (once) in the first transaction, with the challenge; user presence
+    and verification are not required (WebAuthn L3 §7.1 for a conditional create). Only an account that has a
+    second factor and no passkey gets it (never the first factor); ``passkey_added_automatically`` is recorded
+    and e-mailed.
+
+    Raises:
+        VerifyAccessRequired: no live grant. PasskeyRegistrationRejected: every other refusal.
+    """
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        granted = session_store.take_passkey_upgrade(conn, token_hash=session.token_hash, now=now)
+        taken = challenges.take(
+            conn, session_key=session.token_hash, purpose=ChallengePurpose.REGISTER_AUTOMATIC, now=now
+        )
+    if not granted:
+        raise VerifyAccessRequired()
+    if taken is None or taken.account_id != session.account_id:
+        raise PasskeyRegistrationRejected()
+    verified = wa.verify_registration(
+        credential=credential,
+        expected_challenge=taken.challenge,
+        expected_origin=ctx.origin,
+        expected_rp_id=ctx.rp_id,
+        require_user_presence=False,
+    )
+    factor_id = new_id()
+    audit = Audit(ctx, session.account_id, client, now)
+    try:
+        with ctx.db.transaction() as conn:
+            accounts.lock(conn, session.account_id)
+            kinds = factors.kinds(conn, session.account_id)
+            if not kinds or FactorKind.PASSKEY in kinds:
+                raise PasskeyRegistrationRejected()
+            if factors.passkey_by_credential_id(conn, verified.credential_id) is not None:
+                raise PasskeyRegistrationRejected()
+            name = _default_name(conn, session.account_id, verified.aaguid)
+            factors.insert_passkey(
+                conn, factor_id=factor_id, account_id=session.account_id, name=name, passkey=verified, now=now
+            )
+            return finish_enrolment(
+                conn,
+                audit,
+                session,
+                kind=FactorKind.PASSKEY,
+                factor_id=factor_id,
+                name=name,
+                codes=None,
+                event=EventType.PASSKEY_ADDED_AUTOMATICALLY,
+            )
+    except (IntegrityError, CodesNeeded) as exc:
+        raise PasskeyRegistrationRejected() from exc

@@ -17,8 +17,9 @@ from twostep.core.errors import (
 )
 from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind
-from twostep.core.passkeys import provider_name
+from twostep.core.passkeys import b64url, provider_name
 from twostep.i18n import N_
+from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, require_verified
@@ -64,6 +65,26 @@ def overview(ctx: Context, session: CurrentSession) -> Overview:
         rows = store.list_for(conn, session.account_id)
         remaining = recovery.remaining(conn, session.account_id) if rows else 0
     return Overview(bool(rows), [view_of(r) for r in rows], remaining)
+
+
+@dataclass(frozen=True)
+class AcceptedCredentials:
+    """What ``PublicKeyCredential.signalAllAcceptedCredentials`` takes: the relying party, the account's user
+    handle and its passkeys' credential ids, base64url. None of it is secret (registration options carry the
+    user handle; the credential ids are in every allowCredentials)."""
+
+    rp_id: str
+    user_id: str
+    credential_ids: list[str]
+
+
+def accepted_credentials(ctx: Context, session: CurrentSession) -> AcceptedCredentials | None:
+    with ctx.db.transaction() as conn:
+        account = accounts.by_id(conn, session.account_id)
+        ids = [b64url(p.credential_id) for p in store.passkeys_for(conn, session.account_id)]
+    if account is None:
+        return None
+    return AcceptedCredentials(ctx.rp_id, b64url(account.user_handle), ids)
 
 
 def clean_name(name: str) -> str:
@@ -117,6 +138,7 @@ def remove(ctx: Context, session: CurrentSession, *, factor_id: str, client: Cli
         removed: dict[str, Any] = {"factor_id": row.id, "type": row.type, "factor_name": row.name}
         # The last one: the message of two_factor_disabled says both (H13).
         audit.record(conn, EventType.FACTOR_REMOVED, notify=not last, **removed)
+        trusted_browsers.revoke_all(conn, audit, reason="factor removed")
         if not last:
             return False
         recovery.delete_all(conn, session.account_id)
@@ -138,7 +160,9 @@ def disable(ctx: Context, session: CurrentSession, *, client: Client) -> None:
             raise TwoFactorNotEnabled()
         recovery.delete_all(conn, session.account_id)
         enrollments.delete_for_account(conn, session.account_id)
-        Audit(ctx, session.account_id, client, now).record(conn, EventType.TWO_FACTOR_DISABLED)
+        audit = Audit(ctx, session.account_id, client, now)
+        audit.record(conn, EventType.TWO_FACTOR_DISABLED)
+        trusted_browsers.revoke_all(conn, audit, reason="two-step verification turned off")
 
 
 def regenerate_recovery_codes(ctx: Context, session: CurrentSession, *, client: Client) -> list[str]:

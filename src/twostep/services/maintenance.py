@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from twostep.core.throttle import FORGETTING
 from twostep.services.context import SESSION_IDLE, Context
-from twostep.storage import challenges, enrollments, outbox, ratelimit, sessions, throttle
+from twostep.storage import challenges, enrollments, outbox, ratelimit, sessions, throttle, trusted_browsers
 
 log = logging.getLogger("twostep.maintenance")
 
@@ -44,8 +44,8 @@ def _forget(prefix: str, before: datetime) -> Callable[[Connection], int]:
 
 
 def sweep(ctx: Context) -> dict[str, int]:
-    """Delete expired WebAuthn challenges, dead signed-in sessions, expired TOTP enrolments, ended rate-limit
-    windows, attempt counters their policy has forgotten,
+    """Delete expired WebAuthn challenges, dead signed-in sessions, expired TOTP enrolments, expired or
+    revoked trusted browsers, ended rate-limit windows, attempt counters their policy has forgotten,
     notifications sent over a week ago and those undeliverable for a week. Returns the counts."""
     now = ctx.now()
     idle_cutoff = now - SESSION_IDLE
@@ -55,6 +55,7 @@ def sweep(ctx: Context) -> dict[str, int]:
             ctx, lambda c: sessions.delete_expired_active(c, now=now, idle_cutoff=idle_cutoff, limit=BATCH)
         ),
         "totp_enrollments": _batched(ctx, lambda c: enrollments.delete_expired(c, now=now, limit=BATCH)),
+        "trusted_browsers": _batched(ctx, lambda c: trusted_browsers.delete_dead(c, now=now, limit=BATCH)),
         "rate_windows": _batched(ctx, lambda c: ratelimit.delete_expired(c, now=now, limit=BATCH)),
         "outbox_sent": _batched(
             ctx, lambda c: outbox.delete_sent_before(c, before=now - SENT_KEPT, limit=BATCH)

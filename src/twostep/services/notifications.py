@@ -76,6 +76,14 @@ NOTIFIED: dict[EventType, Notice] = {
             "or passkey for the second step."
         ),
     ),
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: Notice(
+        N_("Your password manager added a passkey to your account"),
+        N_(
+            "Right after you signed in with your password, your password manager created a passkey for your "
+            "account, and it now works as a second factor. If this was not you, remove it and change your "
+            "password."
+        ),
+    ),
     EventType.SECOND_FACTOR_ABANDONED: Notice(
         N_("Someone entered your password but did not finish signing in"),
         N_("Someone signed in with your correct password, then did not complete the second step."),

@@ -259,8 +259,9 @@ def check_assertion(
     return CheckedAssertion(row.id, row.account_id, row.sign_count, assertion, failures)
 
 
-def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime) -> None:
-    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile.
+def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime, audit: Audit) -> None:
+    """WA-A16: the record changes only after every check, and only if nobody used it meanwhile. A change of
+    backup eligibility (WA-A13) is stored and recorded as ``passkey_backup_eligibility_changed``.
 
     Raises:
         PasskeyRejected: another request used it first.
@@ -274,5 +275,14 @@ def use_passkey(conn: Connection, checked: CheckedAssertion, now: datetime) -> N
         backup_state=a.backup_state,
         user_verified=a.user_verified,
         now=now,
+        backup_eligible=a.backup_eligible,
     ):
         raise PasskeyRejected()
+    if a.backup_eligibility_changed:
+        audit.record(
+            conn,
+            EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED,
+            notify=False,
+            factor_id=checked.factor_id,
+            backup_eligible=a.backup_eligible,
+        )

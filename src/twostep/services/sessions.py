@@ -41,11 +41,21 @@ class CurrentSession:
     groups: tuple[str, ...] = ()
     email: str | None = None
     email_verified: bool = False
+    # Set when a trusted browser skipped the second step of this sign-in (docs/api.md "Trusted browsers").
+    trusted_browser: str | None = None
+    # Until when this session may add a passkey once without verify access (the automatic upgrade).
+    passkey_upgrade_until: datetime | None = None
     # The language the holder chose in the menu (issue 19); None: none stored.
     language: str | None = None
 
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
+
+    @property
+    def second_factor_used(self) -> bool:
+        """Whether this sign-in used a second factor: what a ``two_factor`` access rule and OpenID ``acr``
+        ask. False for the password alone, also in a trusted browser."""
+        return self.second_factor is not None
 
 
 def create_active(
@@ -57,6 +67,8 @@ def create_active(
     second_factor: str | None,
     verified_until: datetime | None = None,
     public_id: str | None = None,
+    trusted_browser: str | None = None,
+    passkey_upgrade_until: datetime | None = None,
 ) -> str:
     """Insert a signed-in session and return its cookie value; a finished pending sign-in passes its
     ``public_id`` on, so that the security log ties the attempts of one sign-in to the session it made."""
@@ -78,6 +90,8 @@ def create_active(
             alerted=False,
             ip=client.ip,
             user_agent=client.user_agent,
+            trusted_browser=trusted_browser,
+            passkey_upgrade_until=passkey_upgrade_until,
         ),
     )
     return token
@@ -114,7 +128,8 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
     A session found dead is deleted at once (H08). A session without a second factor of an account that has
     one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
     keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
-    with the enrolment).
+    with the enrolment). A session whose second step a trusted browser skipped is the exception: it is
+    signed in, flagged as one factor (``second_factor_used`` False).
 
     Raises:
         NotSignedIn: no cookie, an unknown, ended, expired or pending session.
@@ -125,7 +140,12 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
     token_hash = hash_token(token)
     with ctx.db.transaction() as conn:
         found = store.touch_active(conn, token_hash=token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
-        if found is not None and found.row.second_factor is None and found.has_factor:
+        if (
+            found is not None
+            and found.row.second_factor is None
+            and found.row.trusted_browser is None
+            and found.has_factor
+        ):
             store.delete_one(conn, token_hash=token_hash)
             found = None
     if found is None:
@@ -144,6 +164,8 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
+        trusted_browser=row.trusted_browser,
+        passkey_upgrade_until=row.passkey_upgrade_until,
         language=found.language,
     )
 

@@ -10,13 +10,20 @@ from sqlalchemy import Connection
 
 from twostep.core import devices
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts
+from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts, UnknownPasskey
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind, Method
-from twostep.services import regulator
+from twostep.services import regulator, trusted_browsers
 from twostep.services import second_factor as sf
 from twostep.services.audit import Audit
-from twostep.services.context import VERIFIED_ACCESS_TTL, Client, Context, hash_token, new_id
+from twostep.services.context import (
+    PASSKEY_UPGRADE_TTL,
+    VERIFIED_ACCESS_TTL,
+    Client,
+    Context,
+    hash_token,
+    new_id,
+)
 from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
@@ -28,13 +35,15 @@ from twostep.storage.sessions import SessionRow
 @dataclass(frozen=True)
 class LoginResult:
     """``status`` is "signed_in" or "second_factor_required"; ``token`` is the new cookie value;
-    ``device`` the new device cookie value after a password step (H07)."""
+    ``device`` the new device cookie value after a password step (H07); ``trusted`` the new trusted-browser
+    cookie value when this browser was just trusted."""
 
     status: str
     token: str
     methods: list[str]
     recovery_codes_remaining: int | None = None
     device: str | None = None
+    trusted: str | None = None
 
 
 def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
@@ -45,6 +54,10 @@ def methods_for(kinds: set[str], recovery_remaining: int) -> list[str]:
     return out
 
 
+# Sign-ins whose first step was the password: they may grant the automatic passkey upgrade.
+_PASSWORD_FIRST = frozenset({Method.TOTP, Method.RECOVERY_CODE, Method.TRUSTED_BROWSER})
+
+
 def finish_sign_in(
     conn: Connection,
     audit: Audit,
@@ -53,6 +66,7 @@ def finish_sign_in(
     method: Method,
     factor_id: str | None = None,
     verified_until: datetime | None = None,
+    trusted_browser: str | None = None,
 ) -> str:
     """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
     public id passes to the session, so that the security log ties its attempts to it), create the session,
@@ -68,6 +82,14 @@ def finish_sign_in(
     ):
         raise NoPendingLogin()
     session_id = pending.public_id if pending is not None else new_id()
+    upgrade = None
+    if method in _PASSWORD_FIRST:
+        # The automatic passkey upgrade (conditional create): an account with a second factor but no passkey
+        # may have its password manager add one, once, in the next few minutes. Never the first factor (it
+        # would turn two-step verification on with recovery codes nobody sees).
+        kinds = factors.kinds(conn, audit.account_id)
+        if kinds and FactorKind.PASSKEY not in kinds:
+            upgrade = audit.now + PASSKEY_UPGRADE_TTL
     token = create_active(
         conn,
         account_id=audit.account_id,
@@ -76,10 +98,19 @@ def finish_sign_in(
         second_factor=method.session_factor,
         verified_until=verified_until,
         public_id=session_id,
+        trusted_browser=trusted_browser,
+        passkey_upgrade_until=upgrade,
     )
     if method.is_second_factor:
         regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)
-    audit.record(conn, EventType.SIGNED_IN, method=method, factor_id=factor_id, session=session_id)
+    audit.record(
+        conn,
+        EventType.SIGNED_IN,
+        method=method,
+        factor_id=factor_id,
+        session=session_id,
+        trusted_browser=trusted_browser,
+    )
     return token
 
 
@@ -91,10 +122,12 @@ def password_step(
     client: Client,
     current_token: str | None,
     device: str | None = None,
+    trusted: str | None = None,
 ) -> LoginResult:
     """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
 
-    ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07).
+    ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07). ``trusted``
+    is the browser's trusted-browser cookie: a live trust of this account skips the second step (one factor).
 
     Raises:
         TooManyAttempts, InvalidCredentials, Busy: see check_password.
@@ -110,6 +143,13 @@ def password_step(
         if not kinds:
             audit = Audit(ctx, account.id, client, now)
             token = finish_sign_in(conn, audit, pending=None, method=Method.PASSWORD)
+            return LoginResult("signed_in", token, [], device=remembered)
+        trust = trusted_browsers.live_trust(conn, ctx, account_id=account.id, cookie=trusted, now=now)
+        if trust is not None:
+            audit = Audit(ctx, account.id, client, now)
+            token = finish_sign_in(
+                conn, audit, pending=None, method=Method.TRUSTED_BROWSER, trusted_browser=trust
+            )
             return LoginResult("signed_in", token, [], device=remembered)
         methods = methods_for(kinds, recovery.remaining(conn, account.id))
         token = create_pending(conn, account_id=account.id, now=now, client=client)
@@ -135,8 +175,24 @@ def _failed(
     )
 
 
-def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
-    """POST /login/totp: finish a pending sign-in with a code from an authenticator app.
+def _trusted(
+    conn: Connection, ctx: Context, audit: Audit, trust_browser: bool, cookie: str | None
+) -> str | None:
+    """After a second step: trust this browser when asked ("trust_browser"); the new cookie value or None."""
+    return trusted_browsers.trust(conn, ctx, audit, cookie=cookie) if trust_browser else None
+
+
+def totp_step(
+    ctx: Context,
+    *,
+    token: str | None,
+    code: str,
+    client: Client,
+    trust_browser: bool = False,
+    trusted: str | None = None,
+) -> LoginResult:
+    """POST /login/totp: finish a pending sign-in with a code from an authenticator app; ``trust_browser``
+    trusts this browser (``trusted`` is its current trusted-browser cookie).
 
     Raises:
         NoPendingLogin, TooManyAttempts, InvalidCode (wrong, replayed, or from a removed factor).
@@ -149,6 +205,7 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
         pend = pending(conn, token=token, now=now)
         audit = Audit(ctx, pend.account_id, client, now)
         failures = regulator.reserve(conn, regulator.second_factor(pend.account_id), now=now)
+        cookie: str | None = None
         try:
             match = sf.match_totp(ctx, factors.totp_for(conn, pend.account_id), code, now)
             sf.consume_totp(conn, match, now)
@@ -159,12 +216,21 @@ def totp_step(ctx: Context, *, token: str | None, code: str, client: Client) -> 
             new_token = finish_sign_in(
                 conn, audit, pending=pend, method=Method.TOTP, factor_id=match.factor_id
             )
+            cookie = _trusted(conn, ctx, audit, trust_browser, trusted)
     if new_token is None:
         raise InvalidCode()
-    return LoginResult("signed_in", new_token, [])
+    return LoginResult("signed_in", new_token, [], trusted=cookie)
 
 
-def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client) -> LoginResult:
+def recovery_step(
+    ctx: Context,
+    *,
+    token: str | None,
+    code: str,
+    client: Client,
+    trust_browser: bool = False,
+    trusted: str | None = None,
+) -> LoginResult:
     """POST /login/recovery-code: finish a pending sign-in with a recovery code; access counts as verified.
 
     Raises:
@@ -191,11 +257,12 @@ def recovery_step(ctx: Context, *, token: str | None, code: str, client: Client)
                 method=Method.RECOVERY_CODE,
                 verified_until=now + VERIFIED_ACCESS_TTL,
             )
+            cookie = _trusted(conn, ctx, audit, trust_browser, trusted)
     except InvalidCode:
         with ctx.db.transaction() as conn:
             _failed(conn, audit, pend, Method.RECOVERY_CODE, failures)
         raise InvalidCode() from None
-    return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining)
+    return LoginResult("signed_in", new_token, [], recovery_codes_remaining=remaining, trusted=cookie)
 
 
 @dataclass(frozen=True)
@@ -238,9 +305,17 @@ def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, clien
 
 
 def passkey_step(
-    ctx: Context, *, token: str | None, ceremony_key: str | None, credential: object, client: Client
+    ctx: Context,
+    *,
+    token: str | None,
+    ceremony_key: str | None,
+    credential: object,
+    client: Client,
+    trust_browser: bool = False,
+    trusted: str | None = None,
 ) -> LoginResult:
-    """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in.
+    """POST /login/passkey: the second step of a pending sign-in, or a passwordless sign-in. ``trust_browser``
+    trusts this browser after a second step (a passwordless sign-in has no second step to skip: ignored).
 
     Raises:
         PasskeyRejected (also for a missing or used challenge), TooManyAttempts.
@@ -248,8 +323,10 @@ def passkey_step(
     now = ctx.now()
     pend, taken, prepared = _take_challenge(ctx, token, ceremony_key, credential, client, now)
     try:
-        new_token = _passkey_signed_in(ctx, pend, token, credential, taken, prepared, client, now)
-        return LoginResult("signed_in", new_token, [])
+        new_token, cookie = _passkey_signed_in(
+            ctx, pend, token, credential, taken, prepared, client, now, trust_browser, trusted
+        )
+        return LoginResult("signed_in", new_token, [], trusted=cookie)
     except PasskeyRejected as exc:
         failures = exc.failures if isinstance(exc, sf.Refused) else 0
         with ctx.db.transaction() as conn:
@@ -267,6 +344,10 @@ def passkey_step(
                     method=Method.PASSKEY_PASSWORDLESS,
                     factor_id=prepared.row.id,
                 )
+        if pend is None and prepared.row is None and prepared.credential_id is not None:
+            # No account has this credential (removed, or never registered here): the page tells the password
+            # manager (signalUnknownCredential). It tells a stranger nothing about any account.
+            raise UnknownPasskey() from None
         raise PasskeyRejected() from None
 
 
@@ -325,8 +406,11 @@ def _passkey_signed_in(
     prepared: sf.PreparedAssertion,
     client: Client,
     now: datetime,
-) -> str:
-    """The assertion checked, the passkey's counter moved and the sign-in finished, or PasskeyRejected."""
+    trust_browser: bool,
+    trusted: str | None,
+) -> tuple[str, str | None]:
+    """The assertion checked, the passkey's counter moved and the sign-in finished, or PasskeyRejected.
+    Returns the session's cookie value and the new trusted-browser cookie value (or None)."""
     checked = sf.check_assertion(
         ctx,
         credential=credential,
@@ -338,7 +422,7 @@ def _passkey_signed_in(
         now=now,
     )
     with ctx.db.transaction() as conn:
-        sf.use_passkey(conn, checked, now)
+        sf.use_passkey(conn, checked, now, Audit(ctx, checked.account_id, client, now))
         if pend is None:
             if token:
                 session_store.delete_one(conn, token_hash=hash_token(token))
@@ -346,9 +430,11 @@ def _passkey_signed_in(
         method = Method.PASSKEY if pend is not None else Method.PASSKEY_PASSWORDLESS
         audit = Audit(ctx, checked.account_id, client, now)
         try:
-            return finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
+            new_token = finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
         except NoPendingLogin:
             raise PasskeyRejected() from None
+        cookie = _trusted(conn, ctx, audit, trust_browser and pend is not None, trusted)
+        return new_token, cookie
 
 
 def sweep_abandoned(ctx: Context) -> int:

@@ -220,5 +220,5 @@ def with_passkey(
         _failed(ctx, audit, method=Method.PASSKEY, failures=failures, session=session.public_id)
         raise PasskeyRejected() from None
     with ctx.db.transaction() as conn:
-        sf.use_passkey(conn, checked, now)
+        sf.use_passkey(conn, checked, now, audit)
         return finish_verify(conn, audit, session, method=Method.PASSKEY, factor_id=checked.factor_id)

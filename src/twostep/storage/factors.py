@@ -206,6 +206,7 @@ _RECORD_USE = (
     .values(
         sign_count=bindparam("b_count", type_=factors.c.sign_count.type),
         backup_state=bindparam("b_backup", type_=factors.c.backup_state.type),
+        backup_eligible=bindparam("b_eligible", type_=factors.c.backup_eligible.type),
         user_verified=factors.c.user_verified | bindparam("b_uv", type_=factors.c.user_verified.type),
         last_used_at=bindparam("b_now", type_=factors.c.last_used_at.type),
     )
@@ -237,13 +238,15 @@ def record_passkey_use(
     backup_state: bool,
     user_verified: bool,
     now: datetime,
+    backup_eligible: bool,
 ) -> bool:
-    """Store the new counter only if nobody moved it meanwhile (compare-and-set)."""
+    """Store the new counter only if nobody moved it meanwhile (compare-and-set), with the flags seen."""
     params = {
         "b_id": factor_id,
         "b_expected": expected_sign_count,
         "b_count": new_sign_count,
         "b_backup": backup_state,
+        "b_eligible": backup_eligible,
         "b_uv": user_verified,
         "b_now": now,
     }

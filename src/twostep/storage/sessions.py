@@ -28,6 +28,10 @@ class SessionRow:
     alerted: bool
     ip: str
     user_agent: str
+    # The trusted browser whose trust skipped the second step of this sign-in (one factor), if any.
+    trusted_browser: str | None = None
+    # The automatic passkey upgrade may happen once until then (after a password sign-in).
+    passkey_upgrade_until: datetime | None = None
 
 
 _COLUMNS = (
@@ -45,6 +49,8 @@ _COLUMNS = (
     sessions.c.alerted,
     sessions.c.ip,
     sessions.c.user_agent,
+    sessions.c.trusted_browser,
+    sessions.c.passkey_upgrade_until,
 )
 
 
@@ -264,3 +270,18 @@ def delete_expired_active(conn: Connection, *, now: datetime, idle_cutoff: datet
     )
     result = conn.execute(delete(sessions).where(sessions.c.token_hash.in_(dead.scalar_subquery())))
     return int(result.rowcount)
+
+
+def take_passkey_upgrade(conn: Connection, *, token_hash: str, now: datetime) -> bool:
+    """Use this session's grant of an automatic passkey upgrade: once, and only before it ends (a conditional
+    UPDATE decides between concurrent requests)."""
+    result = conn.execute(
+        update(sessions)
+        .where(
+            sessions.c.token_hash == token_hash,
+            sessions.c.kind == SessionKind.ACTIVE,
+            sessions.c.passkey_upgrade_until > now,
+        )
+        .values(passkey_upgrade_until=None)
+    )
+    return result.rowcount == 1

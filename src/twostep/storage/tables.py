@@ -91,6 +91,11 @@ sessions = Table(
     Column("alerted", Boolean, nullable=False, default=False),
     Column("ip", String(64), nullable=False),
     Column("user_agent", String(512), nullable=False),
+    # The public id of the trusted browser whose trust skipped the second step (one factor); NULL otherwise.
+    Column("trusted_browser", String(32), nullable=True),
+    # Until when this session may add a passkey without verify access, once (the automatic passkey upgrade
+    # right after a password sign-in); NULL: not granted, or used.
+    Column("passkey_upgrade_until", UTCDateTime, nullable=True),
     Index("ix_sessions_account", "account_id"),
     # The sweep of dead sessions (H08).
     Index("ix_sessions_expires", "expires_at"),
@@ -218,4 +223,24 @@ rate_windows = Table(
     Column("count", Integer, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_rate_windows_expires", "expires_at"),
+)
+
+# Trusted browsers (docs/api.md "Trusted browsers"): after a correct password, the cookie of one of these,
+# unexpired and not revoked, for the same account, skips the second step. Only the SHA-256 of the cookie's
+# random token is stored.
+trusted_browsers = Table(
+    "trusted_browsers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    # The browser and address when it was trusted.
+    Column("ip", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    Index("ix_trusted_browsers_account", "account_id"),
+    Index("ix_trusted_browsers_expires", "expires_at"),
 )

@@ -30,6 +30,7 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.InvalidEnrollmentCode: 400,
     e.InvalidCode: 401,
     e.PasskeyRegistrationRejected: 400,
+    e.UnknownPasskey: 401,
     e.PasskeyRejected: 401,
     e.TooManyAttempts: 429,
     e.VerifyAccessRequired: 403,

@@ -7,7 +7,8 @@ every row of docs/security.md SEC-39 (WA-R*) and SEC-40 (WA-A*) that is a pure c
 * the challenge is compared as the exact base64url string the client put in ``clientDataJSON`` (py_webauthn
   decodes it leniently, so a padded or standard-base64 spelling of the right bytes would match);
 * ``crossOrigin: true`` and any ``topOrigin`` are refused (twostep is never used inside an iframe);
-* ``BE=0, BS=1`` is refused and, for an assertion, BE must equal the stored backup eligibility;
+* ``BE=0, BS=1`` is refused; for an assertion, a BE that differs from the stored backup eligibility is
+  reported (``backup_eligibility_changed``), not refused (security.md WA-A13);
 * the credential public key is checked for a supported ``alg`` that matches its key type and curve, and must
   load as a valid key;
 * the credential id is at most 1023 bytes and ``rawId`` equals the id inside ``authenticatorData``;
@@ -41,7 +42,12 @@ from twostep.core.passkeys.options import (
 )
 from twostep.core.passkeys.providers import ZERO_AAGUID, provider_name
 from twostep.core.passkeys.registration import RegisteredPasskey, verify_registration
-from twostep.core.passkeys.wire import MAX_CREDENTIAL_ID_BYTES, SUPPORTED_ALGORITHMS, USER_HANDLE_BYTES
+from twostep.core.passkeys.wire import (
+    MAX_CREDENTIAL_ID_BYTES,
+    SUPPORTED_ALGORITHMS,
+    USER_HANDLE_BYTES,
+    b64url,
+)
 
 __all__ = [
     "CHALLENGE_BYTES",
@@ -55,6 +61,7 @@ __all__ = [
     "SignCountRegression",
     "VerifiedAssertion",
     "authentication_options",
+    "b64url",
     "credential_id_of",
     "generate_user_handle",
     "provider_name",

@@ -33,6 +33,8 @@ class VerifiedAssertion:
     backup_eligible: bool
     backup_state: bool
     user_verified: bool
+    # The BE flag differs from the stored one (WA-A13): not refused, reported (docs/security.md, WA-A13).
+    backup_eligibility_changed: bool = False
 
 
 def sign_count_ok(*, stored: int, received: int) -> bool:
@@ -92,8 +94,9 @@ def verify_authentication(
         auth_data, expected_rp_id=expected_rp_id, require_user_verification=require_user_verification
     )
     backup_eligible = bool(flags & wire.FLAG_BE)
-    if backup_eligible != stored_backup_eligible:  # WA-A13
-        raise Invalid("backup eligibility differs from the stored value")
+    # WA-A13: a change of BE is not refused (some platforms flip it; refusing locks the person out of a
+    # validly signed passkey). It is reported, and the caller records it and stores the new value.
+    changed = backup_eligible != stored_backup_eligible
     wire.check_public_key(public_key)
     # WA-A14 (signature) and the rest, by py_webauthn. Its own counter check is switched off (current count
     # 0 never fails) so that a regression is reported below, and only for a validly signed assertion.
@@ -114,6 +117,7 @@ def verify_authentication(
         backup_eligible=backup_eligible,
         backup_state=bool(flags & wire.FLAG_BS),
         user_verified=bool(flags & wire.FLAG_UV),
+        backup_eligibility_changed=changed,
     )
 
 

@@ -14,6 +14,7 @@ from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     AuthenticatorTransport,
     PublicKeyCredentialDescriptor,
+    PublicKeyCredentialHint,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
@@ -52,8 +53,12 @@ def registration_options(
     username: str,
     display_name: str,
     exclude_credential_ids: list[bytes],
+    hints: list[str] | None = None,
+    user_verification: str = "preferred",
 ) -> CeremonyOptions:
-    """Options for ``navigator.credentials.create()`` (SEC-38).
+    """Options for ``navigator.credentials.create()`` (SEC-38). ``hints`` (WebAuthn L3): what the person chose
+    ("security-key", "client-device", "hybrid"); ``user_verification`` "preferred" or "discouraged" (the
+    automatic upgrade asks for none).
 
     Raises:
         ValueError: the user handle is not 1 to 64 bytes.
@@ -73,8 +78,9 @@ def registration_options(
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.PREFERRED,
             require_resident_key=False,
-            user_verification=UserVerificationRequirement.PREFERRED,
+            user_verification=UserVerificationRequirement(user_verification),
         ),
+        hints=[PublicKeyCredentialHint(h) for h in hints] if hints else None,
         exclude_credentials=[PublicKeyCredentialDescriptor(id=bytes(cid)) for cid in exclude_credential_ids],
         supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in SUPPORTED_ALGORITHMS],
     )

@@ -60,6 +60,7 @@ def verify_registration(
     expected_origin: str,
     expected_rp_id: str,
     require_user_verification: bool = False,
+    require_user_presence: bool = True,
 ) -> RegisteredPasskey:
     """Verify a RegistrationResponseJSON (a dict, or its JSON text) against the issued challenge.
 
@@ -74,7 +75,10 @@ def verify_registration(
     response = wire.response_dict(body)
     auth_data = _attestation(response, expected_challenge=expected_challenge, expected_origin=expected_origin)
     flags = wire.check_auth_data_header(
-        auth_data, expected_rp_id=expected_rp_id, require_user_verification=require_user_verification
+        auth_data,
+        expected_rp_id=expected_rp_id,
+        require_user_verification=require_user_verification,
+        require_user_presence=require_user_presence,
     )
     if not hmac.compare_digest(wire.attested_credential_id(auth_data, flags), raw_id):  # WA-R14
         raise Invalid("rawId differs from the credential id in authenticatorData")
@@ -83,7 +87,7 @@ def verify_registration(
         expected_challenge=expected_challenge,
         expected_rp_id=expected_rp_id,
         expected_origin=expected_origin,
-        require_user_presence=True,
+        require_user_presence=require_user_presence,
         require_user_verification=require_user_verification,
         supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in wire.SUPPORTED_ALGORITHMS],
     )

@@ -202,16 +202,22 @@ def check_client_data(
         raise Invalid("topOrigin present")
 
 
-def check_auth_data_header(auth_data: bytes, *, expected_rp_id: str, require_user_verification: bool) -> int:
-    """rpIdHash, UP, UV (when required) and the BE/BS combination (``BE=0, BS=1`` is refused); returns the
-    flags byte."""
+def check_auth_data_header(
+    auth_data: bytes,
+    *,
+    expected_rp_id: str,
+    require_user_verification: bool,
+    require_user_presence: bool = True,
+) -> int:
+    """rpIdHash, UP (unless a conditional create, WebAuthn L3 §7.1), UV (when required) and the BE/BS
+    combination (``BE=0, BS=1`` is refused); returns the flags byte."""
     if len(auth_data) < HEADER_BYTES:
         raise Invalid(f"authenticatorData shorter than {HEADER_BYTES} bytes")
     expected_hash = hashlib.sha256(expected_rp_id.encode("utf-8")).digest()
     if not hmac.compare_digest(auth_data[RP_ID_HASH], expected_hash):
         raise Invalid("rpIdHash mismatch")
     flags = auth_data[FLAGS]
-    if not flags & FLAG_UP:
+    if require_user_presence and not flags & FLAG_UP:
         raise Invalid("user not present")
     if require_user_verification and not flags & FLAG_UV:
         raise Invalid("user not verified")

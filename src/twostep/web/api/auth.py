@@ -11,7 +11,7 @@ from twostep.services import account, sign_in, verify_access
 from twostep.services.sessions import logout
 from twostep.services.sign_in import LoginResult
 from twostep.services.verify_access import VerifyResult
-from twostep.web import devices
+from twostep.web import devices, trusted
 from twostep.web.api.schemas import (
     AccountIn,
     AccountOut,
@@ -21,6 +21,7 @@ from twostep.web.api.schemas import (
     LoginIn,
     LoginOut,
     PasswordIn,
+    SecondStepCodeIn,
     SessionOut,
     VerifyOut,
 )
@@ -40,6 +41,7 @@ def signed_in(request: Request, response: Response, result: LoginResult) -> dict
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
     state(request).cookies.set(response, result.token)
     devices.remember(request, response, result.device)
+    trusted.remember(request, response, result.trusted)
     return body
 
 
@@ -77,22 +79,33 @@ def post_login(body: LoginIn, request: Request, response: Response) -> dict[str,
         client=client_of(request),
         current_token=token_of(request),
         device=devices.device_of(request),
+        trusted=trusted.trusted_of(request),
     )
     return signed_in(request, response, result)
 
 
 @router.post("/login/totp", response_model=LoginOut, response_model_exclude_unset=True)
-def post_login_totp(body: CodeIn, request: Request, response: Response) -> dict[str, object]:
+def post_login_totp(body: SecondStepCodeIn, request: Request, response: Response) -> dict[str, object]:
     result = sign_in.totp_step(
-        ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
+        ctx_of(request),
+        token=token_of(request),
+        code=body.code,
+        client=client_of(request),
+        trust_browser=body.trust_browser,
+        trusted=trusted.trusted_of(request),
     )
     return signed_in(request, response, result)
 
 
 @router.post("/login/recovery-code", response_model=LoginOut, response_model_exclude_unset=True)
-def post_login_recovery(body: CodeIn, request: Request, response: Response) -> dict[str, object]:
+def post_login_recovery(body: SecondStepCodeIn, request: Request, response: Response) -> dict[str, object]:
     result = sign_in.recovery_step(
-        ctx_of(request), token=token_of(request), code=body.code, client=client_of(request)
+        ctx_of(request),
+        token=token_of(request),
+        code=body.code,
+        client=client_of(request),
+        trust_browser=body.trust_browser,
+        trusted=trusted.trusted_of(request),
     )
     return signed_in(request, response, result)
 
@@ -112,6 +125,8 @@ def get_session(session: SignedIn) -> dict[str, object]:
         "access_verified_until": session.verified_until,
         "groups": list(session.groups),
         "email_verified": session.email_verified,
+        "trusted_browser": session.trusted_browser is not None,
+        "passkey_upgrade_until": session.passkey_upgrade_until,
     }
 
 

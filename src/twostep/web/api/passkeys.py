@@ -7,6 +7,7 @@ import secrets
 from fastapi import APIRouter, Request, Response
 
 from twostep.services import enrolment, sign_in, verify_access
+from twostep.web import trusted
 from twostep.web.api.auth import signed_in, verified
 from twostep.web.api.factors import added_json
 from twostep.web.api.schemas import (
@@ -16,6 +17,8 @@ from twostep.web.api.schemas import (
     PasskeyAssertionIn,
     PasskeyIn,
     PublicKeyOut,
+    RegistrationOptionsIn,
+    SecondStepPasskeyIn,
     VerifyOut,
 )
 from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
@@ -25,9 +28,33 @@ router = APIRouter()
 
 @router.post("/factors/passkey/options", response_model=PublicKeyOut, tags=["second factors"])
 def post_registration_options(
+    request: Request, session: SignedIn, body: RegistrationOptionsIn | None = None
+) -> dict[str, object]:
+    hint = body.authenticator if body is not None else None
+    return {"publicKey": enrolment.registration_options(ctx_of(request), session, hint=hint)}
+
+
+@router.post("/factors/passkey/automatic/options", response_model=PublicKeyOut, tags=["second factors"])
+def post_automatic_options(
     request: Request, session: SignedIn, body: Empty | None = None
 ) -> dict[str, object]:
-    return {"publicKey": enrolment.registration_options(ctx_of(request), session)}
+    return {"publicKey": enrolment.automatic_options(ctx_of(request), session)}
+
+
+@router.post(
+    "/factors/passkey/automatic",
+    status_code=201,
+    response_model=FactorAddedOut,
+    response_model_exclude_unset=True,
+    tags=["second factors"],
+)
+def post_automatic_passkey(
+    body: PasskeyAssertionIn, request: Request, session: SignedIn
+) -> dict[str, object]:
+    added = enrolment.register_automatic(
+        ctx_of(request), session, credential=body.credential, client=client_of(request)
+    )
+    return added_json(added)
 
 
 @router.post(
@@ -57,13 +84,15 @@ def post_login_options(request: Request, response: Response, body: Empty | None 
 
 
 @router.post("/login/passkey", response_model=LoginOut, response_model_exclude_unset=True, tags=["sign-in"])
-def post_login_passkey(body: PasskeyAssertionIn, request: Request, response: Response) -> dict[str, object]:
+def post_login_passkey(body: SecondStepPasskeyIn, request: Request, response: Response) -> dict[str, object]:
     result = sign_in.passkey_step(
         ctx_of(request),
         token=token_of(request),
         ceremony_key=state(request).cookies.read_ceremony(request),
         credential=body.credential,
         client=client_of(request),
+        trust_browser=body.trust_browser,
+        trusted=trusted.trusted_of(request),
     )
     return signed_in(request, response, result)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from twostep.web.inputs import json_without_controls, secret_without_nul, text_without_controls
 
@@ -45,6 +45,12 @@ class CodeIn(In):
     code: Short
 
 
+class SecondStepCodeIn(CodeIn):
+    """A code at the second step of sign-in; ``trust_browser`` asks to skip it in this browser next time."""
+
+    trust_browser: StrictBool = False
+
+
 class PasswordIn(In):
     password: Secret
 
@@ -65,6 +71,16 @@ class PasskeyIn(In):
 
 class PasskeyAssertionIn(In):
     credential: Credential
+
+
+class RegistrationOptionsIn(In):
+    """Where the passkey is to be (it becomes the WebAuthn L3 ``hints``); absent: anywhere."""
+
+    authenticator: Literal["client-device", "security-key", "hybrid"] | None = None
+
+
+class SecondStepPasskeyIn(PasskeyAssertionIn):
+    trust_browser: StrictBool = False
 
 
 class ChangePasswordIn(In):
@@ -94,6 +110,10 @@ class SessionOut(BaseModel):
     access_verified_until: datetime | None
     groups: list[str]
     email_verified: bool
+    # A trusted browser skipped the second step of this sign-in: one factor (docs/api.md "Trusted browsers").
+    trusted_browser: bool = False
+    # Until when the automatic passkey upgrade may add a passkey (once), right after a password sign-in.
+    passkey_upgrade_until: datetime | None = None
 
 
 class VerifyOut(BaseModel):
@@ -167,3 +187,17 @@ class SessionItemOut(BaseModel):
 
 class SessionsOut(BaseModel):
     sessions: list[SessionItemOut]
+
+
+class TrustedBrowserOut(BaseModel):
+    id: str
+    current: bool
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    ip: str
+    user_agent: str
+
+
+class TrustedBrowsersOut(BaseModel):
+    trusted_browsers: list[TrustedBrowserOut]

@@ -11,7 +11,8 @@ from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind, Method
 from twostep.i18n import N_, ngettext
 from twostep.i18n import gettext as _
-from twostep.services import account, sessions
+from twostep.services import account, sessions, trusted_browsers
+from twostep.web import trusted
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
     HOME,
@@ -35,6 +36,8 @@ SESSION_NOTICES = {
     "ended": N_("The session was ended."),
     "others_ended": N_("Every other session was signed out."),
     "gone": N_("That session had already ended."),
+    "browser_forgotten": N_("That browser will ask for the second step again."),
+    "browsers_forgotten": N_("Every trusted browser will ask for the second step again."),
 }
 
 # The label of each kind of event on the security-log page, keyed by the enums (a StrEnum member is equal to,
@@ -61,6 +64,10 @@ EVENT_LABELS: dict[str, str] = {
     EventType.PASSWORD_CHANGED: N_("Password changed"),
     EventType.PASSKEY_COUNTER_REGRESSED: N_("Passkey counter went backwards (possible clone)"),
     EventType.PASSKEY_SIGN_IN_FAILED: N_("Failed sign-in with one of your passkeys, without password"),
+    EventType.BROWSER_TRUSTED: N_("Browser trusted: no second step there for a while"),
+    EventType.TRUSTED_BROWSERS_REVOKED: N_("Trusted browsers forgotten"),
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: N_("Passkey added by your password manager after signing in"),
+    EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: N_("A passkey changed whether it can be backed up"),
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: N_("password only"),
@@ -68,6 +75,7 @@ METHOD_LABELS: dict[str, str] = {
     Method.PASSKEY: N_("passkey"),
     Method.PASSKEY_PASSWORDLESS: N_("passkey, without password"),
     Method.RECOVERY_CODE: N_("recovery code"),
+    Method.TRUSTED_BROWSER: N_("password, in a trusted browser (no second step)"),
 }
 FACTOR_LABELS: dict[str, str] = {FactorKind.TOTP: N_("authentication app"), FactorKind.PASSKEY: N_("passkey")}
 
@@ -93,6 +101,12 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
                 ngettext("%(num)d other session signed out", "%(num)d other sessions signed out", ended)
                 % {"num": ended}
             )
+    if isinstance(detail.get("browsers"), int):
+        browsers = detail["browsers"]
+        parts.append(ngettext("%(num)d browser", "%(num)d browsers", browsers) % {"num": browsers})
+    if isinstance(detail.get("days"), int):
+        days = detail["days"]
+        parts.append(ngettext("for %(num)d day", "for %(num)d days", days) % {"num": days})
     if detail.get("during") == "verify_access":
         parts.append(_("while verifying access"))
     return ", ".join(parts)
@@ -106,8 +120,30 @@ def sessions_page(request: Request, session: SignedIn, done: str = "") -> Respon
         "sessions": rows,
         "verified": session.access_verified(ctx_of(request).now()),
         "notice": _(SESSION_NOTICES[done]) if done in SESSION_NOTICES else None,
+        "trusted": trusted_browsers.list_trusted(
+            ctx_of(request), session, cookie=trusted.trusted_of(request)
+        ),
+        "trust_days": ctx_of(request).trusted_browser_days,
     }
     return render(request, "sessions.html", context, user=session)
+
+
+@router.post(SESSIONS_PATH + "/forget-browser")
+def forget_browser(request: Request, session: SignedIn, id: FormStr = "", csrf: FormStr = "") -> Response:
+    """Revoke one trusted browser; no verify access needed (it only takes a shortcut away)."""
+    check_csrf(request, csrf)
+    try:
+        trusted_browsers.revoke(ctx_of(request), session, id, client_of(request))
+    except NotFound:
+        return redirect(url_with(SESSIONS_PATH, done="gone"))
+    return redirect(url_with(SESSIONS_PATH, done="browser_forgotten"))
+
+
+@router.post(SESSIONS_PATH + "/forget-browsers")
+def forget_browsers(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf)
+    trusted_browsers.revoke_every(ctx_of(request), session, client_of(request))
+    return redirect(url_with(SESSIONS_PATH, done="browsers_forgotten"))
 
 
 @router.post(SESSIONS_PATH + "/end")

@@ -21,7 +21,7 @@ from twostep.services import enrolment, factors
 from twostep.services.enrolment import TotpEnrollment
 from twostep.services.factors import FactorView
 from twostep.services.sessions import CurrentSession
-from twostep.web.deps import SignedIn, client_of, ctx_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, state
 from twostep.web.pages.common import (
     HOME,
     PageRoute,
@@ -41,6 +41,10 @@ NOTICES = {
     "welcome": N_("Welcome! Your account is ready. Add a second factor to turn on two-step verification."),
     "app_added": N_("The authentication app was added."),
     "passkey_added": N_("The passkey was added."),
+    "passkey_added_automatically": N_(
+        "Your password manager saved a passkey for twostep. It now works as a "
+        "second factor, and signing in with it needs no code."
+    ),
     "renamed": N_("The name was changed."),
     "removed": N_("The second factor was removed."),
     "removed_last": N_("The second factor was removed. Two-step verification is now off."),
@@ -66,8 +70,42 @@ def two_step_page(request: Request, session: SignedIn, done: str = "") -> Respon
         "notice": _(NOTICES[done]) if done in NOTICES else None,
         "offer_end_sessions": done in OFFER_END_SESSIONS,
         "recovery_banner": session.second_factor == "recovery_code" and done == "",
+        # The Signal API (static/webauthn.js): after a sign-in or a removal, the password manager learns the
+        # account's current passkeys.
+        "accepted": factors.accepted_credentials(ctx_of(request), session),
+        # The automatic passkey upgrade right after a password sign-in (static/webauthn.js), and otherwise a
+        # prompt to add a passkey, until dismissed for 30 days.
+        "upgrade": session.passkey_upgrade_until is not None
+        and session.passkey_upgrade_until > ctx_of(request).now(),
+        "passkey_prompt": not any(f.type == "passkey" for f in view.factors)
+        and request.cookies.get(_prompt_cookie(request)) is None,
     }
     return render(request, "two_step.html", context, user=session)
+
+
+def _prompt_cookie(request: Request) -> str:
+    return "__Host-twostep_passkey_prompt" if state(request).cookies.secure else "twostep_passkey_prompt"
+
+
+@router.post(HOME + "/passkey-prompt/dismiss")
+def dismiss_passkey_prompt(request: Request, session: SignedIn, csrf: FormStr = "") -> Response:
+    """ "Not now" on the prompt to add a passkey: not shown again in this browser for 30 days."""
+    check_csrf(request, csrf)
+    response = redirect(HOME)
+    secure = state(request).cookies.secure
+    response.set_cookie(
+        _prompt_cookie(request),
+        "dismissed",
+        max_age=PROMPT_DISMISSED_DAYS * 24 * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+        path="/",
+    )
+    return response
+
+
+PROMPT_DISMISSED_DAYS = 30
 
 
 # ---------------------------------------------------------------------------------- authentication app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
@@ -10,13 +12,14 @@ from twostep.core.errors import (
     NoPendingLogin,
     PasskeyRejected,
     TwostepError,
+    UnknownPasskey,
     UsernameTaken,
     WeakPassword,
 )
 from twostep.i18n import gettext as _
 from twostep.services import account, sign_in
 from twostep.services.sessions import logout
-from twostep.web import devices
+from twostep.web import devices, trusted
 from twostep.web.deps import client_of, ctx_of, state, token_of
 from twostep.web.errors import status_of
 from twostep.web.pages.common import (
@@ -85,6 +88,7 @@ def signup(
                 client=client,
                 current_token=token_of(request),
                 device=devices.device_of(request),
+                trusted=trusted.trusted_of(request),
             )
         except TwostepError:
             # The account exists; signing in can wait (a limit, or a busy worker): say so, never "failed".
@@ -109,7 +113,8 @@ def login_page(
         notice = _("Your sign-in took longer than 5 minutes or was cancelled. Sign in again.")
     elif signed_out:
         notice = _("You are signed out.")
-    return render(request, "login.html", {"next": target, "form": {}, "notice": notice})
+    # Autofill (a conditional passkey request) starts on a fresh sign-in page, not after an error.
+    return render(request, "login.html", {"next": target, "form": {}, "notice": notice, "autofill": True})
 
 
 @router.post("/login")
@@ -130,6 +135,7 @@ def login_post(
             client=client_of(request),
             current_token=token_of(request),
             device=devices.device_of(request),
+            trusted=trusted.trusted_of(request),
         )
     except Busy:
         raise
@@ -152,7 +158,19 @@ def second_step_page(request: Request, methods: str = "", next: str = "") -> Res
         return redirect(safe_next(next))
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "second_step.html", second_step_context(methods, next))
+    return render(request, "second_step.html", _second_step(request, methods, next))
+
+
+def _second_step(request: Request, methods: str, next: str) -> dict[str, object]:
+    """The second step's context, with the offer to trust this browser (0 days: not offered)."""
+    return {**second_step_context(methods, next), "trust_days": ctx_of(request).trusted_browser_days}
+
+
+def _signed_in(request: Request, url: str, result: sign_in.LoginResult) -> Response:
+    """The redirect after a second step: the new session cookie, and the trusted-browser cookie if asked."""
+    response = redirect(url, result.token, request)
+    trusted.remember(request, response, result.trusted)
+    return response
 
 
 def _pending_gone(next: str) -> Response:
@@ -161,44 +179,64 @@ def _pending_gone(next: str) -> Response:
 
 @router.post("/login/second-step")
 def second_step_post(
-    request: Request, code: FormStr = "", methods: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+    request: Request,
+    code: FormStr = "",
+    methods: FormStr = "",
+    next: FormStr = "",
+    trust_browser: FormStr = "",
+    csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
     try:
         result = sign_in.totp_step(
-            ctx_of(request), token=token_of(request), code=code, client=client_of(request)
+            ctx_of(request),
+            token=token_of(request),
+            code=code,
+            client=client_of(request),
+            trust_browser=bool(trust_browser),
+            trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc)}
+        context = {**_second_step(request, methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
-    return redirect(safe_next(next), result.token, request)
+    return _signed_in(request, safe_next(next), result)
 
 
 @router.get("/login/recovery-code")
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
         return redirect(url_with("/login", next=safe_next(next)))
-    return render(request, "recovery_login.html", second_step_context(methods, next))
+    return render(request, "recovery_login.html", _second_step(request, methods, next))
 
 
 @router.post("/login/recovery-code")
 def recovery_post(
-    request: Request, code: FormStr = "", methods: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+    request: Request,
+    code: FormStr = "",
+    methods: FormStr = "",
+    next: FormStr = "",
+    trust_browser: FormStr = "",
+    csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
     try:
         result = sign_in.recovery_step(
-            ctx_of(request), token=token_of(request), code=code, client=client_of(request)
+            ctx_of(request),
+            token=token_of(request),
+            code=code,
+            client=client_of(request),
+            trust_browser=bool(trust_browser),
+            trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
         return _pending_gone(next)
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**_second_step(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
     # The two-step page shows the recovery banner to a session signed in with a recovery code.
-    return redirect(HOME, result.token, request)
+    return _signed_in(request, HOME, result)
 
 
 @router.post("/login/passkey")
@@ -207,6 +245,7 @@ def passkey_login(
     credential: CredentialField = "",
     next: FormStr = "",
     methods: FormStr = "",
+    trust_browser: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:
     """The end of a passkey sign-in (second step or passwordless): the JS posts the assertion here."""
@@ -222,17 +261,30 @@ def passkey_login(
             ceremony_key=cookies.read_ceremony(request),
             credential=parsed,
             client=client_of(request),
+            trust_browser=bool(trust_browser),
+            trusted=trusted.trusted_of(request),
         )
     except TwostepError as exc:
         error = message_of(exc)
         if isinstance(exc, PasskeyRejected):
             error = _("That passkey could not be verified. Try again, or use another way to sign in.")
         if methods:
-            context = {**second_step_context(methods, next), "error": error}
+            context = {**_second_step(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
         context = {"next": safe_next(next), "form": {}, "error": error}
+        if isinstance(exc, UnknownPasskey):
+            # The page tells the password manager to forget this passkey (signalUnknownCredential).
+            context |= {"unknown_credential": _credential_id(parsed), "rp_id": ctx_of(request).rp_id}
         return render(request, "login.html", context, status_code=401)
-    return redirect(safe_next(next), result.token, request)
+    return _signed_in(request, safe_next(next), result)
+
+
+def _credential_id(credential: dict[str, object] | None) -> str | None:
+    """The base64url credential id the browser sent (for signalUnknownCredential), or None."""
+    value = credential.get("id") if credential else None
+    if isinstance(value, str) and 0 < len(value) <= 1400 and re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        return value
+    return None
 
 
 @router.post("/logout")

@@ -1,6 +1,9 @@
 // Passkey ceremonies. A form marked data-passkey="get" or "create" fetches its options from the JSON API
 // (data-options), runs the browser's passkey dialog, puts the result in its hidden "credential" field and
 // submits itself to the page route, which calls the same service as the API and redirects.
+// A "get" form marked data-autofill also starts a conditional request on load (the passkeys offered in the
+// username field's autofill); a form marked data-aborts-autofill (the password form) aborts it when submitted.
+// Elements marked data-passkey-signal tell the password manager what the server knows (the Signal API).
 "use strict";
 (function () {
   var supported = typeof window.PublicKeyCredential === "function" && !!navigator.credentials;
@@ -11,6 +14,15 @@
       try { TEXT = JSON.parse(document.body.getAttribute("data-text") || "{}"); } catch (e) { TEXT = {}; }
     }
     return TEXT[message] || message;
+  }
+  // The pending conditional (autofill) request, if any: a modal request or the password form aborts it.
+  var conditional = null;
+
+  function abortConditional() {
+    if (conditional) {
+      conditional.abort();
+      conditional = null;
+    }
   }
 
   function b64urlToBuffer(value) {
@@ -99,12 +111,12 @@
     return (error && error.message) || t("Something went wrong with the passkey. Try again.");
   }
 
-  function fetchOptions(url) {
+  function fetchOptions(url, body) {
     return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "Accept": "application/json" },
-      body: "{}"
+      body: JSON.stringify(body || {})
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) {
@@ -143,10 +155,17 @@
       event.preventDefault();
       if (busy) { return; }
       busy = true;
+      abortConditional();
       if (alertBox) { alertBox.hidden = true; alertBox.textContent = ""; }
       if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
       say(t("Starting…"), true);
-      fetchOptions(form.getAttribute("data-options")).then(function (json) {
+      form.querySelectorAll("input[data-copy-checkbox]").forEach(function (hidden) {
+        var box = document.getElementById(hidden.getAttribute("data-copy-checkbox"));
+        hidden.value = box && box.checked ? "1" : "";
+      });
+      var place = form.querySelector("input[name=place]:checked");
+      var body = place && place.value ? { authenticator: place.value } : {};
+      fetchOptions(form.getAttribute("data-options"), body).then(function (json) {
         say(t("Waiting for your passkey… Follow the instructions in your browser's dialog."), true);
         if (mode === "create") {
           return navigator.credentials.create({ publicKey: creationOptions(json) });
@@ -167,6 +186,106 @@
     });
   }
 
+  // Autofill: where the browser offers passkeys in the username field's autofill, ask for one there. Choosing
+  // one submits the assertion through ``form``, exactly as the "Sign in with a passkey" button does.
+  function startAutofill(form) {
+    var pkc = window.PublicKeyCredential;
+    if (typeof pkc.isConditionalMediationAvailable !== "function") { return; }
+    var controller = new AbortController();
+    conditional = controller;
+    Promise.resolve(pkc.isConditionalMediationAvailable()).then(function (available) {
+      if (!available || controller.signal.aborted) { return null; }
+      return fetchOptions(form.getAttribute("data-options")).then(function (json) {
+        if (controller.signal.aborted) { return null; }
+        return navigator.credentials.get({
+          mediation: "conditional",
+          publicKey: requestOptions(json),
+          signal: controller.signal
+        });
+      });
+    }).then(function (cred) {
+      if (!cred || controller.signal.aborted) { return; }
+      if (conditional === controller) { conditional = null; }
+      form.querySelector("input[name=credential]").value = JSON.stringify(credentialJSON(cred));
+      HTMLFormElement.prototype.submit.call(form);
+    }).catch(function () {
+      // Aborted (the password form or the button took over), refused or not offered: nothing to say; the
+      // password form and the button work as before.
+    });
+  }
+
+  // The Signal API: tell the password manager which passkeys the server knows, guarded by feature detection.
+  function signal(el) {
+    var pkc = window.PublicKeyCredential;
+    var kind = el.getAttribute("data-passkey-signal");
+    var rpId = el.getAttribute("data-rp-id");
+    var done = null;
+    try {
+      if (kind === "unknown" && typeof pkc.signalUnknownCredential === "function") {
+        done = pkc.signalUnknownCredential({ rpId: rpId, credentialId: el.getAttribute("data-credential-id") });
+      } else if (kind === "accepted" && typeof pkc.signalAllAcceptedCredentials === "function") {
+        var ids = el.getAttribute("data-credential-ids");
+        done = pkc.signalAllAcceptedCredentials({
+          rpId: rpId,
+          userId: el.getAttribute("data-user-id"),
+          allAcceptedCredentialIds: ids ? ids.split(",") : []
+        });
+      }
+    } catch (e) { done = null; }
+    if (done && typeof done.catch === "function") { done.catch(function () {}); }
+  }
+
+  // The automatic passkey upgrade, right after a password sign-in: where the browser can create a passkey
+  // conditionally (its password manager decides, without a dialog), ask it to; the "Add a passkey" prompt is
+  // for browsers that cannot.
+  function startUpgrade(el) {
+    var pkc = window.PublicKeyCredential;
+    if (typeof pkc.getClientCapabilities !== "function") { return; }
+    var prompt = document.querySelector("[data-passkey-prompt]");
+    Promise.resolve(pkc.getClientCapabilities()).then(function (caps) {
+      if (!caps || !caps.conditionalCreate) { return; }
+      if (prompt) { prompt.hidden = true; }
+      return fetchOptions(el.getAttribute("data-options")).then(function (json) {
+        return navigator.credentials.create({ mediation: "conditional", publicKey: creationOptions(json) });
+      }).then(function (cred) {
+        if (!cred) { return; }
+        return fetch(el.getAttribute("data-register"), {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "Accept": "application/json" },
+          body: JSON.stringify({ credential: credentialJSON(cred) })
+        }).then(function (response) {
+          if (response.ok) { window.location.assign("/settings/two-step?done=passkey_added_automatically"); }
+        });
+      }).catch(function () {
+        if (prompt) { prompt.hidden = false; }
+      });
+    }).catch(function () { /* no capabilities: the prompt stays */ });
+  }
+
+  // Registration hints: show only the choices this browser supports, where it says (getClientCapabilities).
+  function limitHints() {
+    var pkc = window.PublicKeyCredential;
+    var choices = document.querySelectorAll("[data-capability]");
+    if (!choices.length || typeof pkc.getClientCapabilities !== "function") { return; }
+    Promise.resolve(pkc.getClientCapabilities()).then(function (caps) {
+      if (!caps) { return; }
+      choices.forEach(function (choice) {
+        var names = choice.getAttribute("data-capability").split(" ");
+        var known = names.filter(function (n) { return typeof caps[n] === "boolean"; });
+        if (!known.length) { return; }
+        var ok = known.some(function (n) { return caps[n]; });
+        choice.hidden = !ok;
+        var input = choice.querySelector("input");
+        if (!ok && input && input.checked) {
+          input.checked = false;
+          var first = document.querySelector("input[name=place][value='']");
+          if (first) { first.checked = true; }
+        }
+      });
+    }).catch(function () { /* every choice stays */ });
+  }
+
   function init() {
     document.querySelectorAll("[data-needs-webauthn]").forEach(function (el) {
       el.hidden = !supported;
@@ -176,6 +295,15 @@
     });
     if (!supported) { return; }
     document.querySelectorAll("form[data-passkey]").forEach(setup);
+    document.querySelectorAll("[data-passkey-signal]").forEach(signal);
+    document.querySelectorAll("form[data-aborts-autofill]").forEach(function (form) {
+      form.addEventListener("submit", abortConditional);
+    });
+    var autofill = document.querySelector("form[data-passkey=get][data-autofill]");
+    if (autofill) { startAutofill(autofill); }
+    var upgrade = document.querySelector("[data-passkey-upgrade]");
+    if (upgrade) { startUpgrade(upgrade); }
+    limitHints();
   }
 
   if (document.readyState === "loading") {
