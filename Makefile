@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_DEV := $(VENV)/.installed-dev
-DEBIAN_TEST_PACKAGES := chromium oathtool zbar-tools librsvg2-bin nginx-light wrk
+DEBIAN_TEST_PACKAGES := chromium oathtool zbar-tools librsvg2-bin nginx-light wrk caddy
 # `make serve HOST=… PORT=… WORKERS=…` passes them as flags; unset, the configuration decides (TWOSTEP_CONFIG,
 # TWOSTEP_HOST/PORT/WORKERS; defaults 127.0.0.1, 8000, 1).
 HOST ?=

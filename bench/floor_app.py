@@ -519,8 +519,64 @@ def run_pg_sync(pool: queue.Queue[Any], step: Step, trace: list[str] | None) -> 
     return outcome
 
 
+# ---------------------------------------------------------------------- F1: the forward-auth session read
+# The statement twostep's storage/sessions.py sends per forward-auth request (its _LOOKUP, compiled), and
+# the answer: the session, its account's names, groups and whether it has a factor, in one read.
+_LOOKUP_TAIL = (
+    ", accounts.username, accounts.display_name, accounts.email, accounts.email_verified_at, (SELECT {agg} "
+    "AS aggregate_strings_1 \nFROM account_groups \nWHERE account_groups.account_id = sessions.account_id) "
+    "AS groups, EXISTS (SELECT * \nFROM factors \nWHERE factors.account_id = sessions.account_id) "
+    "AS has_factor "
+    "\nFROM sessions JOIN accounts ON accounts.id = sessions.account_id \n"
+)
+SQLITE_LOOKUP = (
+    f"SELECT {_SESSION_COLUMNS}"
+    + _LOOKUP_TAIL.format(agg="group_concat(account_groups.name, ',')")
+    + "WHERE sessions.token_hash = ? AND sessions.kind = ?"
+)
+PG_LOOKUP = (
+    f"SELECT {_SESSION_COLUMNS}"
+    + _LOOKUP_TAIL.format(agg="string_agg(account_groups.name, ',')")
+    + "WHERE sessions.token_hash = %(b_hash)s::VARCHAR AND sessions.kind = %(kind_1)s::VARCHAR"
+)
+SESSION_IDLE = timedelta(minutes=30)
+
+
+def _aware(value: Any) -> datetime:
+    """A timestamp as SQLite (text) or psycopg (datetime) gives it, in UTC."""
+    when: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def sqlite_read(conn: sqlite3.Connection, token_hash: str) -> Any:
+    """One SELECT, no explicit transaction (as twostep's storage/db.py Database.read on SQLite)."""
+    return conn.execute(SQLITE_LOOKUP, (token_hash, "active")).fetchone()
+
+
+def forward_auth_answer(row: Any) -> Response:
+    """twostep's answer to an allowed request, or 401: the liveness checks of services/sessions.py on the
+    row (the idle and absolute ends; H04), and the Remote-* headers (web/api/protect.py)."""
+    now = datetime.now(UTC)
+    if (
+        row is None
+        or _aware(row[7]) <= now
+        or _aware(row[6]) <= now - SESSION_IDLE
+        or (row[8] is None and row[19])
+    ):
+        return _error(401, "not_signed_in", "Sign in first.")
+    response = Response(status_code=200)
+    response.raw_headers += [
+        (b"remote-user", row[14].encode()),
+        (b"remote-groups", ",".join(sorted(row[18].split(","))).encode() if row[18] else b""),
+        (b"remote-email", (row[16] or "").encode() if row[17] is not None else b""),
+        *HEADERS,
+    ]
+    return response
+
+
 Runner = Callable[[str, str, str, str, datetime, list[str] | None], Any]
 RUN: dict[str, Runner] = {}
+READ: dict[str, Callable[[str], Any]] = {}
 
 
 @asynccontextmanager
@@ -535,6 +591,9 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async def run(token_hash: str, code: str, ip: str, ua: str, now: datetime, trace: Any) -> Outcome:
             return run_sqlite(conn, sqlite_step(token_hash, code, ip, ua, now), trace)
 
+        async def read(token_hash: str) -> Any:
+            return sqlite_read(conn, token_hash)
+
     elif MODE == "sqlite-thread":
         conn = sqlite_connect(DATA_DIR / "twostep.sqlite3")
         closers.append(conn.close)
@@ -547,6 +606,13 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async def run(token_hash: str, code: str, ip: str, ua: str, now: datetime, trace: Any) -> Outcome:
             return await run_in_threadpool(locked, token_hash, code, ip, ua, now, trace)
 
+        def locked_read(token_hash: str) -> Any:
+            with lock:
+                return sqlite_read(conn, token_hash)
+
+        async def read(token_hash: str) -> Any:
+            return await run_in_threadpool(locked_read, token_hash)
+
     elif MODE == "pg-async":
         apool: asyncio.Queue[Any] = asyncio.Queue()
         for _ in range(PG_POOL):
@@ -556,6 +622,15 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 
         async def run(token_hash: str, code: str, ip: str, ua: str, now: datetime, trace: Any) -> Outcome:
             return await run_pg_async(apool, pg_step(token_hash, code, ip, ua, now), trace)
+
+        async def read(token_hash: str) -> Any:
+            aconn = await apool.get()
+            try:
+                async with aconn.transaction():
+                    cur = await aconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"})
+                    return await cur.fetchone()
+            finally:
+                apool.put_nowait(aconn)
 
     elif MODE == "pg-thread":
         spool: queue.Queue[Any] = queue.Queue()
@@ -567,9 +642,21 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async def run(token_hash: str, code: str, ip: str, ua: str, now: datetime, trace: Any) -> Outcome:
             return await run_in_threadpool(run_pg_sync, spool, pg_step(token_hash, code, ip, ua, now), trace)
 
+        def sync_read(token_hash: str) -> Any:
+            sconn = spool.get()
+            try:
+                with sconn.transaction():
+                    return sconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"}).fetchone()
+            finally:
+                spool.put_nowait(sconn)
+
+        async def read(token_hash: str) -> Any:
+            return await run_in_threadpool(sync_read, token_hash)
+
     else:
         raise RuntimeError(f"FLOOR_MODE={MODE!r}: sqlite-loop, sqlite-thread, pg-async or pg-thread")
     RUN["step"] = run
+    READ["read"] = read
     try:
         yield
     finally:
@@ -615,6 +702,14 @@ async def login_totp(request: Request) -> Response:
     return response
 
 
+async def forward_auth(request: Request) -> Response:
+    """F1's floor: the session read of GET /api/v1/forward-auth and twostep's answer (no rules)."""
+    token = request.cookies.get(COOKIE)
+    if token is None or not _TOKEN.fullmatch(token):
+        return _error(401, "not_signed_in", "Sign in first.")
+    return forward_auth_answer(await READ["read"](hash_token(token)))
+
+
 async def stats(request: Request) -> Response:
     data = {
         "mode": MODE,
@@ -635,6 +730,7 @@ async def reset(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/api/v1/login/totp", login_totp, methods=["POST"]),
+        Route("/api/v1/forward-auth", forward_auth, methods=["GET"]),
         Route("/_floor/stats", stats, methods=["GET"]),
         Route("/_floor/reset", reset, methods=["POST"]),
     ],

@@ -33,6 +33,11 @@ def test_the_sec55_events_are_the_notified_ones() -> None:
         EventType.SECOND_FACTOR_FAILED,
         EventType.SECOND_FACTOR_ABANDONED,
         EventType.PASSKEY_ADDED_AUTOMATICALLY,  # issue 17: a factor added without verify access
+        # Operators' actions that change what the holder can do (issue 12), and a new address.
+        EventType.OPERATOR_LOCKED,
+        EventType.OPERATOR_GROUPS_CHANGED,
+        EventType.OPERATOR_DELETED,
+        EventType.EMAIL_CHANGED,
     }
 
 

@@ -21,6 +21,7 @@ from twostep.config import Settings, record_untrusted_forwarding
 from twostep.core import keys
 from twostep.core.clock import Clock, SystemClock
 from twostep.core.errors import Unavailable
+from twostep.core.next import NextHosts
 from twostep.core.passwords import PasswordHasher
 from twostep.core.secretbox import KeyRing, SecretBox
 from twostep.keyfile import ensure_data_dir, load_keys, load_or_create_key
@@ -109,6 +110,8 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         rate_limit_per_minute=settings.rate_limit_per_minute,
         device_key=device_key,
         trusted_browser_days=settings.trusted_browser_days,
+        signup=settings.signup,
+        operator_contact=settings.operator_contact,
         default_language=settings.default_language,
     )
 
@@ -160,12 +163,18 @@ def create_app(
     master = load_or_create_key(settings.key_path)
     web_state = WebState(
         ctx=ctx,
-        cookies=CookiePolicy(secure=settings.secure_cookies),
+        cookies=CookiePolicy(secure=settings.secure_cookies, domain=settings.cookie_domain),
         trusted_proxies=list(settings.trusted_proxy_networks()),
         # H15: the form tokens have a key of their own; the master key only seals secrets.
         csrf_key=keys.derive_key(master, keys.CSRF),
         untrusted_forwarding_noted=functools.partial(record_untrusted_forwarding, settings.data_dir),
         metrics_from=list(settings.metrics_from),
+        access=settings.access_control,
+        next_hosts=NextHosts(
+            origin=settings.origin,
+            cookie_domain=settings.cookie_domain,
+            domains=tuple(p for rule in settings.access_control.rules for p in rule.domains),
+        ),
     )
 
     async def background() -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""The `twostep` command: serve, check-config, migrate, rotate-key, backup."""
+"""The `twostep` command: serve, check-config, migrate, rotate-key, backup, and the operators' invite and
+user."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from twostep import config
 from twostep.config import ConfigError, Settings
 from twostep.core.access import AccessRule, DomainPattern, Policy
+
+if TYPE_CHECKING:
+    from twostep.services.context import Context
+    from twostep.services.operators import UserView
 
 # Files 0600 and directories 0700 (H12): whatever twostep, SQLite or a library creates in the data directory.
 UMASK = 0o077
@@ -97,7 +103,7 @@ def _check_config(args: argparse.Namespace) -> int:
 SECRET_URLS = ("database_url", "smtp_url")
 # Settings of the second round that are validated before the parts that use them exist; check-config says so
 # when one is set. Remove a name when its part is built.
-NOT_YET_IN_EFFECT: Final = ("signup", "cookie_domain", "access")
+NOT_YET_IN_EFFECT: Final[tuple[str, ...]] = ()
 
 
 def masked_url(url: str) -> str:
@@ -425,6 +431,251 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the operators' commands: twostep invite, twostep user ... --------------------------------------------
+
+
+class OperatorError(Exception):
+    """A refusal of an operator's command: its message is printed, the exit status is ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _operator_context() -> Context:
+    """The services' context for an operator's command, on the database the server uses."""
+    from twostep.app import SchemaOutdated, build_context, prepare_database
+    from twostep.core.clock import SystemClock
+    from twostep.keyfile import load_or_create_key
+
+    settings = load_settings()
+    try:
+        db = prepare_database(settings)
+    except SchemaOutdated as exc:
+        raise OperatorError(str(exc), status=2) from None
+    load_or_create_key(settings.key_path)
+    return build_context(settings, db, SystemClock())
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _user_json(view: UserView) -> dict[str, object]:
+    return {
+        "username": view.username,
+        "email": view.email,
+        "email_verified": view.email_verified,
+        "groups": list(view.groups),
+        "two_step": view.two_step,
+        "factors": [{"kind": f.kind, "name": f.name} for f in view.factors],
+        "created_at": _iso(view.created_at),
+        "last_sign_in_at": _iso(view.last_sign_in),
+        "locked": view.locked_at is not None,
+        "locked_at": _iso(view.locked_at),
+    }
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _one_line(text: str | None) -> str:
+    """A value for a terminal: control characters (none should be stored) shown as '?'."""
+    return "-" if not text else "".join("?" if ord(c) < 32 or ord(c) == 127 else c for c in text)
+
+
+def _invite(args: argparse.Namespace) -> int:
+    from twostep.core.durations import parse_duration
+    from twostep.services import operators
+
+    try:
+        expires = parse_duration(args.expires)
+    except ValueError as exc:
+        raise OperatorError(f"--expires: {exc}") from None
+    ctx = _operator_context()
+    made = operators.invite(ctx, username=args.username, email=args.email, groups=args.group, expires=expires)
+    print(made.url)
+    fixed = [f"username {made.username}"] if made.username else []
+    fixed += [f"e-mail {made.email}"] if made.email else []
+    fixed += [f"groups {', '.join(made.groups)}"] if made.groups else []
+    print(
+        f"twostep: invitation{' for ' + '; '.join(fixed) if fixed else ''}; single use, "
+        f"expires {_when(made.expires_at)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    import json
+
+    from twostep.services import operators
+
+    users = operators.list_users(_operator_context())
+    if args.json:
+        print(json.dumps([_user_json(u) for u in users], indent=2))
+        return 0
+    if not users:
+        print("no users")
+        return 0
+    header = ("USERNAME", "E-MAIL", "VERIFIED", "GROUPS", "TWO-STEP", "CREATED", "LAST SIGN-IN", "LOCKED")
+    rows = [header] + [
+        (
+            u.username,
+            _one_line(u.email),
+            ("yes" if u.email_verified else "no") if u.email else "-",
+            ",".join(u.groups) or "-",
+            "on" if u.two_step else "off",
+            _when(u.created_at),
+            _when(u.last_sign_in),
+            _when(u.locked_at) if u.locked_at else "no",
+        )
+        for u in users
+    ]
+    print(_table(rows))
+    return 0
+
+
+def _user_show(args: argparse.Namespace) -> int:
+    import json
+
+    from twostep.services import operators
+
+    u = operators.show_user(_operator_context(), args.name)
+    if args.json:
+        print(json.dumps(_user_json(u), indent=2))
+        return 0
+    factor_lines = [f'{f.kind} "{_one_line(f.name)}"' for f in u.factors]
+    rows = [
+        ("username", u.username),
+        (
+            "e-mail",
+            f"{_one_line(u.email)}"
+            + ((" (verified)" if u.email_verified else " (not verified)") if u.email else ""),
+        ),
+        ("groups", ", ".join(u.groups) or "-"),
+        ("two-step", "on" if u.two_step else "off"),
+        ("factors", "; ".join(factor_lines) or "-"),
+        ("created", _when(u.created_at)),
+        ("last sign-in", _when(u.last_sign_in)),
+        ("locked", f"yes, since {_when(u.locked_at)}" if u.locked_at else "no"),
+    ]
+    print(_table([(f"{k}:", v) for k, v in rows]))
+    return 0
+
+
+def _user_lock(args: argparse.Namespace) -> int:
+    from twostep.services import operators
+
+    ended = operators.lock(_operator_context(), args.name)
+    if ended is None:
+        print(f"twostep: {args.name} was already locked; nothing changed")
+    else:
+        print(f"twostep: locked {args.name}; {ended} session{'s' if ended != 1 else ''} ended")
+    return 0
+
+
+def _user_unlock(args: argparse.Namespace) -> int:
+    from twostep.services import operators
+
+    if operators.unlock(_operator_context(), args.name):
+        print(f"twostep: unlocked {args.name}")
+    else:
+        print(f"twostep: {args.name} was not locked; nothing changed")
+    return 0
+
+
+def _user_delete(args: argparse.Namespace) -> int:
+    from twostep.services import operators
+
+    ctx = _operator_context()
+    view = operators.show_user(ctx, args.name)  # an unknown user is refused before any question
+    if not args.yes:
+        print(
+            f"Delete the account {view.username} with its factors, sessions and security log? This cannot be "
+            "undone. Type the username to confirm: ",
+            end="",
+            flush=True,
+        )
+        answer = sys.stdin.readline().strip()
+        if answer != view.username:
+            raise OperatorError(f"not deleted: the answer was not {view.username!r}")
+    name = operators.delete(ctx, view.username)
+    print(f"twostep: deleted {name}")
+    return 0
+
+
+def _user_groups(args: argparse.Namespace) -> int:
+    from twostep.services import operators
+
+    if not args.add and not args.remove:
+        u = operators.show_user(_operator_context(), args.name)
+        print(f"{u.username}: {', '.join(u.groups) or '(no group)'}")
+        return 0
+    change = operators.change_groups(_operator_context(), args.name, add=args.add, remove=args.remove)
+    parts = []
+    if change.added:
+        parts.append(f"added to {', '.join(change.added)}")
+    if change.removed:
+        parts.append(f"removed from {', '.join(change.removed)}")
+    done = "; ".join(parts) or "nothing changed"
+    print(f"twostep: {change.username}: {done}; groups now: {', '.join(change.groups) or '(none)'}")
+    return 0
+
+
+def _add_operator_commands(sub: Any) -> None:
+    inv = sub.add_parser(
+        "invite",
+        help="make a single-use sign-up link (print its URL)",
+        description="Make an invitation and print its URL, <origin>/signup?invite=<token>. It works once and "
+        "expires; it may fix the username and the e-mail address, and puts the new account in the groups "
+        "named. Only a hash of the token is stored: the URL cannot be shown again.",
+    )
+    inv.add_argument("--username", help="the username the invited person must take")
+    inv.add_argument("--email", help="the e-mail address of the new account")
+    inv.add_argument(
+        "--group", action="append", default=[], metavar="GROUP", help="a group of the new account (repeat)"
+    )
+    inv.add_argument("--expires", default="7d", help="how long the link works: 7d, 12h, 30m (default 7d)")
+    inv.set_defaults(func=_invite)
+    user = sub.add_parser("user", help="list, show, lock, unlock, delete users; change their groups")
+    users = user.add_subparsers(dest="user_command", required=True)
+    lst = users.add_parser("list", help="every user, in a table (or --json)")
+    lst.add_argument("--json", action="store_true", help="JSON for scripts")
+    lst.set_defaults(func=_user_list)
+    show = users.add_parser("show", help="one user: groups, e-mail, two-step and factors, dates, lock")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="JSON for scripts")
+    show.set_defaults(func=_user_show)
+    lock = users.add_parser("lock", help="refuse every sign-in of the user and end their sessions now")
+    lock.add_argument("name")
+    lock.set_defaults(func=_user_lock)
+    unlock = users.add_parser("unlock", help="let a locked user sign in again")
+    unlock.add_argument("name")
+    unlock.set_defaults(func=_user_unlock)
+    delete = users.add_parser("delete", help="delete the user and everything of theirs")
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(func=_user_delete)
+    groups = users.add_parser("groups", help="add the user to groups, remove them from groups")
+    groups.add_argument("name")
+    groups.add_argument(
+        "--add", action="append", default=[], metavar="GROUP", help="a group to join (repeat)"
+    )
+    groups.add_argument(
+        "--remove", action="append", default=[], metavar="GROUP", help="a group to leave (repeat)"
+    )
+    groups.set_defaults(func=_user_groups)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twostep", description="Two-step verification service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -460,14 +711,24 @@ def main(argv: list[str] | None = None) -> int:
     bak.add_argument("file", metavar="FILE", help="where to write the copy (mode 0600)")
     bak.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     bak.set_defaults(func=_backup)
+    _add_operator_commands(sub)
     args = parser.parse_args(argv)
     os.umask(UMASK)
+    from twostep.core.errors import TwostepError
+
     try:
         result: int = args.func(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"twostep: configuration refused: {problem}", file=sys.stderr)
         return 2
+    except OperatorError as exc:
+        print(f"twostep: {exc}", file=sys.stderr)
+        return exc.status
+    except TwostepError as exc:
+        # An operator's command refused (an unknown user, a bad group name, a taken username).
+        print(f"twostep: {exc.message}", file=sys.stderr)
+        return 1
     return result
 
 

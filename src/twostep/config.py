@@ -287,6 +287,8 @@ class Settings(BaseSettings):
     # Second round (docs/api.md), validated now and put to use by the issues that build them:
     # who may create an account (issue 12),
     signup: Literal["open", "invite", "closed"] = "open"
+    # whom the pages tell a person whose account is locked to ask (issue 12),
+    operator_contact: str = Field(default="the administrator of this site", min_length=1, max_length=200)
     # the domain the session cookie is valid for, the origin's host or a parent of it (issue 13),
     cookie_domain: str | None = None
     # who may read GET /metrics, and the log line format (issue 15).

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -160,9 +161,12 @@ def server_offset(server: AppServer) -> float:
 
 
 def test_forward_auth_follows_the_session(server: AppServer, client: httpx.Client) -> None:
-    """api.md forward auth: 401 without a session, 200 + Remote-User with one, never a redirect."""
+    """api.md forward auth: 401 without a session (with the login URL in Location since the second round:
+    without X-Original-URL or X-Forwarded-*, the original request is the origin's "/"), 200 + Remote-User
+    with one; never a redirect without ?redirect=1."""
     r = client.get(f"{API}/forward-auth")
-    assert r.status_code == 401 and "location" not in r.headers
+    assert r.status_code == 401
+    assert r.headers["location"] == f"{server.url}/login?next={quote(server.url + '/', safe='')}"
     assert "remote-user" not in r.headers
     username = new_account(client)
     sign_in(client, username)

@@ -131,10 +131,15 @@ _AS_IS = {"twostep"}
 def test_templates_have_no_english_outside_the_catalogue(template: str) -> None:
     """Every template's words go through {% trans %} or _(): a page added later (by any branch) cannot ship
     English text that the pseudo-language test in Chromium does not walk to."""
-    source = (TEMPLATES / template).read_text(encoding="utf-8")
+    full = source = (TEMPLATES / template).read_text(encoding="utf-8")
     source = _HIDDEN.sub(" ", source)
     source = _JINJA.sub(" ", source)
     attributes = " ".join(_TEXT_ATTRIBUTE.findall(source))
     text = _TAG.sub(" ", source) + " " + attributes
     words = [w for w in re.findall(r"[A-Za-z][A-Za-z'\u2019-]+", text) if w not in _AS_IS]
     assert words == [], f"{template}: wrap these in {{% trans %}} or _(): {words}"
+    # Sentences given to macros ({{ field("name", "Label", hint="...") }}): a literal starting with a capital
+    # letter inside {{ }} must be the argument of _().
+    expressions = " ".join(re.findall(r"\{\{(.*?)\}\}", _HIDDEN.sub(" ", full), re.S))
+    bare = re.findall(r"""(?<!_\()(["'])([A-Z][^"']*)\1""", expressions)
+    assert [b for _q, b in bare] == [], f"{template}: wrap these in _(): {bare}"

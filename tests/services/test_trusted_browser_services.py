@@ -51,7 +51,7 @@ def test_SEC_trust_is_per_account_and_ends_at_its_expiry(ctx: Context, clock: Se
     result = _password(ctx, alice, cookie)
     assert result.status == "signed_in"
     session = authenticate(ctx, result.token)
-    assert session.trusted_browser is not None and session.second_factor_used is False
+    assert session.trusted_browser is not None and session.used_second_factor is False
     # Both accounts in one browser: the cookie keeps the newest first.
     both = sign_in.totp_step(
         ctx,

@@ -33,9 +33,11 @@ from twostep.config import Settings
 PEER = ("127.0.0.1", 50000)
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    """Settings from TWOSTEP_* variables given as a dict, as `twostep serve` would read them."""
+def settings_of(env: dict[str, str], extra: dict[str, Any] | None = None) -> Settings:
+    """Settings from TWOSTEP_* variables given as a dict, as `twostep serve` would read them, and ``extra``
+    settings of the configuration file (such as ``access``, the rules, as its TOML would parse)."""
     fields: dict[str, Any] = {name.removeprefix("TWOSTEP_").lower(): value for name, value in env.items()}
+    fields.update(extra or {})
     return Settings(**fields)
 
 
@@ -102,10 +104,13 @@ class AppServer:
         env: dict[str, str] | None = None,
         test_clock: bool = True,
         cheap_argon2: bool = True,
+        settings: dict[str, Any] | None = None,
+        origin: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://localhost:{self.port}"
+        # Any origin works: requests never leave this process (several domains: https://auth.example.test).
+        self.url = origin.format(port=self.port) if origin else f"http://localhost:{self.port}"
         self.database_url = database_url
         self.env: dict[str, str] = {
             "TWOSTEP_DATA_DIR": str(data_dir),
@@ -122,6 +127,7 @@ class AppServer:
         if database_url:
             self.env["TWOSTEP_DATABASE_URL"] = database_url
         self.env.update(env or {})
+        self.settings: dict[str, Any] = dict(settings or {})
         self.app: FastAPI | None = None
         self._portal: _Portal | None = None
         self._lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
@@ -130,7 +136,7 @@ class AppServer:
     def start(self) -> AppServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("twostep").addHandler(self._log)
-        self.app = create_app(settings_of(self.env))
+        self.app = create_app(settings_of(self.env, self.settings))
         self._portal = _Portal()
         self._lifespan = self.app.router.lifespan_context(self.app)
         self._portal.run(self._lifespan.__aenter__())

@@ -25,7 +25,9 @@ from typing import Any, cast
 
 import httpx
 from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, text
 
+from tests.support.database import database_url
 from tests.support.server import Target, free_port
 from tests.support.totp import PERIOD, secret_bytes, totp_code, wrong_code
 
@@ -142,7 +144,13 @@ class SmtpSink:
             return list(self.received)
 
     def to(self, address: str) -> list[Received]:
-        return [m for m in self.all() if address in m.rcpt_tos]
+        """The notifications sent to ``address``: every message but the address's verification link (sent
+        when an address is given, issue 12), which no notification test counts; ``links_to`` has those."""
+        return [m for m in self.all() if address in m.rcpt_tos and not is_verification_link(m)]
+
+    def links_to(self, address: str) -> list[Received]:
+        """The e-mail verification messages sent to ``address``."""
+        return [m for m in self.all() if address in m.rcpt_tos and is_verification_link(m)]
 
     def wait_for(
         self, address: str, count: int, *, timeout: float = 10.0, quiet: float = 1.2
@@ -160,6 +168,13 @@ def smtp_sink(port: int | None = None) -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
+
+
+VERIFICATION_SUBJECT = "Confirm your e-mail address"
+
+
+def is_verification_link(message: Received) -> bool:
+    return str(message.message["Subject"]) == VERIFICATION_SUBJECT
 
 
 def read_outbox(folder: Path) -> list[Received]:
@@ -366,19 +381,30 @@ class User:
 
 
 def sign_up(
-    server: Target, clock: Clock, *, email: bool = True, prefix: str = "mail"
+    server: Target, clock: Clock, *, email: bool = True, prefix: str = "mail", link: bool = True
 ) -> tuple[User, Browser]:
-    """A new account (unique username, strong unique password), signed in from a new browser."""
+    """A new account (unique username, strong unique password), signed in from a new browser. With
+    ``link=False`` the address is written in the database after sign-up, so that no verification message
+    is sent to it (for a test that counts delivery attempts of notifications)."""
     username = f"{prefix}{letters(10)}"
     password = f"{letters(6)} {letters(6)} {letters(6)} {letters(4)}"
     address = f"{username}@example.test" if email else None
     user = User(server, clock, username, password, address)
     b = user.browser()
     body: dict[str, Any] = {"username": username, "password": password}
-    if address:
+    if address and link:
         body["email"] = address
     r = b.post("/accounts", body)
     assert r.status_code == 201, r.text
+    if address and not link:
+        engine = create_engine(database_url(server))
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE accounts SET email = :e WHERE username = :u"), {"e": address, "u": username}
+                )
+        finally:
+            engine.dispose()
     r = b.post("/login", {"username": username, "password": password})
     assert r.status_code == 200 and r.json()["status"] == "signed_in", r.text
     return user, b
@@ -403,3 +429,8 @@ def hung_smtp_listener() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     return sock
+
+
+def notifications_in(folder: Path) -> list[Received]:
+    """The .eml files of the outbox folder but the e-mail verification links."""
+    return [m for m in read_outbox(folder) if not is_verification_link(m)]

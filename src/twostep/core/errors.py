@@ -14,6 +14,8 @@ TwostepError
 ├── TooManyAttempts           too_many_attempts (429), carries retry_after
 ├── VerifyAccessRequired      verify_access_required (403)
 ├── CrossSiteRequest          cross_site_request (403)
+├── AccessDenied              access_denied (403: forward authentication, a rule refuses this account)
+│   └── TwoFactorRequired     two_factor_required (403: a two_factor rule, an account without a factor)
 ├── UsernameTaken             username_taken (409)
 ├── NameTaken                 name_taken (409)
 ├── WeakPassword              weak_password (422), carries the reason
@@ -23,7 +25,11 @@ TwostepError
 ├── UnsupportedMediaType      unsupported_media_type (415)
 ├── PayloadTooLarge           payload_too_large (413)
 ├── Busy                      busy (503), carries retry_after
-└── Unavailable               unavailable (503), carries retry_after: the database cannot be reached
+├── Unavailable               unavailable (503), carries retry_after: the database cannot be reached
+├── SignupClosed              signup_closed (403), carries reason: "closed", "invitation_required" or
+│                             "invitation_invalid"
+├── AccountLocked             account_locked (403)
+└── LinkInvalid               link_invalid (410: an e-mail verification link used, expired or unknown)
 
 Services raise these; only ``twostep.web.errors`` turns them into HTTP responses, with its one table of
 statuses. An error about one input names it in ``field`` ("username", "email", "password"), so that a form
@@ -135,6 +141,20 @@ class CrossSiteRequest(TwostepError):
     message = "This request came from another site and was refused."
 
 
+class AccessDenied(TwostepError):
+    """Forward authentication: signed in, but the access rules keep this account from the application."""
+
+    code = "access_denied"
+    message = "Your account may not open this application."
+
+
+class TwoFactorRequired(AccessDenied):
+    """Forward authentication: a two_factor rule, and the account has no second factor yet."""
+
+    code = "two_factor_required"
+    message = "This application needs two-step verification. Set it up, then open the application again."
+
+
 class UsernameTaken(TwostepError):
     code = "username_taken"
     message = "That username is taken."
@@ -204,3 +224,39 @@ class Unavailable(TwostepError):
 
     def extra(self) -> dict[str, object]:
         return {"retry_after": self.retry_after}
+
+
+class SignupClosed(TwostepError):
+    """Sign-up is closed, or needs a valid invitation (docs/api.md "Who may have an account")."""
+
+    code = "signup_closed"
+    message = "Sign-up is closed on this site."
+
+    def __init__(self, reason: str = "closed", message: str | None = None) -> None:
+        if message is None and reason == "invitation_required":
+            message = "Sign-up on this site needs an invitation. Ask its operator for one."
+        elif message is None and reason == "invitation_invalid":
+            message = (
+                "This invitation cannot be used: it was used already, has expired, or does not exist. "
+                "Ask the operator of this site for a new one."
+            )
+        super().__init__(message)
+        self.reason = reason
+
+    def extra(self) -> dict[str, object]:
+        return {"reason": self.reason}
+
+
+class AccountLocked(TwostepError):
+    """An operator locked the account: no sign-in, passkey sign-in or verify access until unlocked. Said
+    only after a correct password or a valid passkey (never an oracle of which accounts are locked)."""
+
+    code = "account_locked"
+    message = "This account is locked. Ask the operator of this site to unlock it."
+
+
+class LinkInvalid(TwostepError):
+    """An e-mail verification link that was used, expired or never existed."""
+
+    code = "link_invalid"
+    message = "This link cannot be used: it was used already or has expired. Ask for a new one."

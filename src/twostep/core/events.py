@@ -40,3 +40,11 @@ class EventType(StrEnum):
     PASSKEY_ADDED_AUTOMATICALLY = "passkey_added_automatically"
     # A passkey's backup eligibility (the BE flag) differs from the stored one; the new value is stored.
     PASSKEY_BACKUP_ELIGIBILITY_CHANGED = "passkey_backup_eligibility_changed"
+    # Operators (docs/api.md "Who may have an account").
+    OPERATOR_LOCKED = "operator_locked"
+    OPERATOR_UNLOCKED = "operator_unlocked"
+    OPERATOR_GROUPS_CHANGED = "operator_groups_changed"
+    OPERATOR_DELETED = "operator_deleted"
+    # The e-mail address.
+    EMAIL_CHANGED = "email_changed"
+    EMAIL_VERIFIED = "email_verified"

@@ -21,6 +21,8 @@ TOTP_ENROLLMENT_TTL = timedelta(minutes=15)
 CHALLENGE_TTL = timedelta(minutes=5)
 # The automatic passkey upgrade is allowed this long after a password sign-in, once.
 PASSKEY_UPGRADE_TTL = timedelta(minutes=5)
+EMAIL_LINK_TTL = timedelta(hours=24)
+INVITATION_TTL = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class Context:
     metrics: Metrics = field(default_factory=NoMetrics)
     # How long "Don't ask again on this browser" lasts, in days; 0 turns trusted browsers off.
     trusted_browser_days: int = 30
+    # Who may create an account: "open", "invite" or "closed" (docs/api.md "Who may have an account").
+    signup: str = "open"
+    # Whom a locked-out person should ask, as the pages say it.
+    operator_contact: str = "the administrator of this site"
     # The language of the pages and e-mails when neither the account nor the browser names one (issue 19).
     default_language: str = "en"
 

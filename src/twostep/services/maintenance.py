@@ -15,7 +15,17 @@ from sqlalchemy import Connection
 
 from twostep.core.throttle import FORGETTING
 from twostep.services.context import SESSION_IDLE, Context
-from twostep.storage import challenges, enrollments, outbox, ratelimit, sessions, throttle, trusted_browsers
+from twostep.storage import (
+    challenges,
+    email_verifications,
+    enrollments,
+    invitations,
+    outbox,
+    ratelimit,
+    sessions,
+    throttle,
+    trusted_browsers,
+)
 
 log = logging.getLogger("twostep.maintenance")
 
@@ -26,6 +36,9 @@ MAX_BATCHES = 20
 SENT_KEPT = timedelta(days=7)
 # A notification that could not be delivered for this long is given up on.
 UNDELIVERABLE_AFTER = timedelta(days=7)
+# Invitations are kept this long after they expired or were used (`twostep user show` may be asked why a
+# link no longer works), then forgotten.
+INVITATIONS_KEPT = timedelta(days=7)
 
 
 def _batched(ctx: Context, step: Callable[[Connection], int]) -> int:
@@ -45,7 +58,8 @@ def _forget(prefix: str, before: datetime) -> Callable[[Connection], int]:
 
 def sweep(ctx: Context) -> dict[str, int]:
     """Delete expired WebAuthn challenges, dead signed-in sessions, expired TOTP enrolments, expired or
-    revoked trusted browsers, ended rate-limit windows, attempt counters their policy has forgotten,
+    revoked trusted browsers, ended rate-limit windows, attempt counters their policy has forgotten, expired
+    e-mail links, invitations a week after they expired or were used,
     notifications sent over a week ago and those undeliverable for a week. Returns the counts."""
     now = ctx.now()
     idle_cutoff = now - SESSION_IDLE
@@ -59,6 +73,10 @@ def sweep(ctx: Context) -> dict[str, int]:
         "rate_windows": _batched(ctx, lambda c: ratelimit.delete_expired(c, now=now, limit=BATCH)),
         "outbox_sent": _batched(
             ctx, lambda c: outbox.delete_sent_before(c, before=now - SENT_KEPT, limit=BATCH)
+        ),
+        "email_links": _batched(ctx, lambda c: email_verifications.delete_expired(c, now=now, limit=BATCH)),
+        "invitations": _batched(
+            ctx, lambda c: invitations.delete_expired(c, before=now - INVITATIONS_KEPT, limit=BATCH)
         ),
         "outbox_undeliverable": _batched(
             ctx, lambda c: outbox.delete_undelivered_before(c, before=now - UNDELIVERABLE_AFTER, limit=BATCH)

@@ -88,6 +88,25 @@ NOTIFIED: dict[EventType, Notice] = {
         N_("Someone entered your password but did not finish signing in"),
         N_("Someone signed in with your correct password, then did not complete the second step."),
     ),
+    EventType.OPERATOR_LOCKED: Notice(
+        N_("Your account was locked by the operator"),
+        N_(
+            "The operator of this site locked your account: every session was signed out, and signing in is "
+            "refused until they unlock it."
+        ),
+    ),
+    EventType.OPERATOR_GROUPS_CHANGED: Notice(
+        N_("The groups of your account were changed"),
+        N_("The operator of this site changed the groups your account is in."),
+    ),
+    EventType.OPERATOR_DELETED: Notice(
+        N_("Your account was deleted by the operator"),
+        N_("The operator of this site deleted your account, with its second factors and its security log."),
+    ),
+    EventType.EMAIL_CHANGED: Notice(
+        N_("The e-mail address of your account was changed"),
+        N_("The e-mail address of your account was changed. Security messages now go to the new address."),
+    ),
 }
 
 
@@ -165,6 +184,17 @@ def _what(t: gettext.NullTranslations, event: EventType, detail: Mapping[str, ob
     name = detail.get("factor_name")
     if isinstance(name, str):
         lines.append(_("Factor: %(name)s") % {"name": name})
+    for key, label in (
+        ("added", N_("Groups joined")),
+        ("removed", N_("Groups left")),
+        ("groups", N_("Groups now")),
+    ):
+        value = detail.get(key)
+        if event is EventType.OPERATOR_GROUPS_CHANGED and isinstance(value, list):
+            lines.append(
+                _("%(label)s: %(groups)s")
+                % {"label": _(label), "groups": ", ".join(str(v) for v in value) or _("(none)")}
+            )
     ended = detail.get("other_sessions_ended")
     if event is EventType.TWO_FACTOR_ENABLED and isinstance(ended, int):
         if ended:

@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime
 
 from twostep.core import devices
-from twostep.core.errors import Busy, InvalidCredentials, TooManyAttempts
+from twostep.core.errors import AccountLocked, Busy, InvalidCredentials, TooManyAttempts
 from twostep.core.events import EventType
 from twostep.core.kinds import Method
 from twostep.core.names import normalize_username
@@ -39,6 +39,7 @@ def check_password(
     Raises:
         TooManyAttempts: a counter must wait; the password was not checked.
         InvalidCredentials: unknown user or wrong password, indistinguishable (SEC-05).
+        AccountLocked: the password is correct, and an operator locked the account.
         Busy: too many password hashes in this worker; the attempt was not counted (H03).
     """
     now = ctx.now()
@@ -65,6 +66,9 @@ def check_password(
         if new_hash is not None:
             accounts.set_password_hash(conn, account.id, new_hash)
             account = dataclasses.replace(account, password_hash=new_hash)
+    if account.locked_at is not None:
+        # Said only after the correct password: a wrong one answers as for any account (SEC-05).
+        raise AccountLocked()
     return account
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 from sqlalchemy import Connection
 
@@ -24,6 +25,9 @@ from twostep.services.context import (
 from twostep.storage import sessions as store
 from twostep.storage.sessions import SessionRow
 
+# The values of sessions.second_factor that mean the sign-in used a second factor.
+SECOND_FACTOR_KINDS: Final = frozenset({"totp", "passkey", "recovery_code"})
+
 
 @dataclass(frozen=True)
 class CurrentSession:
@@ -41,6 +45,7 @@ class CurrentSession:
     groups: tuple[str, ...] = ()
     email: str | None = None
     email_verified: bool = False
+    account_has_second_factor: bool = False
     # Set when a trusted browser skipped the second step of this sign-in (docs/api.md "Trusted browsers").
     trusted_browser: str | None = None
     # Until when this session may add a passkey once without verify access (the automatic upgrade).
@@ -48,14 +53,14 @@ class CurrentSession:
     # The language the holder chose in the menu (issue 19); None: none stored.
     language: str | None = None
 
+    # The one place that says whether this session's sign-in used a second factor (access rules'
+    # two_factor policy, OpenID acr): a trusted browser's sign-in, which skipped the second step, did not.
+    @property
+    def used_second_factor(self) -> bool:
+        return self.second_factor in SECOND_FACTOR_KINDS
+
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
-
-    @property
-    def second_factor_used(self) -> bool:
-        """Whether this sign-in used a second factor: what a ``two_factor`` access rule and OpenID ``acr``
-        ask. False for the password alone, also in a trusted browser."""
-        return self.second_factor is not None
 
 
 def create_active(
@@ -122,36 +127,43 @@ def create_pending(conn: Connection, *, account_id: int, now: datetime, client: 
     return token
 
 
-def authenticate(ctx: Context, token: str | None) -> CurrentSession:
-    """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
+# A signed-in session's last-seen time is written at most this often (docs/api.md, forward authentication):
+# every request reads, about one a minute per session writes. The idle limit holds to within this much.
+SEEN_EVERY = timedelta(seconds=60)
 
-    A session found dead is deleted at once (H08). A session without a second factor of an account that has
-    one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
-    keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
-    with the enrolment). A session whose second step a trusted browser skipped is the exception: it is
-    signed in, flagged as one factor (``second_factor_used`` False).
 
-    Raises:
-        NotSignedIn: no cookie, an unknown, ended, expired or pending session.
-    """
+@dataclass(frozen=True)
+class Lookup:
+    """What one read found for a cookie (``look_up``), and the write it still owes (``settle``)."""
+
+    session: CurrentSession | None
+    token_hash: str = ""
+    # "seen": last_seen_at is older than SEEN_EVERY; "dead": idle or past its end (H08); "h04": no second
+    # factor while the account has one; "locked": an operator locked the account. None: nothing to write.
+    owes: str | None = None
+
+
+def look_up(ctx: Context, token: str | None) -> Lookup:
+    """The read half of ``authenticate``: one SELECT, never a write (the caller runs ``settle``, which a
+    caller in the event loop can hand to a thread). Raises: nothing."""
     if not token or len(token) > 128:
-        raise NotSignedIn()
+        return Lookup(None)
     now = ctx.now()
     token_hash = hash_token(token)
-    with ctx.db.transaction() as conn:
-        found = store.touch_active(conn, token_hash=token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
-        if (
-            found is not None
-            and found.row.second_factor is None
-            and found.row.trusted_browser is None
-            and found.has_factor
-        ):
-            store.delete_one(conn, token_hash=token_hash)
-            found = None
+    with ctx.db.read() as conn:
+        found = store.lookup_active(conn, token_hash=token_hash)
     if found is None:
-        raise NotSignedIn()
+        return Lookup(None, token_hash)
     row = found.row
-    return CurrentSession(
+    if row.expires_at <= now or row.last_seen_at <= now - SESSION_IDLE:
+        return Lookup(None, token_hash, "dead")
+    if found.locked:
+        return Lookup(None, token_hash, "locked")
+    # A session whose second step a trusted browser skipped is signed in, as one factor (used_second_factor
+    # is False); any other session without a second factor of an account that has one is not (H04).
+    if row.second_factor is None and row.trusted_browser is None and found.has_factor:
+        return Lookup(None, token_hash, "h04")
+    session = CurrentSession(
         token_hash=row.token_hash,
         public_id=row.public_id,
         account_id=row.account_id,
@@ -164,10 +176,46 @@ def authenticate(ctx: Context, token: str | None) -> CurrentSession:
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
+        account_has_second_factor=found.has_factor,
         trusted_browser=row.trusted_browser,
         passkey_upgrade_until=row.passkey_upgrade_until,
         language=found.language,
     )
+    return Lookup(session, token_hash, "seen" if row.last_seen_at <= now - SEEN_EVERY else None)
+
+
+def settle(ctx: Context, lookup: Lookup) -> None:
+    """The write half of ``authenticate``, when ``look_up`` says one is owed: the last-seen time (at most
+    once a minute), or the deletion of a dead session (H08) or of a password-only one (H04)."""
+    if lookup.owes is None:
+        return
+    now = ctx.now()
+    with ctx.db.transaction() as conn:
+        if lookup.owes == "seen":
+            store.mark_seen(conn, token_hash=lookup.token_hash, now=now, before=now - SEEN_EVERY)
+        elif lookup.owes == "dead":
+            store.delete_dead(conn, token_hash=lookup.token_hash, now=now, idle_cutoff=now - SESSION_IDLE)
+        else:
+            store.delete_one(conn, token_hash=lookup.token_hash)
+
+
+def authenticate(ctx: Context, token: str | None) -> CurrentSession:
+    """The signed-in session of this cookie; idle and absolute limits are checked here, server-side.
+
+    One read in the common case; ``last_seen_at`` is written only when it is older than ``SEEN_EVERY``.
+    A session found dead is deleted at once (H08). A session without a second factor of an account that has
+    one is not signed in, and is ended too (H04): adding the first factor ends such sessions, and this check
+    keeps forward authentication and every other route closed to one that slipped past (a sign-in that raced
+    with the enrolment).
+
+    Raises:
+        NotSignedIn: no cookie, an unknown, ended, expired or pending session.
+    """
+    lookup = look_up(ctx, token)
+    settle(ctx, lookup)
+    if lookup.session is None:
+        raise NotSignedIn()
+    return lookup.session
 
 
 def pending(conn: Connection, *, token: str | None, now: datetime) -> SessionRow:

@@ -10,7 +10,14 @@ from sqlalchemy import Connection
 
 from twostep.core import devices
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, NoPendingLogin, PasskeyRejected, TooManyAttempts, UnknownPasskey
+from twostep.core.errors import (
+    AccountLocked,
+    InvalidCode,
+    NoPendingLogin,
+    PasskeyRejected,
+    TooManyAttempts,
+    UnknownPasskey,
+)
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind, Method
 from twostep.services import regulator, trusted_browsers
@@ -27,7 +34,7 @@ from twostep.services.context import (
 from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import create_active, create_pending, end, pending
-from twostep.storage import challenges, factors, recovery
+from twostep.storage import accounts, challenges, factors, recovery
 from twostep.storage import sessions as session_store
 from twostep.storage.sessions import SessionRow
 
@@ -75,7 +82,11 @@ def finish_sign_in(
 
     Raises:
         NoPendingLogin: another request finished or ended this pending sign-in first.
+        AccountLocked: an operator locked the account. (A session committed just after a lock never serves a
+            request: a locked account's session is dead to ``authenticate``.)
     """
+    if accounts.is_locked(conn, audit.account_id):
+        raise AccountLocked()
     if (
         pending is not None
         and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None
@@ -127,7 +138,9 @@ def password_step(
     """POST /login: sign in, or open a pending sign-in that owes a second factor (5 minutes).
 
     ``device`` is the browser's device cookie; the result's ``device`` is its new value (H07). ``trusted``
-    is the browser's trusted-browser cookie: a live trust of this account skips the second step (one factor).
+    is the browser's trusted-browser cookie: a live trust of this account skips the second step (one factor),
+    except when this browser signs in again from a session that the trust made (a `two_factor` rule asked for
+    the second factor).
 
     Raises:
         TooManyAttempts, InvalidCredentials, Busy: see check_password.
@@ -138,13 +151,27 @@ def password_step(
     )
     now = ctx.now()
     with ctx.db.transaction() as conn:
+        # Signing in again from a session that a trusted browser signed in (a `two_factor` application asked
+        # for the second factor) asks for the second step: the trust would otherwise lead back to itself.
+        current = (
+            session_store.get(conn, token_hash=hash_token(current_token))
+            if current_token and len(current_token) <= 128
+            else None
+        )
+        again_after_trust = (
+            current is not None and current.account_id == account.id and current.trusted_browser is not None
+        )
         end(conn, ctx, token=current_token, now=now)
         kinds = factors.kinds(conn, account.id)
         if not kinds:
             audit = Audit(ctx, account.id, client, now)
             token = finish_sign_in(conn, audit, pending=None, method=Method.PASSWORD)
             return LoginResult("signed_in", token, [], device=remembered)
-        trust = trusted_browsers.live_trust(conn, ctx, account_id=account.id, cookie=trusted, now=now)
+        trust = (
+            None
+            if again_after_trust
+            else trusted_browsers.live_trust(conn, ctx, account_id=account.id, cookie=trusted, now=now)
+        )
         if trust is not None:
             audit = Audit(ctx, account.id, client, now)
             token = finish_sign_in(

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from twostep.core import passkeys as wa
-from twostep.core.errors import InvalidCode, PasskeyRejected, VerifyAccessRequired
+from twostep.core.errors import AccountLocked, InvalidCode, PasskeyRejected, VerifyAccessRequired
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, Method
 from twostep.i18n import N_
@@ -24,7 +24,7 @@ from twostep.services.passwords import check_password
 from twostep.services.regulator import Outcome
 from twostep.services.sessions import CurrentSession, step_up
 from twostep.services.sign_in import methods_for
-from twostep.storage import challenges, factors, recovery
+from twostep.storage import accounts, challenges, factors, recovery
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def finish_verify(
     Raises:
         NotSignedIn: the session ended meanwhile.
     """
+    if accounts.is_locked(conn, session.account_id):
+        raise AccountLocked()
     until = audit.now + VERIFIED_ACCESS_TTL
     token = step_up(conn, audit.ctx, session, verified_until=until, reauth_until=None)
     if method.is_second_factor:

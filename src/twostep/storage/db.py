@@ -17,6 +17,9 @@ from sqlalchemy.pool import QueuePool
 from twostep.core.errors import Unavailable
 from twostep.core.guards import in_transaction
 
+# The execution option that marks a read-only transaction (Database.read).
+READ_ONLY = "twostep_read_only"
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine: SQLite in WAL mode with foreign keys and BEGIN IMMEDIATE; PostgreSQL via psycopg 3.
@@ -68,6 +71,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # A read (Database.read) is one SELECT, atomic on its own in SQLite: no BEGIN, no COMMIT, and in
+            # WAL mode it neither waits for the writer nor blocks it.
+            return
         # Take the write lock at the start: no deadlocked read-to-write upgrades between workers.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -165,6 +172,17 @@ class Database:
             if is_unavailable(exc):
                 raise Unavailable() from exc
             raise
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection that only reads (the session lookup of every request): on SQLite it takes neither
+        the writer lock nor ``BEGIN IMMEDIATE`` (no explicit transaction at all: run one SELECT in it, atomic
+        on its own), so that reads never queue behind a writer; on PostgreSQL an ordinary transaction. Never
+        write in it."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from twostep.storage.tables import security_events
 
@@ -60,3 +60,13 @@ def list_for(conn: Connection, account_id: int, *, limit: int = 200) -> list[Eve
         .limit(limit)
     ).all()
     return [EventRow(r.type, r.at, r.ip, r.user_agent, json.loads(r.detail)) for r in rows]
+
+
+def last_at(conn: Connection, account_id: int, type_: str) -> datetime | None:
+    """When the account's latest event of ``type_`` happened, or None."""
+    value = conn.execute(
+        select(func.max(security_events.c.at)).where(
+            security_events.c.account_id == account_id, security_events.c.type == type_
+        )
+    ).scalar()
+    return value if isinstance(value, datetime) else None

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, String, delete, insert, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from twostep.storage.tables import account_groups
 
@@ -50,10 +54,30 @@ def aggregated(account_id: ColumnElement[int]) -> ColumnElement[str | None]:
     """A scalar subquery of the account's groups joined by commas (NULL for none), for statements that read
     a session and its account in one round trip (group names never contain a comma: core.names)."""
     return (
-        select(func.aggregate_strings(account_groups.c.name, ","))
+        select(_CommaJoined(account_groups.c.name).label("aggregate_strings_1"))
         .where(account_groups.c.account_id == account_id)
         .scalar_subquery()
     )
+
+
+class _CommaJoined(FunctionElement[str]):
+    """``aggregate_strings(name, ",")`` with the separator written in the SQL text: SQLAlchemy's own sends it
+    as a literal-execute parameter, which re-renders the statement at every execution (the session lookup of
+    every request, issue 13's forward authentication)."""
+
+    type = String()
+    inherit_cache = True
+    name = "comma_joined"
+
+
+@compiles(_CommaJoined, "sqlite")
+def _comma_joined_sqlite(element: _CommaJoined, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+
+
+@compiles(_CommaJoined, "postgresql")
+def _comma_joined_postgresql(element: _CommaJoined, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
 
 
 def split(value: str | None) -> tuple[str, ...]:

@@ -185,3 +185,49 @@ def backlog(conn: Connection, *, now: datetime) -> tuple[int, datetime | None]:
         )
     ).scalar()
     return int(depth or 0), oldest
+
+
+def queue_single(
+    conn: Connection,
+    *,
+    recipient: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    now: datetime,
+) -> None:
+    """Queue a message that is never folded into another (a verification link): no account, no kind, no
+    coalescing key (those columns only serve the folding of H13)."""
+    conn.execute(
+        outbox.insert().values(
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+            claimed_until=None,
+            sent_at=None,
+            last_error=None,
+            account_id=None,
+            kind=None,
+            coalesce_key=None,
+            occurrences=1,
+            last_at=now,
+            last_ip=None,
+            last_user_agent=None,
+            since=None,
+            dispatched_at=None,
+        )
+    )
+
+
+def detach_account(conn: Connection, account_id: int) -> None:
+    """The account is deleted: its messages stay only to be delivered (and swept when sent), and nothing of a
+    later account that gets the same id is folded into them or held back by them."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.account_id == account_id)
+        .values(account_id=None, kind=None, coalesce_key=None)
+    )

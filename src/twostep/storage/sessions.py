@@ -63,28 +63,34 @@ _LIVE_PENDING = (
 )
 _GET_PENDING = select(*_COLUMNS).where(*_LIVE_PENDING)
 _CONSUME_PENDING = delete(sessions).where(*_LIVE_PENDING).returning(sessions.c.account_id)
-_TOUCH = (
+# One read per request (docs/api.md "Speed" of forward authentication): the session, its account's names, the
+# e-mail address and groups, and whether the account has a second factor (H04: a session without one is then
+# not signed in). Liveness is judged by the caller, so that a dead session can be deleted when seen (H08).
+_LOOKUP = (
+    select(
+        *_COLUMNS,
+        accounts.c.username,
+        accounts.c.display_name,
+        accounts.c.email,
+        accounts.c.email_verified_at,
+        accounts.c.locked_at,
+        accounts.c.language,
+        groups.aggregated(sessions.c.account_id).label("groups"),
+        exists().where(factors.c.account_id == sessions.c.account_id).label("has_factor"),
+    )
+    .select_from(sessions.join(accounts, accounts.c.id == sessions.c.account_id))
+    .where(sessions.c.token_hash == bindparam("b_hash"), sessions.c.kind == SessionKind.ACTIVE)
+)
+# last_seen_at is written at most once a minute per session: only when it is older than b_before.
+_SEEN = (
     update(sessions)
     .where(
         sessions.c.token_hash == bindparam("b_hash"),
         sessions.c.kind == SessionKind.ACTIVE,
-        sessions.c.last_seen_at > bindparam("b_idle"),
-        sessions.c.expires_at > bindparam("b_now"),
+        sessions.c.last_seen_at < bindparam("b_before"),
     )
     .values(last_seen_at=bindparam("b_seen", type_=sessions.c.last_seen_at.type))
-    .returning(*_COLUMNS)
 )
-# The names, the e-mail address and groups, and whether the account has a second factor (H04: a session
-# without one is then not signed in).
-_NAMES = select(
-    accounts.c.username,
-    accounts.c.display_name,
-    accounts.c.email,
-    accounts.c.email_verified_at,
-    accounts.c.language,
-    groups.aggregated(accounts.c.id).label("groups"),
-    exists().where(factors.c.account_id == accounts.c.id).label("has_factor"),
-).where(accounts.c.id == bindparam("b_id"))
 _DEAD = delete(sessions).where(
     sessions.c.token_hash == bindparam("b_hash"),
     sessions.c.kind == SessionKind.ACTIVE,
@@ -97,7 +103,9 @@ def insert(conn: Connection, row: SessionRow) -> None:
 
 
 @dataclass(frozen=True)
-class Touched:
+class Found:
+    """A signed-in session as ``lookup_active`` reads it, with what the request needs of its account."""
+
     row: SessionRow
     username: str
     display_name: str
@@ -105,34 +113,50 @@ class Touched:
     email: str | None = None
     email_verified: bool = False
     groups: tuple[str, ...] = ()
+    # An operator locked the account: its sessions were deleted with the lock, and one that a sign-in racing
+    # the lock committed just after it is dead when it is first seen.
+    locked: bool = False
+    # The language the holder chose in the pages' menu (issue 19); None: none stored.
     language: str | None = None
 
 
-def touch_active(
-    conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime
-) -> Touched | None:
-    """Mark activity on a live signed-in session; None when unknown, idle too long or past its end.
+_SESSION_KEYS = tuple(c.name for c in _COLUMNS)
 
-    A session that is idle too long or past its end is deleted here, when it is seen (H08): once dead it
-    stays dead, even if the clock steps back.
+
+def lookup_active(conn: Connection, *, token_hash: str) -> Found | None:
+    """The signed-in session of this hash and its account, in one statement; None when there is none.
+
+    It is not judged here: the caller compares its ends with the clock, and deletes it when dead
+    (``delete_dead``), marks activity (``mark_seen``) at most once a minute.
     """
-    row = conn.execute(
-        _TOUCH, {"b_hash": token_hash, "b_idle": idle_cutoff, "b_now": now, "b_seen": now}
-    ).first()
+    row = conn.execute(_LOOKUP, {"b_hash": token_hash}).first()
     if row is None:
-        conn.execute(_DEAD, {"b_hash": token_hash, "b_now": now, "b_idle": idle_cutoff})
         return None
-    names = conn.execute(_NAMES, {"b_id": row.account_id}).one()
-    return Touched(
-        SessionRow(**row._mapping),
-        names.username,
-        names.display_name,
-        bool(names.has_factor),
-        email=names.email,
-        email_verified=names.email_verified_at is not None,
-        groups=groups.split(names.groups),
-        language=names.language,
+    values = row._mapping
+    return Found(
+        SessionRow(**{key: values[key] for key in _SESSION_KEYS}),
+        values["username"],
+        values["display_name"],
+        bool(values["has_factor"]),
+        email=values["email"],
+        email_verified=values["email_verified_at"] is not None,
+        groups=groups.split(values["groups"]),
+        locked=values["locked_at"] is not None,
+        language=values["language"],
     )
+
+
+def delete_dead(conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime) -> bool:
+    """Delete this session if it is idle too long or past its end (H08: once dead it stays dead, even if
+    the clock steps back). True when it was deleted."""
+    result = conn.execute(_DEAD, {"b_hash": token_hash, "b_now": now, "b_idle": idle_cutoff})
+    return result.rowcount == 1
+
+
+def mark_seen(conn: Connection, *, token_hash: str, now: datetime, before: datetime) -> bool:
+    """Record activity on this session, only if its last-seen time is older than ``before``."""
+    result = conn.execute(_SEEN, {"b_hash": token_hash, "b_before": before, "b_seen": now})
+    return result.rowcount == 1
 
 
 def end_password_only(conn: Connection, *, account_id: int, keep_hash: str, second_factor: str) -> int:
@@ -285,3 +309,8 @@ def take_passkey_upgrade(conn: Connection, *, token_hash: str, now: datetime) ->
         .values(passkey_upgrade_until=None)
     )
     return result.rowcount == 1
+
+
+def delete_all(conn: Connection, *, account_id: int) -> int:
+    """Every session of the account, signed in or pending (an operator's lock)."""
+    return int(conn.execute(delete(sessions).where(sessions.c.account_id == account_id)).rowcount)

@@ -244,3 +244,33 @@ trusted_browsers = Table(
     Index("ix_trusted_browsers_account", "account_id"),
     Index("ix_trusted_browsers_expires", "expires_at"),
 )
+
+# Invitations of `twostep invite`: single use (a conditional UPDATE of used_at in the sign-up's transaction).
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # SHA-256 of the token in the link; the token itself is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # The username and e-mail address the invitation fixes (NULL: the invited person chooses).
+    Column("username", String(64), nullable=True),
+    Column("email", String(254), nullable=True),
+    # The groups the new account joins: a JSON list of names (core.names.normalize_group).
+    Column("groups", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+# Single-use links that verify an e-mail address (24 hours); taken by DELETE ... RETURNING.
+email_verifications = Table(
+    "email_verifications",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # The address the link was sent to: it verifies the account's address only while that is still it.
+    Column("email", String(254), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_email_verifications_account", "account_id"),
+    Index("ix_email_verifications_expires", "expires_at"),
+)

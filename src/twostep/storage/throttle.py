@@ -117,3 +117,8 @@ def delete_forgotten(conn: Connection, *, prefix: str, before: datetime, limit: 
         .limit(limit)
     )
     return int(conn.execute(delete(throttles).where(throttles.c.key.in_(dead.scalar_subquery()))).rowcount)
+
+
+def delete_key(conn: Connection, *, key: str) -> None:
+    """Forget the counter ``key`` (an account that is deleted: its id may be given again on SQLite)."""
+    conn.execute(throttles.delete().where(throttles.c.key == key))

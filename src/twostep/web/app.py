@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
 from twostep.web import errors, ops
-from twostep.web.api import account, auth, factors, passkeys
+from twostep.web.api import account, auth, factors, passkeys, protect
 from twostep.web.deps import WebState
 from twostep.web.language import LocaleMiddleware
 from twostep.web.observe import ObserveMiddleware
@@ -46,6 +46,9 @@ def build_app(
     )
     app.state.web = web_state
     api = APIRouter(prefix=API_PREFIX)
+    # Forward authentication first: the hottest route (every request to every protected application) is
+    # matched before the others.
+    api.include_router(protect.router)
     api.include_router(auth.router, tags=["sign-in"])
     api.include_router(factors.router, tags=["second factors"])
     api.include_router(passkeys.router)
@@ -57,7 +60,12 @@ def build_app(
     app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
-    app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin)
+    app.add_middleware(protect.ForwardAuthFastPath)
+    app.add_middleware(
+        GuardMiddleware,
+        origin=web_state.ctx.origin,
+        form_action=web_state.next_hosts.form_action_sources(),
+    )
     # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
     app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
 

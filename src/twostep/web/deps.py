@@ -10,6 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from twostep import i18n
+from twostep.core.access import AccessControl
+from twostep.core.next import NextHosts
 from twostep.services.context import Client, Context
 from twostep.services.sessions import CurrentSession, authenticate
 from twostep.web.security import client_address
@@ -26,6 +28,10 @@ class WebState:
     untrusted_forwarding_noted: Callable[[str], None] | None = None
     # Who may read GET /metrics (the socket's peer); nobody when empty.
     metrics_from: list[IPv4Network | IPv6Network] = field(default_factory=list)
+    # The access rules of forward authentication (docs/api.md "Access rules"); none: one_factor everywhere.
+    access: AccessControl = field(default_factory=AccessControl)
+    # Where `next` may lead after a sign-in besides this origin (docs/api.md "Several domains").
+    next_hosts: NextHosts = field(default_factory=NextHosts)
 
 
 def state(request: Request) -> WebState:

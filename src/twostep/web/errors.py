@@ -35,6 +35,8 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.TooManyAttempts: 429,
     e.VerifyAccessRequired: 403,
     e.CrossSiteRequest: 403,
+    e.AccessDenied: 403,
+    e.TwoFactorRequired: 403,
     e.UsernameTaken: 409,
     e.NameTaken: 409,
     e.WeakPassword: 422,
@@ -45,16 +47,20 @@ STATUS: dict[type[e.TwostepError], int] = {
     e.PayloadTooLarge: 413,
     e.Busy: 503,
     e.Unavailable: 503,
+    e.SignupClosed: 403,
+    e.AccountLocked: 403,
+    e.LinkInvalid: 410,
 }
 
 # What the OpenAPI document says of each status of STATUS (a test checks that they are the same statuses).
 STATUS_DOCS: dict[int, str] = {
     400: "A code, passkey or request refused while adding a factor, or a request that cannot be read",
     401: "Not signed in, no pending sign-in, or a credential, code or passkey refused",
-    403: "Verify access required, or a cross-site request",
+    403: "Verify access required, a cross-site request, sign-up closed, the account is locked, or (forward "
+    "authentication) access refused",
     404: "Not found",
     409: "A conflict: name or username taken, two-step verification not on",
-    410: "The setup of an authenticator app expired",
+    410: "The setup of an authenticator app expired, or an e-mail link was used or expired",
     413: "Body over 64 KiB",
     415: "Not JSON",
     422: "Invalid request or weak password",

@@ -1,4 +1,5 @@
-"""The session cookie: opaque, HttpOnly, SameSite=Lax, Path=/; Secure and __Host- on https (SEC-49)."""
+"""The session cookie: opaque, HttpOnly, SameSite=Lax, Path=/; Secure and __Host- on https (SEC-49);
+with cookie_domain, Domain=<cookie_domain> and __Secure- on https."""
 
 from __future__ import annotations
 
@@ -20,19 +21,28 @@ def _ours(value: str | None) -> str | None:
 @dataclass(frozen=True)
 class CookiePolicy:
     secure: bool
+    # cookie_domain (docs/api.md "Several domains"): the session cookie is sent to that domain and its
+    # subdomains. A __Host- cookie cannot carry a Domain, so it is then __Secure- over https.
+    domain: str | None = None
 
     @property
     def name(self) -> str:
+        if self.domain is not None:
+            return "__Secure-twostep_session" if self.secure else "twostep_session"
         return "__Host-twostep_session" if self.secure else "twostep_session"
 
     def read(self, request: Request) -> str | None:
         return _ours(request.cookies.get(self.name))
 
     def set(self, response: Response, token: str) -> None:
-        response.set_cookie(self.name, token, httponly=True, samesite="lax", secure=self.secure, path="/")
+        response.set_cookie(
+            self.name, token, httponly=True, samesite="lax", secure=self.secure, path="/", domain=self.domain
+        )
 
     def clear(self, response: Response) -> None:
-        response.delete_cookie(self.name, path="/", secure=self.secure, httponly=True, samesite="lax")
+        response.delete_cookie(
+            self.name, path="/", secure=self.secure, httponly=True, samesite="lax", domain=self.domain
+        )
 
     # A passwordless passkey ceremony has no session yet: its challenge is bound to this cookie instead.
     @property

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.services import account, sessions, trusted_browsers
+from twostep.services import account, email, sessions, trusted_browsers
 from twostep.web import trusted
-from twostep.web.api.schemas import ChangePasswordIn, EventsOut, SessionsOut, TrustedBrowsersOut
+from twostep.web.api.schemas import (
+    ChangePasswordIn,
+    EmailIn,
+    EventsOut,
+    SessionsOut,
+    TokenIn,
+    TrustedBrowsersOut,
+)
 from twostep.web.deps import SignedIn, client_of, ctx_of
 
 router = APIRouter(tags=["account security"])
@@ -57,3 +64,17 @@ def delete_trusted_browser(browser_id: str, request: Request, session: SignedIn)
 @router.delete("/trusted-browsers", status_code=204, response_class=Response)
 def delete_trusted_browsers(request: Request, session: SignedIn) -> None:
     trusted_browsers.revoke_every(ctx_of(request), session, client_of(request))
+
+
+@router.post("/email", status_code=204, response_class=Response)
+def post_email(body: EmailIn, request: Request, session: SignedIn) -> None:
+    """A new e-mail address (verify access): unverified until the link sent to it is followed; the former
+    address is told."""
+    email.change_email(ctx_of(request), session, email=body.email, client=client_of(request))
+
+
+@router.post("/verify-email", status_code=204, response_class=Response)
+def post_verify_email(body: TokenIn, request: Request, session: SignedIn) -> None:
+    """Follow an e-mail verification link of the signed-in account: ``token`` is the link's ``?token=``;
+    single use, 24 hours. (The link's page, /verify-email, needs no session.)"""
+    email.verify(ctx_of(request), token=body.token, client=client_of(request), account_id=session.account_id)

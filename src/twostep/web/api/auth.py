@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import NotSignedIn
 from twostep.services import account, sign_in, verify_access
 from twostep.services.sessions import logout
 from twostep.services.sign_in import LoginResult
@@ -17,7 +14,6 @@ from twostep.web.api.schemas import (
     AccountOut,
     CodeIn,
     Empty,
-    Error,
     LoginIn,
     LoginOut,
     PasswordIn,
@@ -25,20 +21,26 @@ from twostep.web.api.schemas import (
     SessionOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, current_session, state, token_of
-from twostep.web.errors import error_response
+from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
 
 router = APIRouter()
+
+# Where a sign-in goes when its `next` is not allowed: the pages' default (web.pages.common.HOME).
+DEFAULT_NEXT = "/settings/two-step"
 
 
 def signed_in(request: Request, response: Response, result: LoginResult) -> dict[str, object]:
     """The body of a sign-in step (LoginOut); the new session cookie, and the device cookie (H07), are set on
-    ``response``."""
+    ``response``. With ``?next=`` the body says where to go once signed in (docs/api.md "Several domains")."""
     body: dict[str, object] = {"status": result.status}
     if result.status == "second_factor_required":
         body["methods"] = result.methods
     if result.recovery_codes_remaining is not None:
         body["recovery_codes_remaining"] = result.recovery_codes_remaining
+    wanted = request.query_params.get("next")
+    if result.status == "signed_in" and wanted is not None:
+        # The same rule as the pages: a path or an allowed absolute URL, else the default page.
+        body["next"] = state(request).next_hosts.safe(wanted, DEFAULT_NEXT)
     state(request).cookies.set(response, result.token)
     devices.remember(request, response, result.device)
     trusted.remember(request, response, result.trusted)
@@ -66,6 +68,7 @@ def create_account(body: AccountIn, request: Request) -> dict[str, object]:
         password=body.password,
         email=body.email,
         client=client_of(request),
+        invite=body.invite,
     )
     return {"username": username}
 
@@ -156,31 +159,3 @@ def post_verify_access_recovery(
         ctx_of(request), session, code=body.code, client=client_of(request)
     )
     return verified(request, response, result)
-
-
-@router.get(
-    "/forward-auth",
-    tags=["forward authentication"],
-    responses={
-        200: {"description": "Signed in; the user is in the Remote-User header"},
-        401: {"model": Error},
-    },
-)
-def get_forward_auth(request: Request) -> Response:
-    """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth: 200 + Remote-User, or 401.
-
-    A session without a second factor of an account that has one is not signed in (H04, in authenticate).
-    """
-    try:
-        session = current_session(request)
-    except NotSignedIn as exc:
-        return error_response(exc)
-    return Response(status_code=200, headers={"Remote-User": remote_user(session.username)})
-
-
-def remote_user(username: str) -> str:
-    """The username as a header value (H05): US-ASCII usernames as they are; any other character
-    percent-encoded as UTF-8 (RFC 3986). A username never contains "%", so the value is unambiguous:
-    one without "%" is the username itself, and percent-decoding (not form-decoding: "+" stays "+") any
-    value gives it back. The raw form of a non-ASCII username is never sent."""
-    return quote(username, safe="@+")

@@ -34,6 +34,16 @@ class AccountIn(In):
     username: Short
     password: Secret
     email: Email | None = None
+    # The token of an invitation (`twostep invite`), from the link's ?invite=.
+    invite: Short | None = None
+
+
+class EmailIn(In):
+    email: Email
+
+
+class TokenIn(In):
+    token: Short
 
 
 class LoginIn(In):
@@ -101,6 +111,8 @@ class LoginOut(BaseModel):
     status: Literal["signed_in", "second_factor_required"]
     methods: list[str] | None = None
     recovery_codes_remaining: int | None = None
+    # Where to go once signed in, when the request named a `?next=` (docs/api.md "Several domains").
+    next: str | None = None
 
 
 class SessionOut(BaseModel):

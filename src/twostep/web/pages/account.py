@@ -12,6 +12,7 @@ from twostep.core.kinds import FactorKind, Method
 from twostep.i18n import N_, ngettext
 from twostep.i18n import gettext as _
 from twostep.services import account, sessions, trusted_browsers
+from twostep.services import email as email_service
 from twostep.web import trusted
 from twostep.web.deps import SignedIn, client_of, ctx_of
 from twostep.web.pages.common import (
@@ -68,6 +69,12 @@ EVENT_LABELS: dict[str, str] = {
     EventType.TRUSTED_BROWSERS_REVOKED: N_("Trusted browsers forgotten"),
     EventType.PASSKEY_ADDED_AUTOMATICALLY: N_("Passkey added by your password manager after signing in"),
     EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: N_("A passkey changed whether it can be backed up"),
+    EventType.OPERATOR_LOCKED: N_("Account locked by the operator"),
+    EventType.OPERATOR_UNLOCKED: N_("Account unlocked by the operator"),
+    EventType.OPERATOR_GROUPS_CHANGED: N_("Groups changed by the operator"),
+    EventType.OPERATOR_DELETED: N_("Account deleted by the operator"),
+    EventType.EMAIL_CHANGED: N_("E-mail address changed"),
+    EventType.EMAIL_VERIFIED: N_("E-mail address verified"),
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: N_("password only"),
@@ -223,3 +230,33 @@ def password_post(
     else:
         return redirect(url_with(PASSWORD_PATH, done="1"))
     return render(request, "password.html", {"errors": errors}, status_code=422, user=session)
+
+
+# ---------------------------------------------------------------------------------------- e-mail address
+
+EMAIL_PATH = "/settings/email"
+
+
+@router.get(EMAIL_PATH)
+def email_page(request: Request, session: SignedIn, done: str = "") -> Response:
+    if done:
+        return render(request, "email.html", {"done": True}, user=session)
+    redirect_unless_verified(request, session, EMAIL_PATH)
+    return render(request, "email.html", {"errors": {}, "form": {}}, user=session)
+
+
+@router.post(EMAIL_PATH)
+def email_post(request: Request, session: SignedIn, email: FormStr = "", csrf: FormStr = "") -> Response:
+    """A new address (verify access): unverified until the link sent to it is followed; the former address
+    is told."""
+    check_csrf(request, csrf)
+    redirect_unless_verified(request, session, EMAIL_PATH)
+    errors: dict[str, str] = {}
+    try:
+        email_service.change_email(ctx_of(request), session, email=email, client=client_of(request))
+    except TwostepError as exc:
+        errors["email" if exc.field == "email" else "form"] = message_of(exc)
+    else:
+        return redirect(url_with(EMAIL_PATH, done="1"))
+    context = {"errors": errors, "form": {"email": email}}
+    return render(request, "email.html", context, status_code=422, user=session)

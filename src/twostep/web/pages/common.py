@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from twostep import i18n
 from twostep.core.errors import (
+    AccountLocked,
     Busy,
     InvalidCode,
     NotSignedIn,
@@ -28,7 +29,7 @@ from twostep.core.errors import (
 from twostep.i18n import N_, ngettext
 from twostep.i18n import gettext as _
 from twostep.services.sessions import CurrentSession, authenticate
-from twostep.web.deps import state, token_of, use_language_of
+from twostep.web.deps import ctx_of, state, token_of, use_language_of
 from twostep.web.errors import error_headers, status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
 
@@ -47,6 +48,7 @@ TEMPLATES.env.install_gettext_callables(  # type: ignore[attr-defined]  # jinja2
 )
 
 HOME = "/settings/two-step"
+N_("the administrator of this site")  # the default of the setting operator_contact (config.py), translated
 # The sentences of static/ui.js and static/webauthn.js: each page gives them, translated, in <body data-text>.
 JS_MESSAGES = (
     N_("Show"),
@@ -81,15 +83,11 @@ class CsrfRefused(Exception):
     """The form did not carry this session's synchronizer token (SEC-52)."""
 
 
-def safe_next(value: str | None, default: str = HOME) -> str:
-    """A same-origin path, or ``default``: never `//host`, `/\\host` or a scheme (no open redirect)."""
-    if not value or len(value) > 512 or not value.startswith("/"):
-        return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return default
-    if any(ord(c) < 33 or ord(c) == 127 for c in value):  # browsers drop tabs and newlines: "/\t/evil"
-        return default
-    return value
+def safe_next(request: Request, value: str | None, default: str = HOME) -> str:
+    """A same-origin path, or an absolute URL this deployment allows (``core.next.NextHosts``: the origin;
+    with cookie_domain its domain, subdomains and the rules' domains), else ``default``: never `//host`,
+    `/\\host` or another site (no open redirect)."""
+    return state(request).next_hosts.safe(value, default)
 
 
 def url_with(path: str, **params: str | None) -> str:
@@ -104,10 +102,10 @@ def parse_methods(raw: str | None) -> list[str]:
     return [m for m in METHODS if m in wanted]
 
 
-def second_step_context(methods: str, next: str) -> dict[str, object]:
+def second_step_context(request: Request, methods: str, next: str) -> dict[str, object]:
     """What a second-step page (sign-in or verify access) shows: its methods and where it returns to."""
     kinds = parse_methods(methods)
-    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(next)}
+    return {"methods": kinds, "methods_raw": ",".join(kinds), "next": safe_next(request, next)}
 
 
 def redirect(url: str, token: str | None = None, request: Request | None = None) -> RedirectResponse:
@@ -197,6 +195,9 @@ def render(
         "language": language,
         "languages": i18n.LANGUAGES,
         "js_text": {message: _(message) for message in JS_MESSAGES},
+        "signup_open": ctx_of(request).signup == "open",
+        # The default contact is a phrase of the catalogue; one the operator wrote stays as written.
+        "operator_contact": _(ctx_of(request).operator_contact),
     }
     ctx.update(context or {})
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
@@ -332,6 +333,8 @@ class PageRoute(APIRoute):
             except VerifyAccessRequired:
                 back = request.url.path if request.method == "GET" else HOME
                 return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
+            except AccountLocked:
+                return render(request, "locked.html", status_code=403)
             except Busy as exc:
                 wait = wait_words(exc.retry_after)
                 response = render(request, "busy.html", {"wait": wait}, status_code=503)

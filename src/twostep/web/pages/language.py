@@ -25,7 +25,9 @@ def choose_language(
     request: Request, language: FormStr = "", next: FormStr = "", csrf: FormStr = ""
 ) -> Response:
     check_csrf(request, csrf, session_required=False)
-    back = safe_next(next, "/")
+    back = safe_next(request, next, "/")
+    if not back.startswith("/"):
+        back = "/"  # the menu goes back to a page of this site only
     if language not in i18n.LANGUAGES:
         return redirect(back)
     session = signed_in_or_none(request)

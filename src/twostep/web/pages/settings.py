@@ -30,6 +30,7 @@ from twostep.web.pages.common import (
     redirect,
     redirect_unless_verified,
     render,
+    safe_next,
     skew_words,
     url_with,
 )
@@ -113,10 +114,16 @@ PROMPT_DISMISSED_DAYS = 30
 APP_PATH = HOME + "/app"
 
 
+def _then(request: Request, next: str) -> str:
+    """Where adding a factor returns to (the two-step-required page's application), or "" for the settings."""
+    return safe_next(request, next, "")
+
+
 @router.get(APP_PATH)
-def app_name_page(request: Request, session: SignedIn) -> Response:
-    redirect_unless_verified(request, session, APP_PATH)
-    return render(request, "app_name.html", {"name": _("Authenticator app")}, user=session)
+def app_name_page(request: Request, session: SignedIn, next: str = "") -> Response:
+    then = _then(request, next)
+    redirect_unless_verified(request, session, url_with(APP_PATH, next=then))
+    return render(request, "app_name.html", {"name": _("Authenticator app"), "next": then}, user=session)
 
 
 def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
@@ -130,16 +137,19 @@ def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
 
 
 @router.post(APP_PATH)
-def app_begin(request: Request, session: SignedIn, name: FormStr = "", csrf: FormStr = "") -> Response:
+def app_begin(
+    request: Request, session: SignedIn, name: FormStr = "", next: FormStr = "", csrf: FormStr = ""
+) -> Response:
     check_csrf(request, csrf)
-    redirect_unless_verified(request, session, APP_PATH)
+    then = _then(request, next)
+    redirect_unless_verified(request, session, url_with(APP_PATH, next=then))
     try:
         factors.clean_name(name)
         enrollment = enrolment.begin_totp(ctx_of(request), session)
     except TwostepError as exc:
-        context = {"name": name, "error": message_of(exc)}
+        context = {"name": name, "error": message_of(exc), "next": then}
         return render(request, "app_name.html", context, status_code=422, user=session)
-    return render(request, "app_qr.html", _qr_context(enrollment, name), user=session)
+    return render(request, "app_qr.html", {**_qr_context(enrollment, name), "next": then}, user=session)
 
 
 @router.post(APP_PATH + "/confirm")
@@ -149,10 +159,12 @@ def app_confirm(
     enrollment_id: FormStr = "",
     name: FormStr = "",
     code: FormStr = "",
+    next: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf)
-    redirect_unless_verified(request, session, APP_PATH)
+    then = _then(request, next)
+    redirect_unless_verified(request, session, url_with(APP_PATH, next=then))
     try:
         added = enrolment.confirm_totp(
             ctx_of(request),
@@ -169,18 +181,28 @@ def app_confirm(
                 error = _("That code is from another time.") + " " + skew_words(exc.clock_skew_seconds)
         else:
             error = message_of(exc)
-        context: dict[str, object] = {"enrollment_id": enrollment_id, "name": name, "retry": True}
+        context: dict[str, object] = {
+            "enrollment_id": enrollment_id,
+            "name": name,
+            "retry": True,
+            "next": then,
+        }
         again = enrolment.pending_totp(ctx_of(request), session, enrollment_id=enrollment_id)
         if again is not None:
             # Still pending: show the QR code and the key again with the error.
-            context = {**_qr_context(again, name), "retry": False}
+            context = {**_qr_context(again, name), "retry": False, "next": then}
         context["error"] = error
         return render(request, "app_qr.html", context, status_code=400, user=session)
     if added.recovery_codes:
         return recovery_codes_page(
-            request, session, added.recovery_codes, first=True, sessions_ended=added.other_sessions_ended
+            request,
+            session,
+            added.recovery_codes,
+            first=True,
+            sessions_ended=added.other_sessions_ended,
+            then=then,
         )
-    return redirect(url_with(HOME, done="app_added"))
+    return redirect(then or url_with(HOME, done="app_added"))
 
 
 # ------------------------------------------------------------------------------------------- passkey
@@ -189,9 +211,10 @@ PASSKEY_PATH = HOME + "/passkey"
 
 
 @router.get(PASSKEY_PATH)
-def passkey_page(request: Request, session: SignedIn) -> Response:
-    redirect_unless_verified(request, session, PASSKEY_PATH)
-    return render(request, "passkey_add.html", {"name": ""}, user=session)
+def passkey_page(request: Request, session: SignedIn, next: str = "") -> Response:
+    then = _then(request, next)
+    redirect_unless_verified(request, session, url_with(PASSKEY_PATH, next=then))
+    return render(request, "passkey_add.html", {"name": "", "next": then}, user=session)
 
 
 @router.post(PASSKEY_PATH)
@@ -200,11 +223,13 @@ def passkey_add(
     session: SignedIn,
     name: FormStr = "",
     credential: CredentialField = "",
+    next: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:
     """The end of a registration ceremony (static/webauthn.js, /api/v1/factors/passkey/options)."""
     check_csrf(request, csrf)
-    redirect_unless_verified(request, session, PASSKEY_PATH)
+    then = _then(request, next)
+    redirect_unless_verified(request, session, url_with(PASSKEY_PATH, next=then))
     parsed = parse_credential(credential)
     try:
         if parsed is None:
@@ -213,13 +238,18 @@ def passkey_add(
             ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
         )
     except TwostepError as exc:
-        context = {"name": name, "error": message_of(exc)}
+        context = {"name": name, "error": message_of(exc), "next": then}
         return render(request, "passkey_add.html", context, status_code=400, user=session)
     if added.recovery_codes:
         return recovery_codes_page(
-            request, session, added.recovery_codes, first=True, sessions_ended=added.other_sessions_ended
+            request,
+            session,
+            added.recovery_codes,
+            first=True,
+            sessions_ended=added.other_sessions_ended,
+            then=then,
         )
-    return redirect(url_with(HOME, done="passkey_added"))
+    return redirect(then or url_with(HOME, done="passkey_added"))
 
 
 # ------------------------------------------------------------------------------------ rename, remove
@@ -277,6 +307,7 @@ def recovery_codes_page(
     *,
     first: bool,
     sessions_ended: int | None = None,
+    then: str = "",
 ) -> Response:
     """The codes, once, in the response of the POST that made them (no-store is set on every page)."""
     text = "twostep recovery codes for " + session.username + "\n\n" + "\n".join(codes) + "\n"
@@ -286,6 +317,7 @@ def recovery_codes_page(
         "download_href": "data:text/plain;charset=utf-8," + quote(text),
         "codes_text": "\n".join(codes),
         "sessions_ended": sessions_ended,
+        "then": then,
     }
     return render(request, "recovery_codes.html", context, user=session)
 

@@ -7,17 +7,21 @@ import re
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import (
+    AccountLocked,
     Busy,
     InvalidRequest,
+    LinkInvalid,
     NoPendingLogin,
     PasskeyRejected,
+    SignupClosed,
     TwostepError,
     UnknownPasskey,
     UsernameTaken,
     WeakPassword,
 )
+from twostep.i18n import N_
 from twostep.i18n import gettext as _
-from twostep.services import account, sign_in
+from twostep.services import account, email, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices, trusted
 from twostep.web.deps import client_of, ctx_of, state, token_of
@@ -47,11 +51,43 @@ def index(request: Request) -> Response:
     return render(request, "index.html")
 
 
+def _closed(request: Request, exc: SignupClosed) -> Response:
+    """The page of a sign-up that cannot happen: closed, no invitation, or an invitation not usable."""
+    heading = {
+        "closed": N_("Sign-up is closed"),
+        "invitation_required": N_("Sign-up needs an invitation"),
+        "invitation_invalid": N_("This invitation cannot be used"),
+    }.get(exc.reason, N_("Sign-up is closed"))
+    return render(
+        request, "signup_closed.html", {"heading": _(heading), "message": _(exc.message)}, status_code=403
+    )
+
+
+def _signup_context(request: Request, invite: str) -> dict[str, object] | SignupClosed:
+    """What the sign-up form shows under the policy: an invitation's fixed fields, or why there is no form."""
+    ctx = ctx_of(request)
+    if ctx.signup == "closed":
+        return SignupClosed("closed")
+    if not invite:
+        return (
+            {"invitation": None, "invite": ""}
+            if ctx.signup == "open"
+            else SignupClosed("invitation_required")
+        )
+    invitation = account.invitation_for(ctx, invite)
+    if invitation is None:
+        return SignupClosed("invitation_invalid")
+    return {"invitation": invitation, "invite": invite}
+
+
 @router.get("/signup")
-def signup_page(request: Request) -> Response:
+def signup_page(request: Request, invite: str = "") -> Response:
     if signed_in_or_none(request) is not None:
         return redirect(HOME)
-    return render(request, "signup.html", {"form": {}})
+    context = _signup_context(request, invite)
+    if isinstance(context, SignupClosed):
+        return _closed(request, context)
+    return render(request, "signup.html", {"form": {}, **context})
 
 
 @router.post("/signup")
@@ -60,6 +96,7 @@ def signup(
     username: FormStr = "",
     password: FormSecret = "",
     email: FormStr = "",
+    invite: FormStr = "",
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf, session_required=False)
@@ -67,9 +104,18 @@ def signup(
     errors: dict[str, str] = {}
     ctx, client = ctx_of(request), client_of(request)
     try:
-        account.sign_up(ctx, username=username, password=password, email=email or None, client=client)
+        account.sign_up(
+            ctx,
+            username=username,
+            password=password,
+            email=email or None,
+            client=client,
+            invite=invite or None,
+        )
     except Busy:
         raise  # the 503 page
+    except SignupClosed as exc:
+        return _closed(request, exc)
     except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
         # Beside the field it is about, the form shown again (422).
         message = _(exc.message)
@@ -78,7 +124,8 @@ def signup(
         errors[exc.field or "username"] = message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
-        return render(request, "signup.html", {"form": form, "errors": errors}, status_code=status_of(exc))
+        context = {"form": form, "errors": errors, **_invitation_again(request, invite)}
+        return render(request, "signup.html", context, status_code=status_of(exc))
     else:
         try:
             result = sign_in.password_step(
@@ -96,14 +143,21 @@ def signup(
         response = redirect(url_with(HOME, done="welcome"), result.token, request)
         devices.remember(request, response, result.device)
         return response
-    return render(request, "signup.html", {"form": form, "errors": errors}, status_code=422)
+    context = {"form": form, "errors": errors, **_invitation_again(request, invite)}
+    return render(request, "signup.html", context, status_code=422)
+
+
+def _invitation_again(request: Request, invite: str) -> dict[str, object]:
+    """The invitation's fixed fields for the form shown again."""
+    context = _signup_context(request, invite)
+    return {} if isinstance(context, SignupClosed) else context
 
 
 @router.get("/login")
 def login_page(
     request: Request, next: str = "", expired: str = "", signed_out: str = "", created: str = ""
 ) -> Response:
-    target = safe_next(next)
+    target = safe_next(request, next)
     if signed_in_or_none(request) is not None:
         return redirect(target)
     notice = None
@@ -126,7 +180,7 @@ def login_post(
     csrf: FormStr = "",
 ) -> Response:
     check_csrf(request, csrf, session_required=False)
-    target = safe_next(next)
+    target = safe_next(request, next)
     try:
         result = sign_in.password_step(
             ctx_of(request),
@@ -137,8 +191,8 @@ def login_post(
             device=devices.device_of(request),
             trusted=trusted.trusted_of(request),
         )
-    except Busy:
-        raise
+    except (Busy, AccountLocked):
+        raise  # the 503 page; the locked-account page
     except TwostepError as exc:
         context = {"next": target, "form": {"username": username}, "error": message_of(exc)}
         return render(request, "login.html", context, status_code=status_of(exc))
@@ -155,15 +209,15 @@ def login_post(
 @router.get("/login/second-step")
 def second_step_page(request: Request, methods: str = "", next: str = "") -> Response:
     if signed_in_or_none(request) is not None:
-        return redirect(safe_next(next))
+        return redirect(safe_next(request, next))
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
+        return redirect(url_with("/login", next=safe_next(request, next)))
     return render(request, "second_step.html", _second_step(request, methods, next))
 
 
 def _second_step(request: Request, methods: str, next: str) -> dict[str, object]:
     """The second step's context, with the offer to trust this browser (0 days: not offered)."""
-    return {**second_step_context(methods, next), "trust_days": ctx_of(request).trusted_browser_days}
+    return {**second_step_context(request, methods, next), "trust_days": ctx_of(request).trusted_browser_days}
 
 
 def _signed_in(request: Request, url: str, result: sign_in.LoginResult) -> Response:
@@ -173,8 +227,8 @@ def _signed_in(request: Request, url: str, result: sign_in.LoginResult) -> Respo
     return response
 
 
-def _pending_gone(next: str) -> Response:
-    return redirect(url_with("/login", next=safe_next(next), expired="1"))
+def _pending_gone(request: Request, next: str) -> Response:
+    return redirect(url_with("/login", next=safe_next(request, next), expired="1"))
 
 
 @router.post("/login/second-step")
@@ -197,17 +251,19 @@ def second_step_post(
             trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
+    except AccountLocked:
+        raise
     except TwostepError as exc:
         context = {**_second_step(request, methods, next), "error": code_error(exc)}
         return render(request, "second_step.html", context, status_code=401)
-    return _signed_in(request, safe_next(next), result)
+    return _signed_in(request, safe_next(request, next), result)
 
 
 @router.get("/login/recovery-code")
 def recovery_page(request: Request, methods: str = "", next: str = "") -> Response:
     if token_of(request) is None:
-        return redirect(url_with("/login", next=safe_next(next)))
+        return redirect(url_with("/login", next=safe_next(request, next)))
     return render(request, "recovery_login.html", _second_step(request, methods, next))
 
 
@@ -231,7 +287,9 @@ def recovery_post(
             trusted=trusted.trusted_of(request),
         )
     except NoPendingLogin:
-        return _pending_gone(next)
+        return _pending_gone(request, next)
+    except AccountLocked:
+        raise
     except TwostepError as exc:
         context = {**_second_step(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
@@ -264,6 +322,8 @@ def passkey_login(
             trust_browser=bool(trust_browser),
             trusted=trusted.trusted_of(request),
         )
+    except AccountLocked:
+        raise
     except TwostepError as exc:
         error = message_of(exc)
         if isinstance(exc, PasskeyRejected):
@@ -271,12 +331,12 @@ def passkey_login(
         if methods:
             context = {**_second_step(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
-        context = {"next": safe_next(next), "form": {}, "error": error}
+        context = {"next": safe_next(request, next), "form": {}, "error": error}
         if isinstance(exc, UnknownPasskey):
             # The page tells the password manager to forget this passkey (signalUnknownCredential).
             context |= {"unknown_credential": _credential_id(parsed), "rp_id": ctx_of(request).rp_id}
         return render(request, "login.html", context, status_code=401)
-    return _signed_in(request, safe_next(next), result)
+    return _signed_in(request, safe_next(request, next), result)
 
 
 def _credential_id(credential: dict[str, object] | None) -> str | None:
@@ -294,3 +354,20 @@ def logout_post(request: Request, csrf: FormStr = "") -> Response:
     response = redirect("/login?signed_out=1")
     state(request).cookies.clear(response)
     return response
+
+
+@router.get("/verify-email")
+def verify_email_page(request: Request, token: str = "") -> Response:
+    """The link of the verification message: a page with a button, so that a mail scanner that fetches the
+    link does not use it (no GET changes state)."""
+    return render(request, "verify_email.html", {"token": token})
+
+
+@router.post("/verify-email")
+def verify_email_post(request: Request, token: FormStr = "", csrf: FormStr = "") -> Response:
+    check_csrf(request, csrf, session_required=False)
+    try:
+        email.verify(ctx_of(request), token=token, client=client_of(request))
+    except LinkInvalid as exc:
+        return render(request, "verify_email.html", {"error": exc.message}, status_code=410)
+    return render(request, "verify_email.html", {"done": True})

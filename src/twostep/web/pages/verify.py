@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from twostep.core.errors import Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
+from twostep.core.errors import AccountLocked, Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
 from twostep.i18n import gettext as _
 from twostep.services import factors, verify_access
 from twostep.services.sessions import CurrentSession
@@ -32,15 +32,15 @@ def _has_passkey(request: Request, session: CurrentSession) -> bool:
 
 def _after(request: Request, result: VerifyResult, next: str) -> Response:
     if result.status == "verified":
-        return redirect(safe_next(next), result.token, request)
+        return redirect(safe_next(request, next), result.token, request)
     methods = ",".join(result.methods)
-    target = url_with("/verify-access/second-step", methods=methods, next=safe_next(next))
+    target = url_with("/verify-access/second-step", methods=methods, next=safe_next(request, next))
     return redirect(target, result.token, request)
 
 
 @router.get("/verify-access")
 def verify_page(request: Request, session: SignedIn, next: str = "") -> Response:
-    context = {"next": safe_next(next), "has_passkey": _has_passkey(request, session)}
+    context = {"next": safe_next(request, next), "has_passkey": _has_passkey(request, session)}
     return render(request, "verify.html", context, user=session)
 
 
@@ -55,9 +55,11 @@ def verify_post(
         )
     except Busy:
         raise  # the 503 page
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         context = {
-            "next": safe_next(next),
+            "next": safe_next(request, next),
             "has_passkey": _has_passkey(request, session),
             "error": message_of(exc),
         }
@@ -67,11 +69,11 @@ def verify_post(
 
 @router.get("/verify-access/second-step")
 def verify_second_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_second.html", second_step_context(methods, next), user=session)
+    return render(request, "verify_second.html", second_step_context(request, methods, next), user=session)
 
 
-def _restart(next: str) -> Response:
-    return redirect(url_with("/verify-access", next=safe_next(next)))
+def _restart(request: Request, next: str) -> Response:
+    return redirect(url_with("/verify-access", next=safe_next(request, next)))
 
 
 @router.post("/verify-access/totp")
@@ -87,16 +89,18 @@ def verify_totp(
     try:
         result = verify_access.with_totp(ctx_of(request), session, code=code, client=client_of(request))
     except VerifyAccessRequired:
-        return _restart(next)
+        return _restart(request, next)
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc)}
         return render(request, "verify_second.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
 
 @router.get("/verify-access/recovery-code")
 def verify_recovery_page(request: Request, session: SignedIn, methods: str = "", next: str = "") -> Response:
-    return render(request, "verify_recovery.html", second_step_context(methods, next), user=session)
+    return render(request, "verify_recovery.html", second_step_context(request, methods, next), user=session)
 
 
 @router.post("/verify-access/recovery-code")
@@ -114,9 +118,11 @@ def verify_recovery(
             ctx_of(request), session, code=code, client=client_of(request)
         )
     except VerifyAccessRequired:
-        return _restart(next)
+        return _restart(request, next)
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
-        context = {**second_step_context(methods, next), "error": code_error(exc, recovery=True)}
+        context = {**second_step_context(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "verify_recovery.html", context, status_code=401, user=session)
     return _after(request, result, next)
 
@@ -139,6 +145,8 @@ def verify_passkey(
         result = verify_access.with_passkey(
             ctx_of(request), session, credential=parsed, client=client_of(request)
         )
+    except AccountLocked:
+        raise  # the locked-account page
     except TwostepError as exc:
         error = (
             _("That passkey could not be verified. Try again, or use another way.")
@@ -146,8 +154,8 @@ def verify_passkey(
             else message_of(exc)
         )
         if methods:
-            context = {**second_step_context(methods, next), "error": error}
+            context = {**second_step_context(request, methods, next), "error": error}
             return render(request, "verify_second.html", context, status_code=401, user=session)
-        context = {"next": safe_next(next), "has_passkey": True, "error": error}
+        context = {"next": safe_next(request, next), "has_passkey": True, "error": error}
         return render(request, "verify.html", context, status_code=401, user=session)
-    return redirect(safe_next(next), result.token, request)
+    return redirect(safe_next(request, next), result.token, request)
