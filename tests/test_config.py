@@ -579,6 +579,7 @@ def test_every_second_round_setting_is_in_effect(env: pytest.MonkeyPatch) -> Non
     announced as "not yet in effect" any more."""
     assert config_warnings(config.load().settings) == []
     env.setenv("TWOSTEP_SIGNUP", "open")  # set, even to its default
+    env.setenv("TWOSTEP_ORIGIN", "https://auth.example.com")
     env.setenv("TWOSTEP_COOKIE_DOMAIN", "example.com")
     env.setenv("TWOSTEP_LOG_FORMAT", "json")
     env.setenv("TWOSTEP_METRICS_FROM", "::1")

@@ -272,3 +272,24 @@ def test_trusted_browser_days_zero_turns_the_feature_off(tmp_path: Path) -> None
         expect(r, 200)
         assert cookie_attributes(r, COOKIE) is None
         assert db_rows(off, "SELECT id FROM trusted_browsers") == []
+
+
+def test_signing_in_again_from_a_trusted_session_asks_for_the_second_step(
+    server: AppServer, clients: Clients
+) -> None:
+    """A `two_factor` application sends a trusted browser's one-factor session back to the sign-in; signing in
+    again from that session must ask for the second factor, or the trust would lead back to itself forever.
+    A fresh sign-in (signed out) still uses the trust."""
+    user = new_2fa_user(server, clients, at=fresh_step(server))
+    client = trusted_client(server, user, clients)
+    assert login(client, user.username)["status"] == "signed_in"  # the trust skips the second step
+    session = expect(client.get(f"{API}/session"), 200)
+    assert session["trusted_browser"] is True and session["second_factor"] is None
+    assert login(client, user.username)["status"] == "second_factor_required"  # again, from that session
+    fresh_step(server)
+    r = client.post(f"{API}/login/totp", json={"code": code_now(server, user.secret)})
+    assert expect(r, 200)["status"] == "signed_in"
+    session = expect(client.get(f"{API}/session"), 200)
+    assert session["trusted_browser"] is False and session["second_factor"] == "totp"
+    expect(client.post(f"{API}/logout", json={}), 204)
+    assert signs_in_without_second_step(client, user)
