@@ -71,13 +71,15 @@ _OVERFLOWING = """() => {
 def unwrapped_english(page: Any, known: set[str]) -> list[str]:
     """The words of a page left when every ⟦…⟧ is taken out (innermost first: messages nest)."""
     text: str = page.evaluate(_VISIBLE_TEXT)
+    for value in sorted(known, key=len, reverse=True):
+        text = text.replace(value, " ")
     while True:
         stripped = re.sub(r"⟦[^⟦⟧]*⟧", " ", text)
         if stripped == text:
             break
         text = stripped
     words = re.findall(r"[A-Za-z][A-Za-z'\u2019-]+", text)
-    return [w for w in words if w not in ALLOWED_WORDS and w not in known]
+    return [w for w in words if w not in ALLOWED_WORDS]
 
 
 def _submit(page: Any, action: str, **fields: str) -> None:
