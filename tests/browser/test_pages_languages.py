@@ -115,6 +115,13 @@ def walk(page: Any, server: Server, check: Check) -> None:
     for path in ("/settings/sessions", "/settings/security-log"):
         page.goto(url + path)
         check(page, path)
+    page.goto(url + "/verify-email?token=not-a-link")
+    check(page, "confirm an e-mail address")
+    page.locator('form[action="/verify-email"] button[type="submit"]').click()
+    page.wait_for_load_state()
+    check(page, "confirm an e-mail address: a link that cannot be used")
+    page.goto(url + "/two-step-required")
+    check(page, "two-step required")
     page.goto(url + "/settings/password")
     page.wait_for_url(re.compile(r"/verify-access"))
     check(page, "verify access")
@@ -123,6 +130,8 @@ def walk(page: Any, server: Server, check: Check) -> None:
     check(page, "password")
     _submit(page, "/settings/password", current_password="wrong wrong wrong wrong", new_password="x")
     check(page, "password refused")
+    page.goto(url + "/settings/email")
+    check(page, "e-mail address")
 
     page.goto(url + "/settings/two-step/app")
     check(page, "app: name")

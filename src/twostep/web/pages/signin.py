@@ -369,5 +369,5 @@ def verify_email_post(request: Request, token: FormStr = "", csrf: FormStr = "")
     try:
         email.verify(ctx_of(request), token=token, client=client_of(request))
     except LinkInvalid as exc:
-        return render(request, "verify_email.html", {"error": exc.message}, status_code=410)
+        return render(request, "verify_email.html", {"error": _(exc.message)}, status_code=410)
     return render(request, "verify_email.html", {"done": True})
