@@ -113,7 +113,8 @@ SQLITE_RATE = (
 _SESSION_COLUMNS = (
     "sessions.token_hash, sessions.public_id, sessions.account_id, sessions.kind, sessions.created_at, "
     "sessions.signed_in_at, sessions.last_seen_at, sessions.expires_at, sessions.second_factor, "
-    "sessions.verified_until, sessions.reauth_until, sessions.alerted, sessions.ip, sessions.user_agent"
+    "sessions.verified_until, sessions.reauth_until, sessions.alerted, sessions.ip, sessions.user_agent, "
+    "sessions.amr, sessions.authenticated_at"
 )
 SQLITE_PENDING = (
     f"SELECT {_SESSION_COLUMNS} \nFROM sessions \n"
@@ -140,8 +141,9 @@ SQLITE_CONSUME = (
 )
 SQLITE_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
+    "authenticated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SQLITE_RESET = 'DELETE FROM throttles WHERE throttles."key" = ?'
 SQLITE_EVENT = (
@@ -188,10 +190,13 @@ PG_CONSUME = (
 )
 PG_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
-    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent) VALUES "
+    "expires_at, second_factor, verified_until, reauth_until, alerted, ip, user_agent, amr, "
+    "authenticated_at) "
+    "VALUES "
     f"(%(token_hash)s{_V}, %(public_id)s{_V}, %(account_id)s{_I}, %(kind)s{_V}, %(created_at)s{_T}, "
     f"%(signed_in_at)s{_T}, %(last_seen_at)s{_T}, %(expires_at)s{_T}, %(second_factor)s{_V}, "
-    f"%(verified_until)s{_T}, %(reauth_until)s{_T}, %(alerted)s, %(ip)s{_V}, %(user_agent)s{_V})"
+    f"%(verified_until)s{_T}, %(reauth_until)s{_T}, %(alerted)s, %(ip)s{_V}, %(user_agent)s{_V}, "
+    f"%(amr)s{_V}, %(authenticated_at)s{_T})"
 )
 PG_RESET = f"DELETE FROM throttles WHERE throttles.key = %(b_key)s{_V}"
 PG_EVENT = (
@@ -311,6 +316,8 @@ def sqlite_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> 
             0,
             ip,
             ua,
+            "pwd otp mfa",
+            at,
         ),
     )
     yield COUNT, SQLITE_RESET, (key,)
@@ -375,6 +382,8 @@ def pg_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> Step
             "alerted": False,
             "ip": ip,
             "user_agent": ua,
+            "amr": "pwd otp mfa",
+            "authenticated_at": now,
         },
     )
     yield COUNT, PG_RESET, {"b_key": key}

@@ -153,6 +153,17 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
                 "valid": False,
             }
         )
+    # OpenID Connect (issue 14), after the P figures.
+    ratio_row(
+        "O1",
+        "token endpoint, code to tokens vs P1 (SQLite, 1 worker)",
+        "o1_token_sqlite_1w",
+        "p1_sqlite_1w",
+        0.50,
+    )
+    ratio_row(
+        "O2", "userinfo endpoint vs P1 (SQLite, 1 worker)", "o2_userinfo_sqlite_1w", "p1_sqlite_1w", 1.00
+    )
     # Context, no goal of their own.
     if "p1_pg_1w" in meas:
         ratio_row(

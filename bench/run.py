@@ -329,6 +329,7 @@ class Bench:
             m += self.build_floor_sqlite(sq1, logs)
         if full:
             self.build_sqlite_rest(ref_lines, ref2, sq2, pk1, pw1)
+            m += self.build_oidc(sq1)
 
         if cfg.pg_url:
             pgm: list[Measurement] = [
@@ -450,6 +451,35 @@ class Bench:
             engine=pw_engine,
             count_signins=True,
         )
+
+    def build_oidc(self, sq1: Server) -> list[Measurement]:
+        """O1 (token endpoint: code to tokens, confidential client) and O2 (userinfo), on P1's server."""
+        engine = self.engine(f"sqlite:///{self.cfg.work_dir / 'sqlite-1w' / 'twostep.sqlite3'}")
+        client = seed.oidc_client(engine, password_hash=self.password_hash)
+        return [
+            Measurement(
+                "o1_token_sqlite_1w",
+                "O1 token endpoint (code to tokens), SQLite, 1 worker",
+                sq1,
+                "/oidc/token",
+                '"id_token"',
+                lambda n: seed.oidc_code_lines(engine, client, n),
+                guess_rps=150,
+                connections=self.cfg.connections,
+                engine=engine,
+            ),
+            Measurement(
+                "o2_userinfo_sqlite_1w",
+                "O2 userinfo endpoint, SQLite, 1 worker",
+                sq1,
+                "/oidc/userinfo",
+                '"sub"',
+                lambda n: seed.oidc_token_lines(engine, client, n),
+                guess_rps=400,
+                connections=self.cfg.connections,
+                engine=engine,
+            ),
+        ]
 
     # ------------------------------------------------------------------------------------------- the floor
 

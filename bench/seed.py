@@ -305,3 +305,129 @@ def analyze(engine: Engine) -> None:
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
+
+
+# --- OpenID Connect (O1, O2) -------------------------------------------------------------------------------
+
+OIDC_REDIRECT = "https://app.example/callback"
+
+
+@dataclass
+class OidcClient:
+    client_id: str
+    secret: str
+    account_id: int
+
+
+def oidc_client(engine: Engine, *, password_hash: str) -> OidcClient:
+    """A confidential client and one account to authorize it."""
+    from twostep.storage import oidc_clients
+    from twostep.storage.oidc_clients import ClientRow
+
+    now = now_utc()
+    secret = secrets.token_urlsafe(32)
+    client_id = secrets.token_urlsafe(18)
+    with engine.begin() as conn:
+        (account_id,) = add_accounts(conn, 1, prefix="o1u", password_hash=password_hash, now=now)
+        oidc_clients.add(
+            conn,
+            ClientRow(
+                id=client_id,
+                name="bench",
+                secret_hash=token_hash(secret),
+                redirect_uris=(OIDC_REDIRECT,),
+                post_logout_redirect_uris=(),
+                policy="one_factor",
+                users=(),
+                groups=(),
+                signing_alg="RS256",
+                created_at=now,
+            ),
+        )
+    return OidcClient(client_id, secret, account_id)
+
+
+def _grants(conn: Connection, client: OidcClient, n: int, *, now: datetime, ttl: timedelta) -> list[str]:
+    from twostep.storage import oidc_grants
+
+    ids = []
+    for _ in range(n):
+        grant_id = secrets.token_urlsafe(16)
+        oidc_grants.add_grant(
+            conn,
+            oidc_grants.GrantRow(
+                id=grant_id,
+                client_id=client.client_id,
+                account_id=client.account_id,
+                scope="openid profile email groups",
+                nonce="n",
+                auth_time=now,
+                amr="pwd otp mfa",
+                acr="mfa",
+                session_id=None,
+                created_at=now,
+                revoked_at=None,
+                expires_at=now + ttl,
+            ),
+        )
+        ids.append(grant_id)
+    return ids
+
+
+def oidc_code_lines(engine: Engine, client: OidcClient, n: int) -> list[tuple[str | None, str]]:
+    """O1: ``n`` authorization codes (valid 60 s); each line a token request with client_secret_post."""
+    from urllib.parse import urlencode
+
+    from twostep.storage import oidc_grants
+
+    now = now_utc()
+    codes = [secrets.token_urlsafe(36) for _ in range(n)]
+    with engine.begin() as conn:
+        grant_ids = _grants(conn, client, n, now=now, ttl=timedelta(minutes=10))
+        for code, grant_id in zip(codes, grant_ids, strict=True):
+            oidc_grants.add_code(
+                conn,
+                code_hash=token_hash(code),
+                grant_id=grant_id,
+                client_id=client.client_id,
+                redirect_uri=OIDC_REDIRECT,
+                code_challenge=None,
+                code_challenge_method=None,
+                expires_at=now + timedelta(seconds=60),
+            )
+    return [
+        (
+            None,
+            urlencode(
+                {
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": OIDC_REDIRECT,
+                    "client_id": client.client_id,
+                    "client_secret": client.secret,
+                }
+            ),
+        )
+        for code in codes
+    ]
+
+
+def oidc_token_lines(engine: Engine, client: OidcClient, n: int) -> list[tuple[str | None, str]]:
+    """O2: ``n`` access tokens (valid 10 minutes); each line a userinfo request (form access_token)."""
+    from twostep.storage import oidc_grants
+
+    now = now_utc()
+    tokens = [secrets.token_urlsafe(32) for _ in range(n)]
+    with engine.begin() as conn:
+        grant_ids = _grants(conn, client, n, now=now, ttl=timedelta(minutes=10))
+        for token, grant_id in zip(tokens, grant_ids, strict=True):
+            oidc_grants.add_token(
+                conn,
+                grant_id=grant_id,
+                access_hash=token_hash(token),
+                access_expires_at=now + timedelta(minutes=10),
+                refresh_hash=None,
+                refresh_expires_at=None,
+                now=now,
+            )
+    return [(None, f"access_token={token}") for token in tokens]

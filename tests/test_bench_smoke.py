@@ -55,8 +55,11 @@ def test_quick_bench_writes_json_and_table(tmp_path: Path) -> None:
         "ref_2w",
         "p5_sqlite_2w",
         "p2_password_sqlite_1w",
+        "o1_token_sqlite_1w",
+        "o2_userinfo_sqlite_1w",
     ):
         assert meas[key]["rounds"], key
+    assert {"O1", "O2"} <= {f["figure"] for f in data["figures"]}
     # Every TOTP and passkey sign-in of the load was real and went through
     # (a fresh pending sign-in, a code or assertion never used before).
     for key in ("p1_sqlite_1w", "p3_passkey_sqlite_1w", "p5_sqlite_2w"):

@@ -2,7 +2,7 @@
 --
 --   wrk -t T -c C -d D --latency -s replay.lua URL -- FILE PATH T EXPECT
 --
--- FILE has one request per line: "<cookie value or ->\t<JSON body>". Thread k sends lines k, k+T, k+2T, ...
+-- FILE has one request per line: "<cookie value or ->\t<JSON body, or a form>". Thread k sends lines k, k+T, k+2T, ...
 -- When a thread has sent all of its lines it stops asking for more (its idle connections send nothing and
 -- record no latency), and it stops once every line it sent has been answered. A response counts as "ok"
 -- when it is a 200 whose body contains EXPECT; every other answer is counted, by status, as "bad".
@@ -38,6 +38,10 @@ function init(args)
       local tab = string.find(line, "\t", 1, true)
       local cookie, body = string.sub(line, 1, tab - 1), string.sub(line, tab + 1)
       local headers = { ["Content-Type"] = "application/json" }
+      if string.sub(body, 1, 1) ~= "{" then
+        -- A form (the OpenID Connect token and userinfo endpoints, O1 and O2).
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+      end
       if cookie ~= "-" then
         headers["Cookie"] = "twostep_session=" .. cookie
       end

@@ -676,6 +676,145 @@ def _add_operator_commands(sub: Any) -> None:
     groups.set_defaults(func=_user_groups)
 
 
+def _services_context() -> Any:
+    """The services' context for an operator command, or None after saying why (exit status 2)."""
+    from twostep.app import SchemaOutdated, build_context, prepare_database
+    from twostep.core.clock import SystemClock
+
+    settings = load_settings()
+    try:
+        db = prepare_database(settings)
+    except SchemaOutdated as exc:
+        print(f"twostep: {exc}", file=sys.stderr)
+        return None
+    return build_context(settings, db, SystemClock())
+
+
+def _client_add(args: argparse.Namespace) -> int:
+    from twostep.core.errors import InvalidRequest
+    from twostep.services import oidc_clients
+
+    ctx = _services_context()
+    if ctx is None:
+        return 2
+    try:
+        new = oidc_clients.add(
+            ctx,
+            name=args.name,
+            redirect_uris=args.redirect_uri,
+            public=args.public,
+            policy=args.policy,
+            groups=args.group,
+            users=args.user,
+            post_logout_redirect_uris=args.post_logout_redirect_uri,
+            signing_alg=args.signing_alg,
+        )
+    except InvalidRequest as exc:
+        print(f"twostep: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        ctx.db.dispose()
+    print(f"client_id:     {new.row.id}")
+    if new.secret is not None:
+        print(f"client_secret: {new.secret}")
+        print("The secret is shown once: store it in the application's configuration now.")
+    else:
+        print("A public client: no secret; it must use PKCE (S256).")
+    print(f"issuer:        {ctx.origin}")
+    return 0
+
+
+def _client_list(_args: argparse.Namespace) -> int:
+    from twostep.services import oidc_clients
+
+    ctx = _services_context()
+    if ctx is None:
+        return 2
+    rows = oidc_clients.every(ctx)
+    ctx.db.dispose()
+    if not rows:
+        print("No clients. Add one with `twostep client add NAME --redirect-uri URI`.")
+    for row in rows:
+        kind = "public" if row.secret_hash is None else "confidential"
+        print(f"{row.id}  {row.name}  ({kind}, {row.policy}, {row.signing_alg})")
+        for uri in row.redirect_uris:
+            print(f"    redirect_uri: {uri}")
+        for uri in row.post_logout_redirect_uris:
+            print(f"    post_logout_redirect_uri: {uri}")
+        if row.users:
+            print(f"    users: {', '.join(row.users)}")
+        if row.groups:
+            print(f"    groups: {', '.join(row.groups)}")
+    return 0
+
+
+def _client_remove(args: argparse.Namespace) -> int:
+    from twostep.services import oidc_clients
+
+    ctx = _services_context()
+    if ctx is None:
+        return 2
+    removed = oidc_clients.remove(ctx, args.client_id)
+    ctx.db.dispose()
+    if not removed:
+        print(f"twostep: no client {args.client_id!r}", file=sys.stderr)
+        return 1
+    print(f"twostep: client {args.client_id} removed, with every token issued to it")
+    return 0
+
+
+def _rotate_signing_key(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from twostep.services import oidc_keys
+
+    ctx = _services_context()
+    if ctx is None:
+        return 2
+    oidc_keys.ensure_keys(ctx)
+    delay = timedelta(0) if args.now else oidc_keys.ROTATION_DELAY
+    rotation = oidc_keys.rotate(ctx, delay=delay)
+    ctx.db.dispose()
+    print(
+        f"twostep: new signing keys {', '.join(rotation.added)}, published now, signing from "
+        f"{rotation.active_from.isoformat(timespec='seconds')}"
+    )
+    if rotation.retiring:
+        print(
+            f"twostep: the keys they replace ({', '.join(rotation.retiring)}) stay published until the ID "
+            "tokens they signed have expired"
+        )
+    return 0
+
+
+def _add_client_commands(sub: Any) -> None:
+    client = sub.add_parser(
+        "client", help="OpenID Connect clients (applications that sign in through twostep)"
+    )
+    verbs = client.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="register a client; prints its id and, once, its secret")
+    add.add_argument("name")
+    add.add_argument("--redirect-uri", action="extend", required=True, metavar="URI", nargs="+")
+    add.add_argument("--public", action="store_true", help="no secret; PKCE required (apps in a browser)")
+    add.add_argument("--policy", choices=["one_factor", "two_factor"], default="one_factor")
+    add.add_argument("--group", action="append", default=[], metavar="G", help="allow members of G")
+    add.add_argument("--user", action="append", default=[], metavar="U", help="allow the user U")
+    add.add_argument("--post-logout-redirect-uri", action="append", default=[], metavar="URI")
+    add.add_argument("--signing-alg", choices=["RS256", "ES256"], default="RS256")
+    add.set_defaults(func=_client_add)
+    lst = verbs.add_parser("list", help="list the registered clients")
+    lst.set_defaults(func=_client_list)
+    rm = verbs.add_parser("remove", help="remove a client and every token issued to it")
+    rm.add_argument("client_id")
+    rm.set_defaults(func=_client_remove)
+    rsk = sub.add_parser(
+        "rotate-signing-key",
+        help="add new ID token signing keys (published now, signing in 1 hour, or at once with --now)",
+    )
+    rsk.add_argument("--now", action="store_true", help="sign with the new keys at once")
+    rsk.set_defaults(func=_rotate_signing_key)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twostep", description="Two-step verification service.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -701,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     mig.set_defaults(func=_migrate)
     rot = sub.add_parser("rotate-key", help="re-seal every secret with a new key (stop the servers first)")
     rot.set_defaults(func=_rotate_key)
+    _add_client_commands(sub)
     bak = sub.add_parser(
         "backup",
         help="copy the SQLite database to FILE while it serves (PostgreSQL: use pg_dump)",

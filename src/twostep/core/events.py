@@ -48,3 +48,5 @@ class EventType(StrEnum):
     # The e-mail address.
     EMAIL_CHANGED = "email_changed"
     EMAIL_VERIFIED = "email_verified"
+    # An application signed the account holder in through twostep (OpenID Connect); detail: the client.
+    OIDC_SIGN_IN = "oidc_sign_in"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from twostep.core.secretbox import KeyRing, SecretBox, aad_for
+from twostep.services import oidc_keys
 from twostep.storage import enrollments, factors
 from twostep.storage.db import Database
 
 
 def reseal_all(db: Database, *, old: KeyRing | SecretBox, new: SecretBox) -> int:
-    """Open every TOTP secret (factors and pending enrolments) with ``old`` and seal it with ``new``.
+    """Open every TOTP secret (factors and pending enrolments) and OpenID Connect signing key with ``old``
+    and seal it with ``new``.
 
     Raises:
         SecretBoxError: a secret that ``old`` cannot open; nothing is changed then.
@@ -25,4 +27,5 @@ def reseal_all(db: Database, *, old: KeyRing | SecretBox, new: SecretBox) -> int
             sealed = new.seal(old.open(enrollment.sealed_secret, aad=aad), aad=aad)
             enrollments.set_sealed_secret(conn, enrollment_id=enrollment.id, sealed_secret=sealed)
             count += 1
+        count += oidc_keys.reseal(conn, old=old, new=new)
     return count

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from twostep.core.throttle import FORGETTING
+from twostep.services import oidc
 from twostep.services.context import SESSION_IDLE, Context
 from twostep.storage import (
     challenges,
@@ -82,6 +83,8 @@ def sweep(ctx: Context) -> dict[str, int]:
             ctx, lambda c: outbox.delete_undelivered_before(c, before=now - UNDELIVERABLE_AFTER, limit=BATCH)
         ),
     }
+    # OpenID Connect: expired codes, grants (with their tokens), waiting requests and retired signing keys.
+    done["oidc"] = oidc.sweep(ctx)
     for prefix, policy in FORGETTING.items():
         assert policy.forget_after is not None
         before = now - policy.forget_after

@@ -59,6 +59,15 @@ class CurrentSession:
     def used_second_factor(self) -> bool:
         return self.second_factor in SECOND_FACTOR_KINDS
 
+    # RFC 8176 values of what this session's sign-in and verifications did (OpenID Connect `amr`), and the
+    # time of the last of them (`auth_time`).
+    amr: str | None = None
+    authenticated_at: datetime | None = None
+
+    @property
+    def auth_time(self) -> datetime:
+        return self.authenticated_at or self.signed_in_at
+
     def access_verified(self, now: datetime) -> bool:
         return self.verified_until is not None and self.verified_until > now
 
@@ -74,6 +83,7 @@ def create_active(
     public_id: str | None = None,
     trusted_browser: str | None = None,
     passkey_upgrade_until: datetime | None = None,
+    amr: str | None = None,
 ) -> str:
     """Insert a signed-in session and return its cookie value; a finished pending sign-in passes its
     ``public_id`` on, so that the security log ties the attempts of one sign-in to the session it made."""
@@ -97,6 +107,8 @@ def create_active(
             user_agent=client.user_agent,
             trusted_browser=trusted_browser,
             passkey_upgrade_until=passkey_upgrade_until,
+            amr=amr,
+            authenticated_at=now,
         ),
     )
     return token
@@ -179,6 +191,8 @@ def look_up(ctx: Context, token: str | None) -> Lookup:
         account_has_second_factor=found.has_factor,
         trusted_browser=row.trusted_browser,
         passkey_upgrade_until=row.passkey_upgrade_until,
+        amr=row.amr,
+        authenticated_at=row.authenticated_at,
         language=found.language,
     )
     return Lookup(session, token_hash, "seen" if row.last_seen_at <= now - SEEN_EVERY else None)
@@ -239,6 +253,7 @@ def step_up(
     *,
     verified_until: datetime | None,
     reauth_until: datetime | None,
+    amr: str | None = None,
 ) -> str:
     """A new id for this signed-in session at a step up (SEC-04); the old id stops working at once.
 
@@ -253,6 +268,7 @@ def step_up(
         now=ctx.now(),
         verified_until=verified_until,
         reauth_until=reauth_until,
+        amr=amr,
     ):
         raise NotSignedIn()
     return token

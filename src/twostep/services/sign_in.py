@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from twostep.core import devices
+from twostep.core import devices, oidc
 from twostep.core import passkeys as wa
 from twostep.core.errors import (
     AccountLocked,
@@ -74,6 +74,7 @@ def finish_sign_in(
     factor_id: str | None = None,
     verified_until: datetime | None = None,
     trusted_browser: str | None = None,
+    passkey: wa.VerifiedAssertion | None = None,
 ) -> str:
     """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
     public id passes to the session, so that the security log ties its attempts to it), create the session,
@@ -111,6 +112,13 @@ def finish_sign_in(
         public_id=session_id,
         trusted_browser=trusted_browser,
         passkey_upgrade_until=upgrade,
+        amr=oidc.format_amr(
+            oidc.amr_for(
+                method,
+                synced_passkey=passkey.backup_eligible if passkey is not None else True,
+                user_verified=passkey.user_verified if passkey is not None else False,
+            )
+        ),
     )
     if method.is_second_factor:
         regulator.settle(conn, regulator.second_factor(audit.account_id), outcome=Outcome.SUCCEEDED)
@@ -457,7 +465,14 @@ def _passkey_signed_in(
         method = Method.PASSKEY if pend is not None else Method.PASSKEY_PASSWORDLESS
         audit = Audit(ctx, checked.account_id, client, now)
         try:
-            new_token = finish_sign_in(conn, audit, pending=pend, method=method, factor_id=checked.factor_id)
+            new_token = finish_sign_in(
+                conn,
+                audit,
+                pending=pend,
+                method=method,
+                factor_id=checked.factor_id,
+                passkey=checked.assertion,
+            )
         except NoPendingLogin:
             raise PasskeyRejected() from None
         cookie = _trusted(conn, ctx, audit, trust_browser and pend is not None, trusted)

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from twostep.core import oidc
 from twostep.core import passkeys as wa
 from twostep.core.errors import AccountLocked, InvalidCode, PasskeyRejected, VerifyAccessRequired
 from twostep.core.events import EventType
@@ -46,6 +47,7 @@ def finish_verify(
     method: Method,
     factor_id: str | None = None,
     recovery_codes_remaining: int | None = None,
+    passkey: wa.VerifiedAssertion | None = None,
 ) -> VerifyResult:
     """The one success path of every verification, in the caller's transaction: step the session up with a
     new id and ``verified_until`` 10 minutes on, reset the account's second-factor counter (when a second
@@ -57,7 +59,14 @@ def finish_verify(
     if accounts.is_locked(conn, session.account_id):
         raise AccountLocked()
     until = audit.now + VERIFIED_ACCESS_TTL
-    token = step_up(conn, audit.ctx, session, verified_until=until, reauth_until=None)
+    # The session has now shown both what it did at sign-in and what it did here (OpenID Connect `amr`).
+    done = oidc.amr_for(
+        method,
+        synced_passkey=passkey.backup_eligible if passkey is not None else True,
+        user_verified=passkey.user_verified if passkey is not None else False,
+    )
+    amr = oidc.format_amr(done | set(oidc.parse_amr(session.amr)))
+    token = step_up(conn, audit.ctx, session, verified_until=until, reauth_until=None, amr=amr)
     if method.is_second_factor:
         regulator.settle(conn, regulator.second_factor(session.account_id), outcome=Outcome.SUCCEEDED)
     audit.record(
@@ -223,4 +232,11 @@ def with_passkey(
         raise PasskeyRejected() from None
     with ctx.db.transaction() as conn:
         sf.use_passkey(conn, checked, now, audit)
-        return finish_verify(conn, audit, session, method=Method.PASSKEY, factor_id=checked.factor_id)
+        return finish_verify(
+            conn,
+            audit,
+            session,
+            method=Method.PASSKEY,
+            factor_id=checked.factor_id,
+            passkey=checked.assertion,
+        )

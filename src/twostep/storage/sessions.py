@@ -32,6 +32,10 @@ class SessionRow:
     trusted_browser: str | None = None
     # The automatic passkey upgrade may happen once until then (after a password sign-in).
     passkey_upgrade_until: datetime | None = None
+    # What the sign-in (and verify access since) did, RFC 8176 values space-separated; when the user last
+    # authenticated. NULL for sessions made before migration 0008.
+    amr: str | None = None
+    authenticated_at: datetime | None = None
 
 
 _COLUMNS = (
@@ -51,6 +55,8 @@ _COLUMNS = (
     sessions.c.user_agent,
     sessions.c.trusted_browser,
     sessions.c.passkey_upgrade_until,
+    sessions.c.amr,
+    sessions.c.authenticated_at,
 )
 
 
@@ -202,14 +208,23 @@ def step_up(
     now: datetime,
     verified_until: datetime | None,
     reauth_until: datetime | None,
+    amr: str | None = None,
 ) -> bool:
-    """Give an active session a new id and new verify-access state; the old id stops working at once."""
+    """Give an active session a new id and new verify-access state; the old id stops working at once.
+    With ``amr`` (a verification), the session's method references and authentication time are set too."""
+    values: dict[str, object] = {
+        "token_hash": new_hash,
+        "verified_until": verified_until,
+        "reauth_until": reauth_until,
+        "last_seen_at": now,
+    }
+    if amr is not None:
+        values["amr"] = amr
+        values["authenticated_at"] = now
     result = conn.execute(
         update(sessions)
         .where(sessions.c.token_hash == old_hash, sessions.c.kind == SessionKind.ACTIVE)
-        .values(
-            token_hash=new_hash, verified_until=verified_until, reauth_until=reauth_until, last_seen_at=now
-        )
+        .values(**values)
     )
     return result.rowcount == 1
 

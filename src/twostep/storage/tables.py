@@ -96,6 +96,11 @@ sessions = Table(
     # Until when this session may add a passkey without verify access, once (the automatic passkey upgrade
     # right after a password sign-in); NULL: not granted, or used.
     Column("passkey_upgrade_until", UTCDateTime, nullable=True),
+    # RFC 8176 method references of what this session's sign-in (and later verify access) did,
+    # space-separated (the OpenID Connect `amr`); NULL for sessions older than migration 0008.
+    Column("amr", String(64), nullable=True),
+    # When the user last authenticated in this session (sign-in or verify access): `auth_time`.
+    Column("authenticated_at", UTCDateTime, nullable=True),
     Index("ix_sessions_account", "account_id"),
     # The sweep of dead sessions (H08).
     Index("ix_sessions_expires", "expires_at"),
@@ -273,4 +278,107 @@ email_verifications = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Index("ix_email_verifications_account", "account_id"),
     Index("ix_email_verifications_expires", "expires_at"),
+)
+
+# --- OpenID Connect provider (docs/oidc.md) -------------------------------------------------------------
+
+# Clients registered by the operator (`twostep client add`). Lists are JSON arrays of strings.
+oidc_clients = Table(
+    "oidc_clients",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(100), nullable=False),
+    # SHA-256 hex of the 32-byte random secret; NULL for a public client (PKCE, no secret).
+    Column("secret_hash", String(64), nullable=True),
+    Column("redirect_uris", Text, nullable=False),
+    Column("post_logout_redirect_uris", Text, nullable=False),
+    # "one_factor" | "two_factor"
+    Column("policy", String(16), nullable=False),
+    Column("users", Text, nullable=False),
+    Column("groups", Text, nullable=False),
+    # The ID token signature: "RS256" or "ES256".
+    Column("signing_alg", String(8), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One authorization of a client by an account: what the user authenticated with, and the family of every
+# code and token issued from it (a replayed code or a reused refresh token revokes the whole family).
+oidc_grants = Table(
+    "oidc_grants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("client_id", String(64), ForeignKey("oidc_clients.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("nonce", String(512), nullable=True),
+    Column("auth_time", UTCDateTime, nullable=False),
+    Column("amr", String(64), nullable=False),
+    Column("acr", String(8), nullable=False),
+    # The session that authorized it (RP-initiated logout names it through the ID token's `sid`).
+    Column("session_id", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    # The end of the last refresh token's life; the sweep removes the grant after it.
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_oidc_grants_account", "account_id"),
+    Index("ix_oidc_grants_expires", "expires_at"),
+)
+
+# Authorization codes, 60 s, single use: ``used_at`` is set by one conditional UPDATE ... RETURNING, and the
+# row stays until it expires so that a replay is recognised and revokes the grant.
+oidc_codes = Table(
+    "oidc_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("grant_id", String(32), ForeignKey("oidc_grants.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=True),
+    Column("code_challenge_method", String(8), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Index("ix_oidc_codes_expires", "expires_at"),
+)
+
+# Access and refresh tokens, stored as SHA-256 hex. A refresh token works once (rotation).
+oidc_tokens = Table(
+    "oidc_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grant_id", String(32), ForeignKey("oidc_grants.id", ondelete="CASCADE"), nullable=False),
+    Column("access_hash", String(64), nullable=False, unique=True),
+    Column("access_expires_at", UTCDateTime, nullable=False),
+    Column("refresh_hash", String(64), nullable=True, unique=True),
+    Column("refresh_expires_at", UTCDateTime, nullable=True),
+    Column("refresh_used_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_oidc_tokens_grant", "grant_id"),
+)
+
+# ID token signing keys; the private key (PEM) is sealed with the secret box (aad names the row).
+oidc_signing_keys = Table(
+    "oidc_signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(8), nullable=False),
+    Column("private_key", LargeBinary, nullable=False),
+    # The public JWK (JSON), as published in the JWKS.
+    Column("public_jwk", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # It signs from this time on (published in the JWKS from created_at).
+    Column("active_from", UTCDateTime, nullable=False),
+    # When a newer key took over; it stays in the JWKS until ``drop_after``.
+    Column("retired_at", UTCDateTime, nullable=True),
+    Column("drop_after", UTCDateTime, nullable=True),
+)
+
+# Authorization requests waiting for the browser to sign in (10 minutes); the validated parameters as JSON.
+oidc_pending = Table(
+    "oidc_pending",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("params", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_oidc_pending_expires", "expires_at"),
 )

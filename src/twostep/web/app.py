@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
 from twostep.web import errors, ops
+from twostep.web import oidc as oidc_routes
 from twostep.web.api import account, auth, factors, passkeys, protect
 from twostep.web.deps import WebState
 from twostep.web.language import LocaleMiddleware
@@ -58,6 +59,8 @@ def build_app(
     app.include_router(api)
     app.include_router(pages.router)
     app.include_router(ops.router)
+    app.include_router(oidc_routes.router)
+    app.include_router(oidc_routes.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
     app.add_middleware(protect.ForwardAuthFastPath)

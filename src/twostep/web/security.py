@@ -61,6 +61,11 @@ def security_headers(form_action: tuple[str, ...] = ()) -> list[tuple[bytes, byt
     return [(b"content-security-policy", csp.encode()), *SECURITY_HEADERS[1:]]
 
 
+# Public documents that relying parties may cache: their own Cache-Control is kept (not no-store).
+CACHEABLE = {"/.well-known/openid-configuration", "/oidc/jwks"}
+# Endpoints authenticated by what the request carries (client credentials, PKCE, a bearer token), never by a
+# cookie: a request from another site is no forgery there, and a single-page application calls them.
+NO_COOKIE_AUTH = {"/oidc/token", "/oidc/userinfo"}
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 WITH_BODY = {"POST", "PUT", "PATCH"}
 
@@ -119,7 +124,7 @@ class GuardMiddleware:
                 return
             receive = buffered
         receive = self._limited(receive, send)
-        no_store = not path.startswith("/static/")
+        no_store = not path.startswith("/static/") and path not in CACHEABLE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -148,7 +153,7 @@ class GuardMiddleware:
                 return _json_error(MalformedRequest(N_("Content-Length is not a number.")))
             if too_big:
                 return _json_error(PayloadTooLarge())
-        if method in STATE_CHANGING and is_cross_site(headers, self.origin):
+        if method in STATE_CHANGING and path not in NO_COOKIE_AUTH and is_cross_site(headers, self.origin):
             return _json_error(CrossSiteRequest())
         if is_api and method in WITH_BODY:
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()

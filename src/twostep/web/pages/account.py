@@ -75,6 +75,7 @@ EVENT_LABELS: dict[str, str] = {
     EventType.OPERATOR_DELETED: N_("Account deleted by the operator"),
     EventType.EMAIL_CHANGED: N_("E-mail address changed"),
     EventType.EMAIL_VERIFIED: N_("E-mail address verified"),
+    EventType.OIDC_SIGN_IN: N_("Signed in to an application"),
 }
 METHOD_LABELS: dict[str, str] = {
     Method.PASSWORD: N_("password only"),
@@ -112,8 +113,9 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
         browsers = detail["browsers"]
         parts.append(ngettext("%(num)d browser", "%(num)d browsers", browsers) % {"num": browsers})
     if isinstance(detail.get("days"), int):
-        days = detail["days"]
-        parts.append(ngettext("for %(num)d day", "for %(num)d days", days) % {"num": days})
+        parts.append(f"for {detail['days']} days")
+    if event_type == EventType.OIDC_SIGN_IN and isinstance(detail.get("client"), str):
+        parts.append(f"to {detail['client']}")
     if detail.get("during") == "verify_access":
         parts.append(_("while verifying access"))
     return ", ".join(parts)

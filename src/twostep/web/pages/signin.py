@@ -293,8 +293,10 @@ def recovery_post(
     except TwostepError as exc:
         context = {**_second_step(request, methods, next), "error": code_error(exc, recovery=True)}
         return render(request, "recovery_login.html", context, status_code=401)
-    # The two-step page shows the recovery banner to a session signed in with a recovery code.
-    return _signed_in(request, HOME, result)
+    # The two-step page shows the recovery banner to a session signed in with a recovery code; an
+    # application's sign-in (OpenID Connect) goes on to the application.
+    target = safe_next(request, next)
+    return _signed_in(request, target if target.startswith("/oidc/continue?") else HOME, result)
 
 
 @router.post("/login/passkey")

@@ -4,7 +4,7 @@ The language the account holder chose in the pages' menu (issue 19): the pages a
 NULL: no choice stored (the browser's Accept-Language, else the operator's default_language).
 
 Revision ID: 0010
-Revises: 0007 (re-chained at the merges of main: it was 0005)
+Revises: 0008 (re-chained at the merges of main: it was 0005)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
