@@ -14,7 +14,7 @@ HOST ?=
 PORT ?=
 WORKERS ?=
 
-.PHONY: serve test test-fast check fmt bench debian-packages clean lock
+.PHONY: serve test test-fast check fmt bench debian-packages clean lock i18n
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,4 +100,20 @@ lock:
 	    bench) extras="--extra test --extra bench";; esac; \
 	  $(LOCK_VENV)/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade,) --strip-extras --allow-unsafe --no-emit-index-url \
 	    --no-emit-find-links --no-emit-trusted-host $$extras -o requirements/$$target.txt pyproject.toml; \
+	done
+
+# The message catalogues (issue 19): extract every message of the code and the templates into messages.pot,
+# then add the new ones to each language's .po (empty until translated; a test fails on an empty or fuzzy
+# one). The server reads the .po files themselves: there is nothing to compile.
+LOCALES := src/twostep/locales
+LANGUAGES := sl de
+i18n: $(STAMP_RUN)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --no-wrap \
+	  --project twostep --copyright-holder "twostep contributors" -o $(LOCALES)/messages.pot src
+	for lang in $(LANGUAGES); do \
+	  if [ -f $(LOCALES)/$$lang/LC_MESSAGES/messages.po ]; then \
+	    $(BIN)/pybabel update --no-fuzzy-matching --no-wrap --ignore-obsolete -i $(LOCALES)/messages.pot -d $(LOCALES) -l $$lang; \
+	  else \
+	    $(BIN)/pybabel init --no-wrap -i $(LOCALES)/messages.pot -d $(LOCALES) -l $$lang; \
+	  fi; \
 	done

@@ -112,6 +112,7 @@ def build_context(settings: Settings, db: Database, clock: Clock) -> Context:
         trusted_browser_days=settings.trusted_browser_days,
         signup=settings.signup,
         operator_contact=settings.operator_contact,
+        default_language=settings.default_language,
     )
 
 

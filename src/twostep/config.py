@@ -298,6 +298,9 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(default=10.0, gt=0, le=3600)
     # "Don't ask again on this browser for N days" at the second step (issue 17); 0 turns it off.
     trusted_browser_days: int = Field(default=30, ge=0, le=400)
+    # The language of the pages and e-mails when neither the account's choice nor the browser's
+    # Accept-Language names one of twostep's languages (issue 19).
+    default_language: Literal["en", "sl", "de"] = "en"
     # [access]: only in the configuration file.
     access: AccessSettings = Field(default_factory=AccessSettings)
 

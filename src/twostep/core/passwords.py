@@ -51,6 +51,8 @@ TOO_SHORT = f"Your password must be at least {MIN_LENGTH} characters long."
 TOO_LONG = f"Your password must be at most {MAX_LENGTH} characters long."
 TOO_COMMON = "This password is one of the most common passwords. Choose another one."
 TOO_CLOSE = f"This password is too close to your username or to '{SERVICE_NAME}'. Choose another one."
+# The sentences above, for the message catalogues (twostep.i18n reads this tuple; the web layer translates).
+MESSAGES = (TOO_SHORT, TOO_LONG, TOO_COMMON, TOO_CLOSE)
 
 
 def normalize_password(password: str) -> str:

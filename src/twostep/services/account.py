@@ -6,11 +6,13 @@ import unicodedata
 
 from sqlalchemy.exc import IntegrityError
 
+from twostep import i18n
 from twostep.core.errors import InvalidRequest, SignupClosed, TwostepError, UsernameTaken
 from twostep.core.events import EventType
 from twostep.core.names import normalize_username
 from twostep.core.passkeys import generate_user_handle
 from twostep.core.passwords import MAX_INPUT_CHARS, check_password_policy
+from twostep.i18n import N_
 from twostep.services import regulator, trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context, hash_token
@@ -56,7 +58,8 @@ def sign_up(
     invite = invite or None
     if normalized is None:
         raise InvalidRequest(
-            "A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces).", field="username"
+            N_("A username has 3 to 64 characters: letters, digits and . _ @ + - (no spaces)."),
+            field="username",
         )
     email = normalize_email(email)
     if len(password) > MAX_INPUT_CHARS:
@@ -180,3 +183,15 @@ def security_log(ctx: Context, session: CurrentSession, *, limit: int = 200) -> 
     never recorded)."""
     with ctx.db.transaction() as conn:
         return events.list_for(conn, session.account_id, limit=limit)
+
+
+def set_language(ctx: Context, session: CurrentSession, language: str) -> None:
+    """Store the language the holder chose in the menu; the pages and e-mails use it (issue 19).
+
+    Raises:
+        InvalidRequest: not one of twostep's languages.
+    """
+    if language not in i18n.LANGUAGES:
+        raise InvalidRequest(N_("Choose one of the languages of the menu."), field="language")
+    with ctx.db.transaction() as conn:
+        accounts.set_language(conn, session.account_id, language)

@@ -53,7 +53,16 @@ class Audit:
             detail=detail,
         )
         if notify:
-            notifications.queue(conn, self.ctx.origin, self.account_id, self.client, self.now, event, detail)
+            notifications.queue(
+                conn,
+                self.ctx.origin,
+                self.account_id,
+                self.client,
+                self.now,
+                event,
+                detail,
+                default_language=self.ctx.default_language,
+            )
         method = detail.get("method")
         count_event(self.ctx.metrics, event, method)
         security_log.info(

@@ -54,6 +54,8 @@ class Context:
     signup: str = "open"
     # Whom a locked-out person should ask, as the pages say it.
     operator_contact: str = "the administrator of this site"
+    # The language of the pages and e-mails when neither the account nor the browser names one (issue 19).
+    default_language: str = "en"
 
     def now(self) -> datetime:
         return self.clock.now()

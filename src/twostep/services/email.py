@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
+from twostep import i18n
 from twostep.core.errors import InvalidRequest, LinkInvalid
 from twostep.core.events import EventType
+from twostep.i18n import N_
 from twostep.services.audit import Audit
 from twostep.services.context import EMAIL_LINK_TTL, Client, Context, hash_token
 from twostep.services.sessions import CurrentSession, require_verified
@@ -37,7 +39,7 @@ def normalize_email(email: str | None) -> str | None:
     if email == "":
         return None
     if len(email) > 254 or not _EMAIL.fullmatch(email):
-        raise InvalidRequest("That e-mail address does not look right.", field="email")
+        raise InvalidRequest(N_("That e-mail address does not look right."), field="email")
     return email
 
 
@@ -58,24 +60,32 @@ def send_link(
         email=email,
         expires_at=now + EMAIL_LINK_TTL,
     )
+    # In the account's language (issue 19), else the operator's default_language.
+    stored = accounts.by_id(conn, account_id)
+    language = stored.language if stored is not None and stored.language in i18n.LANGUAGES else None
+    _ = i18n.translations(language or ctx.default_language).gettext
     body = "\n".join(
         [
-            f"Hello {display_name},",
+            _("Hello %(name)s,") % {"name": display_name},
             "",
-            f"This address was given for the account {display_name} at {ctx.origin}.",
-            "To confirm that it is yours, open this link within 24 hours and press the button on the page:",
+            _("This address was given for the account %(name)s at %(origin)s.")
+            % {"name": display_name, "origin": ctx.origin},
+            _(
+                "To confirm that it is yours, open this link within 24 hours and press the button on the "
+                "page:"
+            ),
             "",
             f"{ctx.origin}/verify-email?token={token}",
             "",
-            "If you did not expect this message, ignore it: the address stays unconfirmed.",
+            _("If you did not expect this message, ignore it: the address stays unconfirmed."),
             "",
-            "This message was sent by twostep.",
+            _("This message was sent by twostep."),
         ]
     )
     outbox.queue_single(
         conn,
         recipient=email,
-        subject="Confirm your e-mail address",
+        subject=_("Confirm your e-mail address"),
         body=body + "\n",
         message_id=_message_id(ctx.origin),
         now=now,
@@ -103,7 +113,7 @@ def verify(ctx: Context, *, token: str, client: Client, account_id: int | None =
                 return
             changed = True
     if changed:
-        raise LinkInvalid("This link was for an address that is no longer the account's address.")
+        raise LinkInvalid(N_("This link was for an address that is no longer the account's address."))
     raise LinkInvalid()
 
 
@@ -118,7 +128,7 @@ def change_email(ctx: Context, session: CurrentSession, *, email: str, client: C
     require_verified(session, now)
     new = normalize_email(email)
     if new is None:
-        raise InvalidRequest("Give an e-mail address.", field="email")
+        raise InvalidRequest(N_("Give an e-mail address."), field="email")
     with ctx.db.transaction() as conn:
         account = accounts.by_id(conn, session.account_id)
         if account is None:

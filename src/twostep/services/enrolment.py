@@ -26,6 +26,7 @@ from twostep.core.errors import (
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, FactorKind
 from twostep.core.secretbox import aad_for
+from twostep.i18n import N_
 from twostep.services import second_factor as sf
 from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
@@ -37,7 +38,7 @@ from twostep.storage import sessions as session_store
 
 T = TypeVar("T")
 NewCodes = recovery_codes.NewRecoveryCode
-NO_SUCH_SETUP = "There is no such setup. Start again."
+NO_SUCH_SETUP = N_("There is no such setup. Start again.")
 
 
 @dataclass(frozen=True)

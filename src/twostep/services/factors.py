@@ -18,6 +18,7 @@ from twostep.core.errors import (
 from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind
 from twostep.core.passkeys import b64url, provider_name
+from twostep.i18n import N_
 from twostep.services import trusted_browsers
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context
@@ -94,7 +95,7 @@ def clean_name(name: str) -> str:
     """
     value = " ".join(name.split())
     if not 1 <= len(value) <= 64 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidRequest("A name has 1 to 64 characters.", field="name")
+        raise InvalidRequest(N_("A name has 1 to 64 characters."), field="name")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gettext
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
+from twostep import i18n
 from twostep.core.events import EventType
+from twostep.i18n import N_
 from twostep.services.context import Client
 from twostep.storage import accounts, outbox
 
@@ -29,70 +32,80 @@ class Notice:
 # SEC-55: the events that are told to the account holder by e-mail, and no other.
 NOTIFIED: dict[EventType, Notice] = {
     EventType.TWO_FACTOR_ENABLED: Notice(
-        "Two-step verification was turned on",
-        "Two-step verification was turned on for your account: a second factor was added, "
-        "and signing in now takes your password and a second factor.",
+        N_("Two-step verification was turned on"),
+        N_(
+            "Two-step verification was turned on for your account: a second factor was added, "
+            "and signing in now takes your password and a second factor."
+        ),
     ),
     EventType.TWO_FACTOR_DISABLED: Notice(
-        "Two-step verification was turned off",
-        "Two-step verification was turned off for your account. "
-        "Your account is now protected by your password alone.",
+        N_("Two-step verification was turned off"),
+        N_(
+            "Two-step verification was turned off for your account. "
+            "Your account is now protected by your password alone."
+        ),
     ),
     EventType.FACTOR_ADDED: Notice(
-        "A second factor was added to your account",
-        "A new second factor was added to your account.",
+        N_("A second factor was added to your account"),
+        N_("A new second factor was added to your account."),
     ),
     EventType.FACTOR_REMOVED: Notice(
-        "A second factor was removed from your account",
-        "A second factor was removed from your account.",
+        N_("A second factor was removed from your account"),
+        N_("A second factor was removed from your account."),
     ),
     EventType.RECOVERY_CODES_REGENERATED: Notice(
-        "New recovery codes were made for your account",
-        "A new set of recovery codes was made. The old codes no longer work.",
+        N_("New recovery codes were made for your account"),
+        N_("A new set of recovery codes was made. The old codes no longer work."),
     ),
     EventType.RECOVERY_CODE_USED: Notice(
-        "A recovery code was used to sign in to your account",
-        "Someone signed in to your account with your password and a recovery code.",
+        N_("A recovery code was used to sign in to your account"),
+        N_("Someone signed in to your account with your password and a recovery code."),
     ),
     EventType.PASSWORD_CHANGED: Notice(
-        "Your password was changed",
-        "The password of your account was changed. Other sessions were signed out.",
+        N_("Your password was changed"),
+        N_("The password of your account was changed. Other sessions were signed out."),
     ),
     EventType.SECOND_FACTOR_LOCKED: Notice(
-        "Sign-in to your account is paused after too many wrong codes",
-        "Sign-in to your account is paused for a while after too many wrong codes.",
+        N_("Sign-in to your account is paused after too many wrong codes"),
+        N_("Sign-in to your account is paused for a while after too many wrong codes."),
     ),
     EventType.SECOND_FACTOR_FAILED: Notice(
-        "Someone entered your password but not your second factor",
-        "Someone signed in with your correct password, then entered a wrong code "
-        "or passkey for the second step.",
+        N_("Someone entered your password but not your second factor"),
+        N_(
+            "Someone signed in with your correct password, then entered a wrong code "
+            "or passkey for the second step."
+        ),
     ),
     EventType.PASSKEY_ADDED_AUTOMATICALLY: Notice(
-        "Your password manager added a passkey to your account",
-        "Right after you signed in with your password, your password manager created a passkey for your "
-        "account, and it now works as a second factor. If this was not you, remove it and change your "
-        "password.",
+        N_("Your password manager added a passkey to your account"),
+        N_(
+            "Right after you signed in with your password, your password manager created a passkey for your "
+            "account, and it now works as a second factor. If this was not you, remove it and change your "
+            "password."
+        ),
     ),
     EventType.SECOND_FACTOR_ABANDONED: Notice(
-        "Someone entered your password but did not finish signing in",
-        "Someone signed in with your correct password, then did not complete the second step.",
+        N_("Someone entered your password but did not finish signing in"),
+        N_("Someone signed in with your correct password, then did not complete the second step."),
     ),
     EventType.OPERATOR_LOCKED: Notice(
-        "Your account was locked by the operator",
-        "The operator of this site locked your account: every session was signed out, and signing in is "
-        "refused until they unlock it.",
+        N_("Your account was locked by the operator"),
+        N_(
+            "The operator of this site locked your account: every session was signed out, and signing in is "
+            "refused until they unlock it."
+        ),
     ),
     EventType.OPERATOR_GROUPS_CHANGED: Notice(
-        "The groups of your account were changed",
-        "The operator of this site changed the groups your account is in.",
+        N_("The groups of your account were changed"),
+        N_("The operator of this site changed the groups your account is in."),
     ),
     EventType.OPERATOR_DELETED: Notice(
-        "Your account was deleted by the operator",
-        "The operator of this site deleted your account, with its second factors and its security log.",
+        N_("Your account was deleted by the operator"),
+        N_("The operator of this site deleted your account, with its second factors and its security log."),
     ),
     EventType.EMAIL_CHANGED: Notice(
-        "The e-mail address of your account was changed",
-        "The e-mail address of your account was changed. Security messages now go to the new address.",
+        N_("The e-mail address of your account was changed"),
+        N_("The e-mail address of your account was changed. Security messages now go to the new address."),
     ),
 }
 
@@ -105,6 +118,7 @@ def queue(
     now: datetime,
     event: EventType,
     detail: Mapping[str, object],
+    default_language: str = i18n.SOURCE,
 ) -> None:
     """Queue the e-mail of ``event`` when it is one of SEC-55 and the account has an address."""
     notice = NOTIFIED.get(event)
@@ -113,26 +127,37 @@ def queue(
     account = accounts.by_id(conn, account_id)
     if account is None or not account.email:
         return
-    lines = [f"Hello {account.display_name},", "", *_what(event, detail)]
+    # In the account's language (issue 19): its stored choice, else the operator's default_language.
+    language = account.language if account.language in i18n.LANGUAGES else default_language
+    t = i18n.translations(language)
+    _ = t.gettext
+    lines = [_("Hello %(name)s,") % {"name": account.display_name}, "", *_what(t, event, detail)]
     lines += [
         "",
-        f"When: {now.strftime('%Y-%m-%d %H:%M:%S')} UTC",
-        f"Client address: {client.ip}",
-        f"Browser: {client.user_agent or 'unknown'}",
+        # The locale's format with the zone named, then the same instant in ISO 8601 (unambiguous in a reply).
+        _("When: %(when)s") % {"when": i18n.format_datetime(now, language)}
+        + f" ({now.strftime('%Y-%m-%d %H:%M:%S')} UTC)",
+        _("Client address: %(ip)s") % {"ip": client.ip},
+        _("Browser: %(browser)s") % {"browser": client.user_agent or _("unknown")},
         "",
-        "If this was you, there is nothing to do.",
-        "If it was not you: sign in, change your password, review your second factors and end your other "
-        f"sessions at {origin}/settings/two-step. If you cannot sign in any more, reply to this message "
-        "to reach the operator of this service.",
+        _("If this was you, there is nothing to do."),
+        _(
+            "If it was not you: sign in, change your password, review your second factors and end your other "
+            "sessions at %(url)s. If you cannot sign in any more, reply to this message to reach the "
+            "operator of this service."
+        )
+        % {"url": f"{origin}/settings/two-step"},
         "",
-        "This message was sent by twostep. It never contains codes or passwords, and no one from support "
-        "will ever ask you for them.",
+        _(
+            "This message was sent by twostep. It never contains codes or passwords, and no one from support "
+            "will ever ask you for them."
+        ),
     ]
     domain = urlsplit(origin).hostname or "twostep.local"
     outbox.queue(
         conn,
         recipient=account.email,
-        subject=notice.subject,
+        subject=_(notice.subject),
         body="\n".join(lines) + "\n",
         message_id=f"<{secrets.token_hex(16)}@{domain}>",
         now=now,
@@ -144,29 +169,43 @@ def queue(
     )
 
 
-def _what(event: EventType, detail: Mapping[str, object]) -> list[str]:
+def _what(t: gettext.NullTranslations, event: EventType, detail: Mapping[str, object]) -> list[str]:
     """What happened, in the words of the message; one action gives one message that says all of it (H13)."""
+    _ = t.gettext
     if event is EventType.TWO_FACTOR_DISABLED and detail.get("reason") == "last factor removed":
         lines = [
-            "The last second factor of your account was removed, so two-step verification was turned off. "
-            "Your account is now protected by your password alone."
+            _(
+                "The last second factor of your account was removed, so two-step verification was turned "
+                "off. Your account is now protected by your password alone."
+            )
         ]
     else:
-        lines = [NOTIFIED[event].text]
+        lines = [_(NOTIFIED[event].text)]
     name = detail.get("factor_name")
     if isinstance(name, str):
-        lines.append(f"Factor: {name}")
-    for key, label in (("added", "Groups joined"), ("removed", "Groups left"), ("groups", "Groups now")):
+        lines.append(_("Factor: %(name)s") % {"name": name})
+    for key, label in (
+        ("added", N_("Groups joined")),
+        ("removed", N_("Groups left")),
+        ("groups", N_("Groups now")),
+    ):
         value = detail.get(key)
         if event is EventType.OPERATOR_GROUPS_CHANGED and isinstance(value, list):
-            lines.append(f"{label}: {', '.join(str(v) for v in value) or '(none)'}")
+            lines.append(
+                _("%(label)s: %(groups)s")
+                % {"label": _(label), "groups": ", ".join(str(v) for v in value) or _("(none)")}
+            )
     ended = detail.get("other_sessions_ended")
     if event is EventType.TWO_FACTOR_ENABLED and isinstance(ended, int):
         if ended:
             lines.append(
-                f"{ended} other session{'s' if ended != 1 else ''} signed in with the password alone "
-                f"{'were' if ended != 1 else 'was'} signed out."
+                t.ngettext(
+                    "%(num)d other session signed in with the password alone was signed out.",
+                    "%(num)d other sessions signed in with the password alone were signed out.",
+                    ended,
+                )
+                % {"num": ended}
             )
         else:
-            lines.append("No other session was signed in with the password alone.")
+            lines.append(_("No other session was signed in with the password alone."))
     return lines

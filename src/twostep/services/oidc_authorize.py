@@ -20,6 +20,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from twostep.core import oidc
 from twostep.core.access import Policy
+from twostep.i18n import N_
 from twostep.services.context import Context
 from twostep.services.oidc import Answer, HttpRequest, OidcServer, OidcUser, load_user
 from twostep.services.sessions import CurrentSession
@@ -99,7 +100,7 @@ def authorize(
             data[key] = value
     client = server.query_client(data.get("client_id", ""))
     if client is None or "client_id" in repeated:
-        return ErrorPage("This application is not registered here (unknown client_id).")
+        return ErrorPage(N_("This application is not registered here (unknown client_id)."))
     redirect_uri = data.get("redirect_uri", "")
     if "redirect_uri" in repeated or not client.check_redirect_uri(redirect_uri):
         return ErrorPage(
@@ -201,7 +202,9 @@ def authorize(
     if pending is not None:
         with ctx.db.transaction() as conn:
             if not oidc_pending.take(conn, pending_id=pending.id, now=now):
-                return ErrorPage("This sign-in request was used already. Start again from the application.")
+                return ErrorPage(
+                    N_("This sign-in request was used already. Start again from the application.")
+                )
     answer = server.create_authorization_response(http, grant_user=user, grant=grant)
     return ToClient(answer.location or redirect_uri)
 

@@ -8,6 +8,7 @@ so a message is written once; over SMTP the same Message-ID is reused on a retry
 
 from __future__ import annotations
 
+import gettext
 import logging
 import os
 import smtplib
@@ -20,9 +21,12 @@ from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from sqlalchemy import Connection
+
+from twostep import i18n
 from twostep.services.context import Context
 from twostep.services.metrics import FAILED, SENT
-from twostep.storage import outbox
+from twostep.storage import accounts, outbox
 from twostep.storage.outbox import OutboxRow
 
 log = logging.getLogger("twostep.outbox")
@@ -83,32 +87,47 @@ def _when(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
 
 
-def summary_lines(row: OutboxRow) -> list[str]:
+def summary_lines(row: OutboxRow, t: gettext.NullTranslations | None = None) -> list[str]:
     """What a message that stands for several events of one kind adds (H13): how many, since when, and the
-    last one's time and client. Nothing for a message of one event."""
+    last one's time and client. Nothing for a message of one event. In the language of ``t`` (the
+    account's, issue 19); English without."""
+    t = t or gettext.NullTranslations()
+    _ = t.gettext
     n = row.occurrences
     if row.since is None and n <= 1:
         return []
-    times = "once" if n == 1 else f"{n} times"
+    times = _("once") if n == 1 else t.ngettext("%(num)d time", "%(num)d times", n) % {"num": n}
     if row.since is not None:
         lines = [
-            f"This message sums up repeats: this happened {times} since our last message about it, "
-            f"which was sent at {_when(row.since)}. We send at most one message of a kind every 15 minutes.",
+            _(
+                "This message sums up repeats: this happened %(times)s since our last message about it, "
+                "which was sent at %(when)s. We send at most one message of a kind every 15 minutes."
+            )
+            % {"times": times, "when": _when(row.since)},
         ]
     else:
-        lines = [f"This happened {times} in all. We send at most one message of a kind every 15 minutes."]
+        lines = [
+            _("This happened %(times)s in all. We send at most one message of a kind every 15 minutes.")
+            % {"times": times}
+        ]
     if n > 1 and row.last_at is not None:
         lines.append(
-            f"The details below are of the first time; the last time was at {_when(row.last_at)}, "
-            f"from client address {row.last_ip or 'unknown'}, browser {row.last_user_agent or 'unknown'}. "
-            "Your security log lists each one."
+            _(
+                "The details below are of the first time; the last time was at %(when)s, from client address "
+                "%(ip)s, browser %(browser)s. Your security log lists each one."
+            )
+            % {
+                "when": _when(row.last_at),
+                "ip": row.last_ip or _("unknown"),
+                "browser": row.last_user_agent or _("unknown"),
+            }
         )
     return lines
 
 
-def _body(row: OutboxRow) -> str:
+def _body(row: OutboxRow, t: gettext.NullTranslations | None = None) -> str:
     """The stored text, with the summary of repeats after the line that says what happened."""
-    extra = summary_lines(row)
+    extra = summary_lines(row, t)
     if not extra:
         return row.body
     lines = row.body.split("\n")
@@ -116,15 +135,20 @@ def _body(row: OutboxRow) -> str:
     return "\n".join([*lines[:at], "", *extra, *lines[at:]])
 
 
-def _message(mailer: Mailer, row: OutboxRow) -> EmailMessage:
+def _message(mailer: Mailer, row: OutboxRow, t: gettext.NullTranslations | None = None) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = mailer.sender
     msg["To"] = row.recipient
     msg["Subject"] = row.subject
     msg["Message-ID"] = row.message_id
     msg["Date"] = format_datetime(row.created_at, usegmt=True)
-    msg.set_content(_body(row))
+    msg.set_content(_body(row, t))
     return msg
+
+
+def _language(conn: Connection, account_id: int | None, default: str) -> str:
+    account = accounts.by_id(conn, account_id) if account_id is not None else None
+    return account.language if account is not None and account.language in i18n.LANGUAGES else default
 
 
 def deliver_due(ctx: Context, mailer: Mailer, stop: threading.Event | None = None) -> int:
@@ -135,13 +159,15 @@ def deliver_due(ctx: Context, mailer: Mailer, stop: threading.Event | None = Non
     sent = 0
     with ctx.db.transaction() as conn:
         claimed = outbox.claim(conn, now=now, lease=LEASE, limit=BATCH)
+        # The summary of repeats is written now, in the account's language like the rest (issue 19).
+        languages = {row.id: _language(conn, row.account_id, ctx.default_language) for row in claimed}
     for index, row in enumerate(claimed):
         if stop is not None and stop.is_set():
             with ctx.db.transaction() as conn:
                 outbox.release(conn, messages=[r.id for r in claimed[index:]])
             break
         try:
-            mailer.send(_message(mailer, row))
+            mailer.send(_message(mailer, row, i18n.translations(languages[row.id])))
         except (OSError, smtplib.SMTPException) as exc:
             delay = min(3600, 5 * 2 ** min(row.attempts, 10))
             log.warning("notification not delivered yet (attempt %d): %s", row.attempts, type(exc).__name__)

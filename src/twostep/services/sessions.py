@@ -50,6 +50,8 @@ class CurrentSession:
     trusted_browser: str | None = None
     # Until when this session may add a passkey once without verify access (the automatic upgrade).
     passkey_upgrade_until: datetime | None = None
+    # The language the holder chose in the menu (issue 19); None: none stored.
+    language: str | None = None
 
     # The one place that says whether this session's sign-in used a second factor (access rules'
     # two_factor policy, OpenID acr): a trusted browser's sign-in, which skipped the second step, did not.
@@ -191,6 +193,7 @@ def look_up(ctx: Context, token: str | None) -> Lookup:
         passkey_upgrade_until=row.passkey_upgrade_until,
         amr=row.amr,
         authenticated_at=row.authenticated_at,
+        language=found.language,
     )
     return Lookup(session, token_hash, "seen" if row.last_seen_at <= now - SEEN_EVERY else None)
 

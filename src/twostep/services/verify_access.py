@@ -16,6 +16,7 @@ from twostep.core import passkeys as wa
 from twostep.core.errors import AccountLocked, InvalidCode, PasskeyRejected, VerifyAccessRequired
 from twostep.core.events import EventType
 from twostep.core.kinds import ChallengePurpose, Method
+from twostep.i18n import N_
 from twostep.services import regulator
 from twostep.services import second_factor as sf
 from twostep.services.audit import Audit
@@ -99,7 +100,7 @@ def with_password(ctx: Context, session: CurrentSession, *, password: str, clien
 
 def _require_password_step(session: CurrentSession, now: datetime) -> None:
     if session.reauth_until is None or session.reauth_until <= now:
-        raise VerifyAccessRequired("Enter your password first.")
+        raise VerifyAccessRequired(N_("Enter your password first."))
 
 
 def _password_step_done(session: CurrentSession, now: datetime) -> bool:

@@ -22,6 +22,7 @@ class AccountRow:
     locked_at: datetime | None = None
     email_verified_at: datetime | None = None
     created_at: datetime | None = None
+    language: str | None = None
 
     def __repr__(self) -> str:
         return f"AccountRow(id={self.id}, username={self.username!r})"
@@ -37,6 +38,7 @@ _COLUMNS = (
     accounts.c.locked_at,
     accounts.c.email_verified_at,
     accounts.c.created_at,
+    accounts.c.language,
 )
 
 
@@ -138,3 +140,7 @@ def email_verified_and_locked(conn: Connection, account_id: int) -> tuple[bool, 
     if row is None:
         return False, True
     return row.email_verified_at is not None, row.locked_at is not None
+
+
+def set_language(conn: Connection, account_id: int, language: str | None) -> None:
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(language=language))

@@ -29,6 +29,7 @@ class OutboxRow:
     last_ip: str | None
     last_user_agent: str | None
     since: datetime | None
+    account_id: int | None = None
 
 
 _ROW = (
@@ -44,6 +45,7 @@ _ROW = (
     outbox.c.last_ip,
     outbox.c.last_user_agent,
     outbox.c.since,
+    outbox.c.account_id,
 )
 
 

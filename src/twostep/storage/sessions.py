@@ -80,6 +80,7 @@ _LOOKUP = (
         accounts.c.email,
         accounts.c.email_verified_at,
         accounts.c.locked_at,
+        accounts.c.language,
         groups.aggregated(sessions.c.account_id).label("groups"),
         exists().where(factors.c.account_id == sessions.c.account_id).label("has_factor"),
     )
@@ -121,6 +122,8 @@ class Found:
     # An operator locked the account: its sessions were deleted with the lock, and one that a sign-in racing
     # the lock committed just after it is dead when it is first seen.
     locked: bool = False
+    # The language the holder chose in the pages' menu (issue 19); None: none stored.
+    language: str | None = None
 
 
 _SESSION_KEYS = tuple(c.name for c in _COLUMNS)
@@ -145,6 +148,7 @@ def lookup_active(conn: Connection, *, token_hash: str) -> Found | None:
         email_verified=values["email_verified_at"] is not None,
         groups=groups.split(values["groups"]),
         locked=values["locked_at"] is not None,
+        language=values["language"],
     )
 
 

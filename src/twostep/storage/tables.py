@@ -44,6 +44,8 @@ accounts = Table(
     Column("locked_at", UTCDateTime, nullable=True),
     # When the holder followed the verification link sent to `email`; NULL until then.
     Column("email_verified_at", UTCDateTime, nullable=True),
+    # The language chosen in the pages' menu ("en", "sl", "de"); NULL: none stored (issue 19).
+    Column("language", String(16), nullable=True),
 )
 
 # Groups an operator put an account in (forward-auth rules, OpenID Connect `groups`, `Remote-Groups`).

@@ -14,6 +14,7 @@ from twostep.web import errors, ops
 from twostep.web import oidc as oidc_routes
 from twostep.web.api import account, auth, factors, passkeys, protect
 from twostep.web.deps import WebState
+from twostep.web.language import LocaleMiddleware
 from twostep.web.observe import ObserveMiddleware
 from twostep.web.pages import routes as pages
 from twostep.web.security import API_PREFIX, GuardMiddleware, Scope, client_address
@@ -68,6 +69,8 @@ def build_app(
         origin=web_state.ctx.origin,
         form_action=web_state.next_hosts.form_action_sources(),
     )
+    # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
+    app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
 
     def client_of_scope(scope: Scope) -> str:
         return client_address(Request(scope), web_state.trusted_proxies)

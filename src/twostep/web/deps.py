@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from twostep import i18n
 from twostep.core.access import AccessControl
 from twostep.core.next import NextHosts
 from twostep.services.context import Client, Context
@@ -60,7 +61,15 @@ def current_session(request: Request) -> CurrentSession:
         return cached
     session = authenticate(ctx_of(request), token_of(request))
     request.state.twostep_session = session
+    use_language_of(session)
     return session
+
+
+def use_language_of(session: CurrentSession) -> None:
+    """The account's stored language, once the session is known, wins over the browser's (issue 19)."""
+    chosen = i18n.CURRENT.get()
+    if chosen is not None:
+        chosen.use_account_preference(session.language)
 
 
 SignedIn = Annotated[CurrentSession, Depends(current_session)]

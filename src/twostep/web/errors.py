@@ -14,7 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from twostep import i18n
 from twostep.core import errors as e
+from twostep.i18n import N_
+from twostep.i18n import gettext as _
 
 log = logging.getLogger("twostep.web")
 
@@ -76,7 +79,8 @@ def status_of(exc: e.TwostepError) -> int:
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"error": code, "message": message, **extra}
+    """The contract's error shape; ``message`` in the request's language (issue 19), ``code`` unchanged."""
+    return {"error": code, "message": i18n.gettext(message), **extra}
 
 
 def error_headers(exc: e.TwostepError) -> dict[str, str]:
@@ -96,18 +100,26 @@ def error_response(exc: e.TwostepError) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> str:
     errs = exc.errors()
     if not errs:
-        return "The request is not valid."
+        return N_("The request is not valid.")
     first = errs[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     where = ".".join(loc)
     kind = str(first.get("type", ""))
     if kind.startswith("json"):
-        return "The body is not valid JSON."
+        return N_("The body is not valid JSON.")
     if kind == "missing":
-        return f"The field '{where}' is required." if where else "A JSON body is required."
+        return (
+            _("The field '%(field)s' is required.") % {"field": where}
+            if where
+            else N_("A JSON body is required.")
+        )
     if where:
-        return f"The field '{where}' is not valid: {first.get('msg', 'invalid value')}."
-    return "The body must be a JSON object of the documented shape."
+        # pydantic's own sentence stays English (it names a rule of the schema, not something to read aloud)
+        return _("The field '%(field)s' is not valid: %(reason)s.") % {
+            "field": where,
+            "reason": first.get("msg", "invalid value"),
+        }
+    return N_("The body must be a JSON object of the documented shape.")
 
 
 def install(app: FastAPI) -> None:
@@ -126,10 +138,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(e.NotFound())
         if exc.status_code == 405:
-            body = error_body("method_not_allowed", "This method is not allowed here.")
+            body = error_body("method_not_allowed", N_("This method is not allowed here."))
         elif exc.status_code == 400:
             # FastAPI's body reader: bytes that are not UTF-8, JSON nested too deeply, ...
-            return error_response(e.InvalidRequest("The body is not valid JSON."))
+            return error_response(e.InvalidRequest(N_("The body is not valid JSON.")))
         else:
             body = error_body("http_error", str(exc.detail))
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -138,5 +150,5 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_request: Request, exc: Exception) -> Response:
         log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
         return JSONResponse(
-            error_body("internal_error", "Something went wrong on our side."), status_code=500
+            error_body("internal_error", N_("Something went wrong on our side.")), status_code=500
         )

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from twostep.i18n import gettext as _
 from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
 from twostep.web.deps import SignedIn, client_of, ctx_of, token_of
@@ -75,7 +76,7 @@ def jwks(request: Request) -> Response:
 
 def _outcome(request: Request, outcome: oidc_authorize.Outcome, *, continuing: bool) -> Response:
     if isinstance(outcome, oidc_authorize.ErrorPage):
-        return render(request, "error.html", {"message": outcome.message}, status_code=400)
+        return render(request, "error.html", {"message": _(outcome.message)}, status_code=400)
     if isinstance(outcome, oidc_authorize.ToClient):
         if not continuing:
             return RedirectResponse(outcome.url, status_code=302)
@@ -86,11 +87,10 @@ def _outcome(request: Request, outcome: oidc_authorize.Outcome, *, continuing: b
         return RedirectResponse(url_with("/login", next=back), status_code=303)
     if isinstance(outcome, oidc_authorize.Reauthenticate):
         return RedirectResponse(url_with("/verify-access", next=back), status_code=303)
-    what = "a passkey" if outcome.passkey else "a second factor"
     return render(
         request,
         "oidc_set_up.html",
-        {"what": what, "back": back},
+        {"passkey": outcome.passkey, "back": back},
         status_code=403,
     )
 
@@ -109,7 +109,7 @@ def continue_(request: Request, id: str = "") -> Response:
     ctx = ctx_of(request)
     pending = oidc_authorize.pending_request(ctx, id)
     if pending is None:
-        message = "This sign-in request has expired or was used already. Start again from the application."
+        message = _("This sign-in request has expired or was used already. Start again from the application.")
         return render(request, "error.html", {"message": message}, status_code=400)
     params = list(pending.params.items())
     http = HttpRequest(
@@ -220,7 +220,9 @@ def logout_confirmed(
 ) -> Response:
     ctx = ctx_of(request)
     if not csrf_ok(state_of(request).csrf_key, token_of(request), csrf or None):
-        return render(request, "error.html", {"message": "Sign out from the page, please."}, status_code=403)
+        return render(
+            request, "error.html", {"message": _("Sign out from the page, please.")}, status_code=403
+        )
     try:
         plan = oidc.plan_logout(
             ctx,
@@ -255,7 +257,7 @@ APPLICATIONS = "/settings/applications"
 @pages.get(APPLICATIONS)
 def applications_page(request: Request, session: SignedIn, done: str = "") -> Response:
     rows = oidc.applications(ctx_of(request), session.account_id)
-    notice = "The application's access was revoked." if done == "revoked" else None
+    notice = _("The application's access was revoked.") if done == "revoked" else None
     return render(request, "applications.html", {"applications": rows, "notice": notice}, user=session)
 
 

@@ -21,6 +21,7 @@ from twostep.core.errors import (
     TwostepError,
     UnsupportedMediaType,
 )
+from twostep.i18n import N_
 from twostep.web.errors import error_body, status_of
 from twostep.web.inputs import has_control
 
@@ -149,7 +150,7 @@ class GuardMiddleware:
             try:
                 too_big = int(length) > MAX_BODY
             except ValueError:
-                return _json_error(MalformedRequest("Content-Length is not a number."))
+                return _json_error(MalformedRequest(N_("Content-Length is not a number.")))
             if too_big:
                 return _json_error(PayloadTooLarge())
         if method in STATE_CHANGING and path not in NO_COOKIE_AUTH and is_cross_site(headers, self.origin):

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request, Response
 from twostep.core.errors import Busy, InvalidCredentials, NotFound, TwostepError, WeakPassword
 from twostep.core.events import EventType
 from twostep.core.kinds import FactorKind, Method
+from twostep.i18n import N_, ngettext
+from twostep.i18n import gettext as _
 from twostep.services import account, sessions, trusted_browsers
 from twostep.services import email as email_service
 from twostep.web import trusted
@@ -32,58 +34,58 @@ LOG_PATH = "/settings/security-log"
 PASSWORD_PATH = "/settings/password"  # noqa: S105 (a URL path)
 
 SESSION_NOTICES = {
-    "ended": "The session was ended.",
-    "others_ended": "Every other session was signed out.",
-    "gone": "That session had already ended.",
-    "browser_forgotten": "That browser will ask for the second step again.",
-    "browsers_forgotten": "Every trusted browser will ask for the second step again.",
+    "ended": N_("The session was ended."),
+    "others_ended": N_("Every other session was signed out."),
+    "gone": N_("That session had already ended."),
+    "browser_forgotten": N_("That browser will ask for the second step again."),
+    "browsers_forgotten": N_("Every trusted browser will ask for the second step again."),
 }
 
 # The label of each kind of event on the security-log page, keyed by the enums (a StrEnum member is equal to,
 # and hashes like, its stored string); a test checks that every EventType has one.
 EVENT_LABELS: dict[str, str] = {
-    EventType.ACCOUNT_CREATED: "Account created",
-    EventType.SIGNED_IN: "Signed in",
-    EventType.PASSWORD_FAILED: "Wrong password",
-    EventType.SECOND_FACTOR_FAILED: "Failed second step",
-    EventType.SECOND_FACTOR_ABANDONED: "Sign-in not finished",
-    EventType.SECOND_FACTOR_LOCKED: "Second step locked after too many attempts",
-    EventType.TOTP_REPLAY: "A code was used twice",
-    EventType.FACTOR_ADDED: "Second factor added",
-    EventType.FACTOR_RENAMED: "Second factor renamed",
-    EventType.FACTOR_REMOVED: "Second factor removed",
-    EventType.TWO_FACTOR_ENABLED: "Two-step verification turned on",
-    EventType.TWO_FACTOR_DISABLED: "Two-step verification turned off",
-    EventType.RECOVERY_CODE_USED: "Recovery code used",
-    EventType.RECOVERY_CODES_REGENERATED: "New recovery codes made",
-    EventType.ACCESS_VERIFIED: "Access verified",
-    EventType.VERIFY_ACCESS_FAILED: "Failed to verify access",
-    EventType.SESSION_ENDED: "Session ended",
-    EventType.OTHER_SESSIONS_ENDED: "Other sessions ended",
-    EventType.PASSWORD_CHANGED: "Password changed",
-    EventType.PASSKEY_COUNTER_REGRESSED: "Passkey counter went backwards (possible clone)",
-    EventType.PASSKEY_SIGN_IN_FAILED: "Failed sign-in with one of your passkeys, without password",
-    EventType.BROWSER_TRUSTED: "Browser trusted: no second step there for a while",
-    EventType.TRUSTED_BROWSERS_REVOKED: "Trusted browsers forgotten",
-    EventType.PASSKEY_ADDED_AUTOMATICALLY: "Passkey added by your password manager after signing in",
-    EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: "A passkey changed whether it can be backed up",
-    EventType.OPERATOR_LOCKED: "Account locked by the operator",
-    EventType.OPERATOR_UNLOCKED: "Account unlocked by the operator",
-    EventType.OPERATOR_GROUPS_CHANGED: "Groups changed by the operator",
-    EventType.OPERATOR_DELETED: "Account deleted by the operator",
-    EventType.EMAIL_CHANGED: "E-mail address changed",
-    EventType.EMAIL_VERIFIED: "E-mail address verified",
-    EventType.OIDC_SIGN_IN: "Signed in to an application",
+    EventType.ACCOUNT_CREATED: N_("Account created"),
+    EventType.SIGNED_IN: N_("Signed in"),
+    EventType.PASSWORD_FAILED: N_("Wrong password"),
+    EventType.SECOND_FACTOR_FAILED: N_("Failed second step"),
+    EventType.SECOND_FACTOR_ABANDONED: N_("Sign-in not finished"),
+    EventType.SECOND_FACTOR_LOCKED: N_("Second step locked after too many attempts"),
+    EventType.TOTP_REPLAY: N_("A code was used twice"),
+    EventType.FACTOR_ADDED: N_("Second factor added"),
+    EventType.FACTOR_RENAMED: N_("Second factor renamed"),
+    EventType.FACTOR_REMOVED: N_("Second factor removed"),
+    EventType.TWO_FACTOR_ENABLED: N_("Two-step verification turned on"),
+    EventType.TWO_FACTOR_DISABLED: N_("Two-step verification turned off"),
+    EventType.RECOVERY_CODE_USED: N_("Recovery code used"),
+    EventType.RECOVERY_CODES_REGENERATED: N_("New recovery codes made"),
+    EventType.ACCESS_VERIFIED: N_("Access verified"),
+    EventType.VERIFY_ACCESS_FAILED: N_("Failed to verify access"),
+    EventType.SESSION_ENDED: N_("Session ended"),
+    EventType.OTHER_SESSIONS_ENDED: N_("Other sessions ended"),
+    EventType.PASSWORD_CHANGED: N_("Password changed"),
+    EventType.PASSKEY_COUNTER_REGRESSED: N_("Passkey counter went backwards (possible clone)"),
+    EventType.PASSKEY_SIGN_IN_FAILED: N_("Failed sign-in with one of your passkeys, without password"),
+    EventType.BROWSER_TRUSTED: N_("Browser trusted: no second step there for a while"),
+    EventType.TRUSTED_BROWSERS_REVOKED: N_("Trusted browsers forgotten"),
+    EventType.PASSKEY_ADDED_AUTOMATICALLY: N_("Passkey added by your password manager after signing in"),
+    EventType.PASSKEY_BACKUP_ELIGIBILITY_CHANGED: N_("A passkey changed whether it can be backed up"),
+    EventType.OPERATOR_LOCKED: N_("Account locked by the operator"),
+    EventType.OPERATOR_UNLOCKED: N_("Account unlocked by the operator"),
+    EventType.OPERATOR_GROUPS_CHANGED: N_("Groups changed by the operator"),
+    EventType.OPERATOR_DELETED: N_("Account deleted by the operator"),
+    EventType.EMAIL_CHANGED: N_("E-mail address changed"),
+    EventType.EMAIL_VERIFIED: N_("E-mail address verified"),
+    EventType.OIDC_SIGN_IN: N_("Signed in to an application"),
 }
 METHOD_LABELS: dict[str, str] = {
-    Method.PASSWORD: "password only",
-    Method.TOTP: "authentication app",
-    Method.PASSKEY: "passkey",
-    Method.PASSKEY_PASSWORDLESS: "passkey, without password",
-    Method.RECOVERY_CODE: "recovery code",
-    Method.TRUSTED_BROWSER: "password, in a trusted browser (no second step)",
+    Method.PASSWORD: N_("password only"),
+    Method.TOTP: N_("authentication app"),
+    Method.PASSKEY: N_("passkey"),
+    Method.PASSKEY_PASSWORDLESS: N_("passkey, without password"),
+    Method.RECOVERY_CODE: N_("recovery code"),
+    Method.TRUSTED_BROWSER: N_("password, in a trusted browser (no second step)"),
 }
-FACTOR_LABELS: dict[str, str] = {FactorKind.TOTP: "authentication app", FactorKind.PASSKEY: "passkey"}
+FACTOR_LABELS: dict[str, str] = {FactorKind.TOTP: N_("authentication app"), FactorKind.PASSKEY: N_("passkey")}
 
 
 def describe(event_type: str, detail: dict[str, Any]) -> str:
@@ -91,24 +93,31 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
     parts: list[str] = []
     method = detail.get("method")
     if isinstance(method, str):
-        parts.append("with " + METHOD_LABELS.get(method, method.replace("_", " ")))
+        label = METHOD_LABELS.get(method)
+        parts.append(_("with %(method)s") % {"method": _(label) if label else method.replace("_", " ")})
     name = detail.get("factor_name")
     if isinstance(name, str):
         kind = FACTOR_LABELS.get(str(detail.get("type")), "")
-        parts.append(f"“{name}”" + (f" ({kind})" if kind else ""))
+        parts.append(_("“%(name)s”") % {"name": name} + (f" ({_(kind)})" if kind else ""))
     if event_type == EventType.RECOVERY_CODE_USED and isinstance(detail.get("remaining"), int):
-        parts.append(f"{detail['remaining']} left")
+        left = detail["remaining"]
+        parts.append(ngettext("%(num)d left", "%(num)d left", left) % {"num": left})
     for key in ("count", "other_sessions_ended"):
         if isinstance(detail.get(key), int):
-            parts.append(f"{detail[key]} other session(s) signed out")
+            ended = detail[key]
+            parts.append(
+                ngettext("%(num)d other session signed out", "%(num)d other sessions signed out", ended)
+                % {"num": ended}
+            )
     if isinstance(detail.get("browsers"), int):
-        parts.append(f"{detail['browsers']} browser(s)")
+        browsers = detail["browsers"]
+        parts.append(ngettext("%(num)d browser", "%(num)d browsers", browsers) % {"num": browsers})
     if isinstance(detail.get("days"), int):
         parts.append(f"for {detail['days']} days")
     if event_type == EventType.OIDC_SIGN_IN and isinstance(detail.get("client"), str):
         parts.append(f"to {detail['client']}")
     if detail.get("during") == "verify_access":
-        parts.append("while verifying access")
+        parts.append(_("while verifying access"))
     return ", ".join(parts)
 
 
@@ -119,7 +128,7 @@ def sessions_page(request: Request, session: SignedIn, done: str = "") -> Respon
     context = {
         "sessions": rows,
         "verified": session.access_verified(ctx_of(request).now()),
-        "notice": SESSION_NOTICES.get(done),
+        "notice": _(SESSION_NOTICES[done]) if done in SESSION_NOTICES else None,
         "trusted": trusted_browsers.list_trusted(
             ctx_of(request), session, cookie=trusted.trusted_of(request)
         ),
@@ -171,7 +180,9 @@ def end_others(request: Request, session: SignedIn, back: FormStr = "", csrf: Fo
 def log_page(request: Request, session: SignedIn) -> Response:
     rows = [
         {
-            "label": EVENT_LABELS.get(e.type, e.type.replace("_", " ").capitalize()),
+            "label": _(EVENT_LABELS[e.type])
+            if e.type in EVENT_LABELS
+            else e.type.replace("_", " ").capitalize(),
             "type": e.type,
             "detail": describe(e.type, e.detail),
             "at": e.at,
@@ -213,9 +224,9 @@ def password_post(
     except Busy:
         raise  # the 503 page
     except InvalidCredentials:
-        errors["current"] = "Your current password is not correct."
+        errors["current"] = _("Your current password is not correct.")
     except WeakPassword as exc:
-        errors["new"] = f"This password can't be used: {exc.message}"
+        errors["new"] = _("This password can't be used: %(reason)s") % {"reason": _(exc.message)}
     except TwostepError as exc:
         errors["form"] = message_of(exc)
     else:

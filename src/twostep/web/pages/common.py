@@ -14,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 
+from twostep import i18n
 from twostep.core.errors import (
     AccountLocked,
     Busy,
@@ -24,14 +26,48 @@ from twostep.core.errors import (
     TwostepError,
     VerifyAccessRequired,
 )
+from twostep.i18n import N_, ngettext
+from twostep.i18n import gettext as _
 from twostep.services.sessions import CurrentSession, authenticate
-from twostep.web.deps import ctx_of, state, token_of
+from twostep.web.deps import ctx_of, state, token_of, use_language_of
 from twostep.web.errors import error_headers, status_of
 from twostep.web.security import csrf_ok, csrf_token, presession_csrf_ok, presession_csrf_token
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+TEMPLATES = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
+        autoescape=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+)
+# The request's catalogue (twostep.i18n.CURRENT, set by web.language.LocaleMiddleware); new-style gettext:
+# `_("Hello %(name)s", name=n)` formats after translating, and escapes what it is given.
+TEMPLATES.env.policies["ext.i18n.trimmed"] = True  # {% trans %} blocks: whitespace and line breaks folded
+TEMPLATES.env.install_gettext_callables(  # type: ignore[attr-defined]  # jinja2.ext.i18n adds it
+    i18n.gettext, i18n.ngettext, newstyle=True, pgettext=i18n.pgettext, npgettext=i18n.npgettext
+)
 
 HOME = "/settings/two-step"
+N_("the administrator of this site")  # the default of the setting operator_contact (config.py), translated
+# The sentences of static/ui.js and static/webauthn.js: each page gives them, translated, in <body data-text>.
+JS_MESSAGES = (
+    N_("Show"),
+    N_("Hide"),
+    N_("Show password"),
+    N_("Hide password"),
+    N_("Copied. Paste them somewhere safe."),
+    N_("Copying did not work here: select the codes and copy them."),
+    N_("The passkey dialog was closed or timed out, so nothing happened. You can try again."),
+    N_("This passkey is already registered to your account. Choose another one."),
+    N_("The browser refused the passkey on this address."),
+    N_("The passkey request was cancelled. You can try again."),
+    N_("Something went wrong with the passkey. Try again."),
+    N_("The server refused to start the passkey request."),
+    N_("Starting…"),
+    N_("Waiting for your passkey… Follow the instructions in your browser's dialog."),
+    N_("No passkey was chosen."),
+    N_("Checking your passkey…"),
+)
 METHODS = ("totp", "passkey", "recovery_code")
 
 
@@ -100,6 +136,7 @@ def signed_in_or_none(request: Request) -> CurrentSession | None:
     except NotSignedIn:
         return None
     request.state.twostep_session = session
+    use_language_of(session)
     return session
 
 
@@ -143,12 +180,24 @@ def render(
     user: CurrentSession | None = None,
 ) -> HTMLResponse:
     """Render a page; ``token`` is a cookie value issued by this very request (set it and bind CSRF to it)."""
+    user = user if user is not None else getattr(request.state, "twostep_session", None)
+    if user is not None:
+        use_language_of(user)
+    language = i18n.current()
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     ctx: dict[str, Any] = {
         "csrf": csrf_for(request, token),
-        "user": user if user is not None else getattr(request.state, "twostep_session", None),
+        "user": user,
         "path": request.url.path,
+        "here": here,
+        "lang": "en" if language == i18n.PSEUDO else language,
+        "dir": i18n.text_direction(language),
+        "language": language,
+        "languages": i18n.LANGUAGES,
+        "js_text": {message: _(message) for message in JS_MESSAGES},
         "signup_open": ctx_of(request).signup == "open",
-        "operator_contact": ctx_of(request).operator_contact,
+        # The default contact is a phrase of the catalogue; one the operator wrote stays as written.
+        "operator_contact": _(ctx_of(request).operator_contact),
     }
     ctx.update(context or {})
     response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
@@ -163,50 +212,53 @@ def render(
 def message_of(exc: TwostepError) -> str:
     """The sentence for a person; a throttle says how long to wait, in words."""
     if isinstance(exc, TooManyAttempts):
-        return f"Too many attempts. For your security, wait {wait_words(exc.retry_after)} and try again."
-    return exc.message
+        return _("Too many attempts. For your security, wait %(wait)s and try again.") % {
+            "wait": wait_words(exc.retry_after)
+        }
+    return _(exc.message)
 
 
-WRONG_CODE = "That code is not right. Enter the current code from your authenticator app."
-WRONG_RECOVERY_CODE = "That recovery code is not right, or it was already used."
+WRONG_CODE = N_("That code is not right. Enter the current code from your authenticator app.")
+WRONG_RECOVERY_CODE = N_("That recovery code is not right, or it was already used.")
 
 
 def code_error(exc: TwostepError, *, recovery: bool = False) -> str:
     """The sentence for a refused second factor, the same at sign-in and at verify access."""
     if isinstance(exc, InvalidCode):
-        return WRONG_RECOVERY_CODE if recovery else WRONG_CODE
+        return _(WRONG_RECOVERY_CODE if recovery else WRONG_CODE)
     return message_of(exc)
 
 
 def wait_words(seconds: int) -> str:
     if seconds < 60:
-        return "1 second" if seconds == 1 else f"{seconds} seconds"
+        return ngettext("%(num)d second", "%(num)d seconds", seconds) % {"num": seconds}
     minutes = math.ceil(seconds / 60)
     if minutes < 60:
-        return "about 1 minute" if minutes == 1 else f"about {minutes} minutes"
+        return ngettext("about %(num)d minute", "about %(num)d minutes", minutes) % {"num": minutes}
     hours = math.ceil(minutes / 60)
-    return "about 1 hour" if hours == 1 else f"about {hours} hours"
+    return ngettext("about %(num)d hour", "about %(num)d hours", hours) % {"num": hours}
 
 
 def skew_words(seconds: int) -> str:
     """'Your device's clock seems about 3 minutes behind.' from clock_skew_seconds (positive: ahead)."""
-    direction = "ahead" if seconds > 0 else "behind"
     size = abs(seconds)
     if size < 60:
-        amount = f"{size} seconds"
+        amount = ngettext("%(num)d second", "%(num)d seconds", size) % {"num": size}
     else:
         minutes = round(size / 60)
-        amount = "1 minute" if minutes == 1 else f"{minutes} minutes"
-    return (
-        f"Your device's clock seems about {amount} {direction}. Set it to update automatically, "
-        "then enter the new code."
-    )
+        amount = ngettext("%(num)d minute", "%(num)d minutes", minutes) % {"num": minutes}
+    if seconds > 0:
+        sentence = _("Your device's clock seems about %(amount)s ahead.")
+    else:
+        sentence = _("Your device's clock seems about %(amount)s behind.")
+    return sentence % {"amount": amount} + " " + _("Set it to update automatically, then enter the new code.")
 
 
 def when(value: datetime | None) -> str:
+    """A time in the request's language, with its time zone named (Babel)."""
     if value is None:
-        return "Never"
-    return value.strftime("%-d %b %Y, %H:%M UTC")
+        return _("Never")
+    return i18n.format_datetime(value)
 
 
 def datetime_attribute(value: datetime | None) -> str:
@@ -232,10 +284,10 @@ def browser_name(user_agent: str) -> str:
     )
     system = next((name for token, name in systems if token in ua), None)
     if browser and system:
-        return f"{browser} on {system}"
+        return _("%(browser)s on %(system)s") % {"browser": browser, "system": system}
     if browser or system:
         return browser or system or ""
-    return ua[:60] or "Unknown browser"
+    return ua[:60] or _("Unknown browser")
 
 
 TEMPLATES.env.filters["when"] = when
@@ -254,7 +306,7 @@ def _forbidden(request: Request) -> HTMLResponse:
 
 def _invalid_form(request: Request) -> HTMLResponse:
     back = FORM_PAGES.get(request.url.path, "/")
-    message = "The form could not be read: a field is too long or contains characters that cannot be used."
+    message = _("The form could not be read: a field is too long or contains characters that cannot be used.")
     return render(request, "error.html", {"message": message, "back": back}, status_code=422)
 
 

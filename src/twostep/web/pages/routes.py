@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from twostep.web.pages import account, protect, settings, signin, verify
+from twostep.web.pages import account, language, protect, settings, signin, verify
 
 router = APIRouter(include_in_schema=False)
 router.include_router(signin.router)
@@ -12,3 +12,4 @@ router.include_router(verify.router)
 router.include_router(settings.router)
 router.include_router(account.router)
 router.include_router(protect.router)
+router.include_router(language.router)

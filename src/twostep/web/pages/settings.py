@@ -15,6 +15,8 @@ from twostep.core.errors import (
     TwostepError,
 )
 from twostep.core.totp import format_secret_for_display
+from twostep.i18n import N_
+from twostep.i18n import gettext as _
 from twostep.services import enrolment, factors
 from twostep.services.enrolment import TotpEnrollment
 from twostep.services.factors import FactorView
@@ -37,16 +39,18 @@ from twostep.web.pages.forms import CredentialField, FormStr, parse_credential
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 NOTICES = {
-    "welcome": "Welcome! Your account is ready. Add a second factor to turn on two-step verification.",
-    "app_added": "The authentication app was added.",
-    "passkey_added": "The passkey was added.",
-    "passkey_added_automatically": "Your password manager saved a passkey for twostep. It now works as a "
-    "second factor, and signing in with it needs no code.",
-    "renamed": "The name was changed.",
-    "removed": "The second factor was removed.",
-    "removed_last": "The second factor was removed. Two-step verification is now off.",
-    "turned_off": "Two-step verification is off. Every second factor and recovery code was removed.",
-    "sessions_ended": "Your other sessions were signed out.",
+    "welcome": N_("Welcome! Your account is ready. Add a second factor to turn on two-step verification."),
+    "app_added": N_("The authentication app was added."),
+    "passkey_added": N_("The passkey was added."),
+    "passkey_added_automatically": N_(
+        "Your password manager saved a passkey for twostep. It now works as a "
+        "second factor, and signing in with it needs no code."
+    ),
+    "renamed": N_("The name was changed."),
+    "removed": N_("The second factor was removed."),
+    "removed_last": N_("The second factor was removed. Two-step verification is now off."),
+    "turned_off": N_("Two-step verification is off. Every second factor and recovery code was removed."),
+    "sessions_ended": N_("Your other sessions were signed out."),
 }
 # After a factor goes, the user is offered to end the other sessions (SEC-46, SEC-47).
 OFFER_END_SESSIONS = {"removed", "removed_last", "turned_off"}
@@ -64,7 +68,7 @@ def two_step_page(request: Request, session: SignedIn, done: str = "") -> Respon
     view = factors.overview(ctx_of(request), session)
     context = {
         "view": view,
-        "notice": NOTICES.get(done),
+        "notice": _(NOTICES[done]) if done in NOTICES else None,
         "offer_end_sessions": done in OFFER_END_SESSIONS,
         "recovery_banner": session.second_factor == "recovery_code" and done == "",
         # The Signal API (static/webauthn.js): after a sign-in or a removal, the password manager learns the
@@ -119,7 +123,7 @@ def _then(request: Request, next: str) -> str:
 def app_name_page(request: Request, session: SignedIn, next: str = "") -> Response:
     then = _then(request, next)
     redirect_unless_verified(request, session, url_with(APP_PATH, next=then))
-    return render(request, "app_name.html", {"name": "Authenticator app", "next": then}, user=session)
+    return render(request, "app_name.html", {"name": _("Authenticator app"), "next": then}, user=session)
 
 
 def _qr_context(enrollment: TotpEnrollment, name: str) -> dict[str, object]:
@@ -172,9 +176,9 @@ def app_confirm(
         )
     except TwostepError as exc:
         if isinstance(exc, InvalidEnrollmentCode):
-            error = "That code is not right. Enter the six-digit code your app shows now."
+            error = _("That code is not right. Enter the six-digit code your app shows now.")
             if exc.clock_skew_seconds:
-                error = "That code is from another time. " + skew_words(exc.clock_skew_seconds)
+                error = _("That code is from another time.") + " " + skew_words(exc.clock_skew_seconds)
         else:
             error = message_of(exc)
         context: dict[str, object] = {
@@ -229,7 +233,7 @@ def passkey_add(
     parsed = parse_credential(credential)
     try:
         if parsed is None:
-            raise PasskeyRejected("The browser did not return a passkey. Try again.")
+            raise PasskeyRejected(N_("The browser did not return a passkey. Try again."))
         added = enrolment.register_passkey(
             ctx_of(request), session, name=name, credential=parsed, client=client_of(request)
         )

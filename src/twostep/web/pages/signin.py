@@ -19,6 +19,8 @@ from twostep.core.errors import (
     UsernameTaken,
     WeakPassword,
 )
+from twostep.i18n import N_
+from twostep.i18n import gettext as _
 from twostep.services import account, email, sign_in
 from twostep.services.sessions import logout
 from twostep.web import devices, trusted
@@ -52,12 +54,12 @@ def index(request: Request) -> Response:
 def _closed(request: Request, exc: SignupClosed) -> Response:
     """The page of a sign-up that cannot happen: closed, no invitation, or an invitation not usable."""
     heading = {
-        "closed": "Sign-up is closed",
-        "invitation_required": "Sign-up needs an invitation",
-        "invitation_invalid": "This invitation cannot be used",
-    }.get(exc.reason, "Sign-up is closed")
+        "closed": N_("Sign-up is closed"),
+        "invitation_required": N_("Sign-up needs an invitation"),
+        "invitation_invalid": N_("This invitation cannot be used"),
+    }.get(exc.reason, N_("Sign-up is closed"))
     return render(
-        request, "signup_closed.html", {"heading": heading, "message": exc.message}, status_code=403
+        request, "signup_closed.html", {"heading": _(heading), "message": _(exc.message)}, status_code=403
     )
 
 
@@ -116,8 +118,10 @@ def signup(
         return _closed(request, exc)
     except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
         # Beside the field it is about, the form shown again (422).
-        prefix = "This password can't be used: " if isinstance(exc, WeakPassword) else ""
-        errors[exc.field or "username"] = prefix + exc.message
+        message = _(exc.message)
+        if isinstance(exc, WeakPassword):
+            message = _("This password can't be used: %(reason)s") % {"reason": message}
+        errors[exc.field or "username"] = message
     except TwostepError as exc:
         errors["form"] = message_of(exc)
         context = {"form": form, "errors": errors, **_invitation_again(request, invite)}
@@ -158,11 +162,11 @@ def login_page(
         return redirect(target)
     notice = None
     if created:
-        notice = "Your account was created. Sign in with your new username and password."
+        notice = _("Your account was created. Sign in with your new username and password.")
     elif expired:
-        notice = "Your sign-in took longer than 5 minutes or was cancelled. Sign in again."
+        notice = _("Your sign-in took longer than 5 minutes or was cancelled. Sign in again.")
     elif signed_out:
-        notice = "You are signed out."
+        notice = _("You are signed out.")
     # Autofill (a conditional passkey request) starts on a fresh sign-in page, not after an error.
     return render(request, "login.html", {"next": target, "form": {}, "notice": notice, "autofill": True})
 
@@ -325,7 +329,7 @@ def passkey_login(
     except TwostepError as exc:
         error = message_of(exc)
         if isinstance(exc, PasskeyRejected):
-            error = "That passkey could not be verified. Try again, or use another way to sign in."
+            error = _("That passkey could not be verified. Try again, or use another way to sign in.")
         if methods:
             context = {**_second_step(request, methods, next), "error": error}
             return render(request, "second_step.html", context, status_code=401)
@@ -367,5 +371,5 @@ def verify_email_post(request: Request, token: FormStr = "", csrf: FormStr = "")
     try:
         email.verify(ctx_of(request), token=token, client=client_of(request))
     except LinkInvalid as exc:
-        return render(request, "verify_email.html", {"error": exc.message}, status_code=410)
+        return render(request, "verify_email.html", {"error": _(exc.message)}, status_code=410)
     return render(request, "verify_email.html", {"done": True})

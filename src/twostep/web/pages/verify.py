@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from twostep.core.errors import AccountLocked, Busy, PasskeyRejected, TwostepError, VerifyAccessRequired
+from twostep.i18n import gettext as _
 from twostep.services import factors, verify_access
 from twostep.services.sessions import CurrentSession
 from twostep.services.verify_access import VerifyResult
@@ -148,7 +149,7 @@ def verify_passkey(
         raise  # the locked-account page
     except TwostepError as exc:
         error = (
-            "That passkey could not be verified. Try again, or use another way."
+            _("That passkey could not be verified. Try again, or use another way.")
             if isinstance(exc, PasskeyRejected)
             else message_of(exc)
         )

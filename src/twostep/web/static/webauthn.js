@@ -7,6 +7,14 @@
 "use strict";
 (function () {
   var supported = typeof window.PublicKeyCredential === "function" && !!navigator.credentials;
+  // The page's translations of these sentences (base.html, <body data-text>); English when there are none.
+  var TEXT = null;
+  function t(message) {
+    if (TEXT === null) {
+      try { TEXT = JSON.parse(document.body.getAttribute("data-text") || "{}"); } catch (e) { TEXT = {}; }
+    }
+    return TEXT[message] || message;
+  }
   // The pending conditional (autofill) request, if any: a modal request or the password form aborts it.
   var conditional = null;
 
@@ -89,18 +97,18 @@
   function explain(error) {
     var name = error && error.name;
     if (name === "NotAllowedError") {
-      return "The passkey dialog was closed or timed out, so nothing happened. You can try again.";
+      return t("The passkey dialog was closed or timed out, so nothing happened. You can try again.");
     }
     if (name === "InvalidStateError") {
-      return "This passkey is already registered to your account. Choose another one.";
+      return t("This passkey is already registered to your account. Choose another one.");
     }
     if (name === "SecurityError") {
-      return "The browser refused the passkey on this address.";
+      return t("The browser refused the passkey on this address.");
     }
     if (name === "AbortError") {
-      return "The passkey request was cancelled. You can try again.";
+      return t("The passkey request was cancelled. You can try again.");
     }
-    return (error && error.message) || "Something went wrong with the passkey. Try again.";
+    return (error && error.message) || t("Something went wrong with the passkey. Try again.");
   }
 
   function fetchOptions(url, body) {
@@ -112,7 +120,7 @@
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) {
-          var err = new Error(body.message || "The server refused to start the passkey request.");
+          var err = new Error(body.message || t("The server refused to start the passkey request."));
           err.name = "ServerError";
           err.code = body.error;
           throw err;
@@ -150,7 +158,7 @@
       abortConditional();
       if (alertBox) { alertBox.hidden = true; alertBox.textContent = ""; }
       if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
-      say("Starting…", true);
+      say(t("Starting…"), true);
       form.querySelectorAll("input[data-copy-checkbox]").forEach(function (hidden) {
         var box = document.getElementById(hidden.getAttribute("data-copy-checkbox"));
         hidden.value = box && box.checked ? "1" : "";
@@ -158,14 +166,14 @@
       var place = form.querySelector("input[name=place]:checked");
       var body = place && place.value ? { authenticator: place.value } : {};
       fetchOptions(form.getAttribute("data-options"), body).then(function (json) {
-        say("Waiting for your passkey… Follow the instructions in your browser's dialog.", true);
+        say(t("Waiting for your passkey… Follow the instructions in your browser's dialog."), true);
         if (mode === "create") {
           return navigator.credentials.create({ publicKey: creationOptions(json) });
         }
         return navigator.credentials.get({ publicKey: requestOptions(json) });
       }).then(function (cred) {
-        if (!cred) { throw Object.assign(new Error("No passkey was chosen."), { name: "NotAllowedError" }); }
-        say("Checking your passkey…", true);
+        if (!cred) { throw Object.assign(new Error(t("No passkey was chosen.")), { name: "NotAllowedError" }); }
+        say(t("Checking your passkey…"), true);
         field.value = JSON.stringify(credentialJSON(cred));
         HTMLFormElement.prototype.submit.call(form);
       }).catch(function (error) {
