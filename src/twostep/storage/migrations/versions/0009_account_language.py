@@ -3,8 +3,8 @@
 The language the account holder chose in the pages' menu (issue 19): the pages and the e-mails use it.
 NULL: no choice stored (the browser's Accept-Language, else the operator's default_language).
 
-Revision ID: 0010
-Revises: 0008 (re-chained at the merges of main: it was 0005)
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
