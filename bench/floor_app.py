@@ -554,7 +554,8 @@ def run_pg_sync(pool: queue.Queue[Any], step: Step, trace: list[str] | None) -> 
 # The statement twostep's storage/sessions.py sends per forward-auth request (its _LOOKUP, compiled), and
 # the answer: the session, its account's names, groups and whether it has a factor, in one read.
 _LOOKUP_TAIL = (
-    ", accounts.username, accounts.display_name, accounts.email, accounts.email_verified_at, (SELECT {agg} "
+    ", accounts.username, accounts.display_name, accounts.email, accounts.email_verified_at, "
+    "accounts.locked_at, (SELECT {agg} "
     "AS aggregate_strings_1 \nFROM account_groups \nWHERE account_groups.account_id = sessions.account_id) "
     "AS groups, EXISTS (SELECT * \nFROM factors \nWHERE factors.account_id = sessions.account_id) "
     "AS has_factor "
@@ -586,20 +587,22 @@ def sqlite_read(conn: sqlite3.Connection, token_hash: str) -> Any:
 
 def forward_auth_answer(row: Any) -> Response:
     """twostep's answer to an allowed request, or 401: the liveness checks of services/sessions.py on the
-    row (the idle and absolute ends; H04), and the Remote-* headers (web/api/protect.py)."""
+    row (the idle and absolute ends; the operator's lock; H04, a trusted browser's session excepted), and
+    the Remote-* headers (web/api/protect.py). Positions: the 18 session columns, then the account's."""
     now = datetime.now(UTC)
     if (
         row is None
         or _aware(row[7]) <= now
         or _aware(row[6]) <= now - SESSION_IDLE
-        or (row[8] is None and row[19])
+        or row[22] is not None
+        or (row[8] is None and row[14] is None and row[24])
     ):
         return _error(401, "not_signed_in", "Sign in first.")
     response = Response(status_code=200)
     response.raw_headers += [
-        (b"remote-user", row[14].encode()),
-        (b"remote-groups", ",".join(sorted(row[18].split(","))).encode() if row[18] else b""),
-        (b"remote-email", (row[16] or "").encode() if row[17] is not None else b""),
+        (b"remote-user", row[18].encode()),
+        (b"remote-groups", ",".join(sorted(row[23].split(","))).encode() if row[23] else b""),
+        (b"remote-email", (row[20] or "").encode() if row[21] is not None else b""),
         *HEADERS,
     ]
     return response
