@@ -30,7 +30,7 @@ _PROBE_AAD = b"twostep:readiness-probe"
 def readiness(ctx: Context) -> NotReady | None:
     """None when ready. Takes no writer lock and writes nothing; the caller bounds how long it may take."""
     try:
-        with ctx.db.reading() as conn:
+        with ctx.db.read() as conn:
             revision = migrate.live_revision(conn)
     except Unavailable:
         return NotReady("database", "The database cannot be reached.")

@@ -196,7 +196,7 @@ class Backlog:
 def backlog(ctx: Context) -> Backlog:
     """Two cheap aggregates (an index covers ``sent_at, next_attempt_at``); no writer lock."""
     now = ctx.now()
-    with ctx.db.reading() as conn:
+    with ctx.db.read() as conn:
         depth, oldest_due = outbox.backlog(conn, now=now)
     overdue = 0.0 if oldest_due is None else max(0.0, (now - oldest_due).total_seconds())
     return Backlog(depth, overdue)

@@ -162,23 +162,12 @@ class Database:
             raise
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A connection for reads that need no transaction of their own and no writer lock (readiness,
-        metrics); raises Unavailable as ``transaction`` does."""
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except DBAPIError as exc:
-            if is_unavailable(exc):
-                raise Unavailable() from exc
-            raise
-
-    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection that only reads (the session lookup of every request): on SQLite it takes neither
         the writer lock nor ``BEGIN IMMEDIATE`` (no explicit transaction at all: run one SELECT in it, atomic
-        on its own), so that reads never queue behind a writer; on PostgreSQL an ordinary transaction. Never
-        write in it. Raises Unavailable as ``transaction`` does."""
+        on its own), so that reads never queue behind a writer; on PostgreSQL an ordinary transaction. The
+        session lookup, readiness and the metrics' outbox backlog use it (on SQLite their SELECTs are not one
+        snapshot: none needs one). Never write in it. Raises Unavailable as ``transaction`` does."""
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{READ_ONLY: True})
