@@ -554,21 +554,20 @@ def run_pg_sync(pool: queue.Queue[Any], step: Step, trace: list[str] | None) -> 
 # The statement twostep's storage/sessions.py sends per forward-auth request (its _LOOKUP, compiled), and
 # the answer: the session, its account's names, groups and whether it has a factor, in one read.
 _LOOKUP_TAIL = (
-    ", accounts.username, accounts.display_name, accounts.email, accounts.email_verified_at, "
-    "accounts.locked_at, (SELECT {agg} "
+    "SELECT sessions.last_seen_at, sessions.expires_at, sessions.second_factor, sessions.trusted_browser, "
+    "accounts.username, accounts.email, accounts.email_verified_at IS NOT NULL AS email_verified, "
+    "accounts.locked_at IS NOT NULL AS locked, accounts.language, (SELECT {agg} "
     "AS aggregate_strings_1 \nFROM account_groups \nWHERE account_groups.account_id = sessions.account_id) "
     "AS groups, EXISTS (SELECT * \nFROM factors \nWHERE factors.account_id = sessions.account_id) "
     "AS has_factor "
     "\nFROM sessions JOIN accounts ON accounts.id = sessions.account_id \n"
 )
 SQLITE_LOOKUP = (
-    f"SELECT {_SESSION_COLUMNS}"
-    + _LOOKUP_TAIL.format(agg="group_concat(account_groups.name, ',')")
+    _LOOKUP_TAIL.format(agg="group_concat(account_groups.name, ',')")
     + "WHERE sessions.token_hash = ? AND sessions.kind = ?"
 )
 PG_LOOKUP = (
-    f"SELECT {_SESSION_COLUMNS}"
-    + _LOOKUP_TAIL.format(agg="string_agg(account_groups.name, ',')")
+    _LOOKUP_TAIL.format(agg="string_agg(account_groups.name, ',')")
     + "WHERE sessions.token_hash = %(b_hash)s::VARCHAR AND sessions.kind = %(kind_1)s::VARCHAR"
 )
 SESSION_IDLE = timedelta(minutes=30)
@@ -585,24 +584,63 @@ def sqlite_read(conn: sqlite3.Connection, token_hash: str) -> Any:
     return conn.execute(SQLITE_LOOKUP, (token_hash, "active")).fetchone()
 
 
+# The columns of the lookup, by name: a column added to twostep's statement and not here fails the check of
+# the statement's text (bench/forward_auth.py), and one that moved cannot be read at the wrong position.
+LOOKUP_COLUMNS = (
+    *("last_seen_at", "expires_at", "second_factor", "trusted_browser", "username", "email"),
+    *("email_verified", "locked", "language", "groups", "has_factor"),
+)
+_AT = {name: i for i, name in enumerate(LOOKUP_COLUMNS)}
+
+
+def lookup_differences() -> list[str]:
+    """Where F1's statement differs from the one twostep sends (storage/sessions.py's access read, as
+    ``Database.read_row`` compiles it) on either database, or the columns from LOOKUP_COLUMNS; empty when
+    they are the same."""
+    from sqlalchemy import create_engine
+
+    from twostep.storage.db import Prepared
+    from twostep.storage.sessions import access_statement
+
+    found = []
+    for url, ours in (
+        ("sqlite://", SQLITE_LOOKUP),
+        ("postgresql+psycopg://floor@127.0.0.1/floor", PG_LOOKUP),
+    ):
+        engine = create_engine(url)
+        theirs = Prepared.of(access_statement(), engine)
+        if theirs.sql != ours:
+            found.append(f"{engine.dialect.name}: twostep sends {theirs.sql!r}, the floor {ours!r}")
+        if theirs.keys != LOOKUP_COLUMNS:
+            found.append(f"{engine.dialect.name}: columns {theirs.keys} vs {LOOKUP_COLUMNS}")
+        engine.dispose()
+    return found
+
+
 def forward_auth_answer(row: Any) -> Response:
     """twostep's answer to an allowed request, or 401: the liveness checks of services/sessions.py on the
     row (the idle and absolute ends; the operator's lock; H04, a trusted browser's session excepted), and
-    the Remote-* headers (web/api/protect.py). Positions: the 18 session columns, then the account's."""
+    the Remote-* headers (web/api/protect.py)."""
     now = datetime.now(UTC)
     if (
         row is None
-        or _aware(row[7]) <= now
-        or _aware(row[6]) <= now - SESSION_IDLE
-        or row[22] is not None
-        or (row[8] is None and row[14] is None and row[24])
+        or _aware(row[_AT["expires_at"]]) <= now
+        or _aware(row[_AT["last_seen_at"]]) <= now - SESSION_IDLE
+        or row[_AT["locked"]]
+        or (
+            row[_AT["second_factor"]] is None
+            and row[_AT["trusted_browser"]] is None
+            and row[_AT["has_factor"]]
+        )
     ):
         return _error(401, "not_signed_in", "Sign in first.")
+    groups = row[_AT["groups"]]
+    verified = row[_AT["email_verified"]]
     response = Response(status_code=200)
     response.raw_headers += [
-        (b"remote-user", row[18].encode()),
-        (b"remote-groups", ",".join(sorted(row[23].split(","))).encode() if row[23] else b""),
-        (b"remote-email", (row[20] or "").encode() if row[21] is not None else b""),
+        (b"remote-user", row[_AT["username"]].encode()),
+        (b"remote-groups", ",".join(sorted(groups.split(","))).encode() if groups else b""),
+        (b"remote-email", (row[_AT["email"]] or "").encode() if verified else b""),
         *HEADERS,
     ]
     return response
@@ -659,10 +697,9 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 
         async def read(token_hash: str) -> Any:
             aconn = await apool.get()
-            try:
-                async with aconn.transaction():
-                    cur = await aconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"})
-                    return await cur.fetchone()
+            try:  # one SELECT in autocommit, as twostep's Database.read_row_async
+                cur = await aconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"})
+                return await cur.fetchone()
             finally:
                 apool.put_nowait(aconn)
 
@@ -679,8 +716,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         def sync_read(token_hash: str) -> Any:
             sconn = spool.get()
             try:
-                with sconn.transaction():
-                    return sconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"}).fetchone()
+                return sconn.execute(PG_LOOKUP, {"b_hash": token_hash, "kind_1": "active"}).fetchone()
             finally:
                 spool.put_nowait(sconn)
 

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
+from bench import floor_app
 from bench.servers import ROOT, Server, floor_server, twostep_server
 
 RULES = "\n".join(
@@ -157,6 +158,9 @@ def drop_pg(pg_url: str, name: str) -> None:
 
 
 def measure(database: str, work: Path, rounds: int, duration: float, pg_url: str | None) -> dict[str, Any]:
+    differences = floor_app.lookup_differences()
+    if differences:
+        raise RuntimeError("the floor does not send twostep's statement: " + "; ".join(differences))
     data_dir = work / f"twostep-{database}"
     data_dir.mkdir(parents=True)
     config = work / "twostep.toml"
@@ -206,6 +210,8 @@ def measure(database: str, work: Path, rounds: int, duration: float, pg_url: str
         twostep = summary["twostep"]
         return {
             "database": database,
+            "rounds": rounds,
+            "duration_s": duration,
             "summary": summary,
             "best_floor": best_floor,
             "ratio": twostep["rps"] / summary[best_floor]["rps"],
@@ -238,6 +244,30 @@ def markdown(results: list[dict[str, Any]], rounds: int, duration: float) -> str
             f"{f['rps']:,.0f} ({res['best_floor']}) | {res['ratio']:.0%} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def figure_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """F1's rows of `make bench`'s table (bench/report.py's shape): one per database."""
+    rows = []
+    for res in results:
+        t = res["summary"]["twostep"]
+        f = res["summary"][res["best_floor"]]
+        met = res["ratio"] >= 0.7 and t["p99_ms"] <= 10
+        rows.append(
+            {
+                "figure": "F1" if res["database"] == "sqlite" else "F1-pg",
+                "name": f"allowed forward-auth request, ten rules ({res['database']}, 1 worker) vs the floor",
+                "value": f"{t['rps']:,.0f}/s (p50 {t['p50_ms']:.1f} ms, p99 {t['p99_ms']:.1f} ms)",
+                "reference": f"{f['rps']:,.0f}/s ({res['best_floor']}, p99 {f['p99_ms']:.1f} ms)",
+                "value_number": t["rps"],
+                "reference_number": f["rps"],
+                "ratio": round(res["ratio"], 3),
+                "goal": "≥ 70%, p99 ≤ 10 ms",
+                "met": bool(met and res["valid"]),
+                "valid": res["valid"],
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,6 +335,11 @@ def markdown(data: dict[str, Any]) -> str:
             f"{m.get('rss_max_mib', DASH)} |"
         )
     lines += floor_markdown(data)
+    if data.get("forward_auth"):
+        from bench.forward_auth import markdown as f1_markdown
+
+        first = data["forward_auth"][0]
+        lines += ["", f1_markdown(data["forward_auth"], first["rounds"], first["duration_s"]).rstrip()]
     if data.get("notes"):
         lines += ["", *[f"Note: {n}" for n in data["notes"]]]
     return "\n".join(lines) + "\n"

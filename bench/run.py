@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, text
 
-from bench import argon2_ref, hash_memory, loadgen, machine, report, seed, statements
+from bench import argon2_ref, forward_auth, hash_memory, loadgen, machine, report, seed, statements
 from bench.loadgen import LoadResult
 from bench.servers import ROOT, RssSampler, Server, floor_server, reference_server, twostep_server
 from twostep.core.passwords import PasswordHasher
@@ -123,6 +123,7 @@ class Bench:
         self.password_hash = ""
         self.setup_s: dict[str, float] = {}
         self.hash_memory: dict[str, Any] | None = None
+        self.forward_auth: list[dict[str, Any]] = []  # F1, one result per database
 
     # ---------------------------------------------------------------------------------------------- set-up
 
@@ -767,6 +768,16 @@ class Bench:
                     if m.group == "pg":
                         self._measure(m)
             if not cfg.floor_only:
+                log("F1: forward authentication (bench/forward_auth.py)")
+                work = cfg.work_dir / "f1"
+                duration = min(cfg.duration, 5.0)
+                self.forward_auth = [forward_auth.measure("sqlite", work, cfg.rounds, duration, None)]
+                if cfg.pg_url:
+                    self.forward_auth.append(
+                        forward_auth.measure("postgresql", work, cfg.rounds, duration, cfg.pg_url)
+                    )
+                for res in self.forward_auth:
+                    log(f"  {res['database']}: {res['ratio']:.0%} of the floor")
                 log(f"P7: worker memory under {hash_memory.REQUESTS} concurrent password requests")
                 self.hash_memory = hash_memory.run(cfg.work_dir / "p7", reference=not cfg.quick)
                 log(f"  peak {self.hash_memory['bounded']['peak_mib']} MiB")
@@ -833,7 +844,9 @@ class Bench:
             "measurements": meas,
             "hash_memory": self.hash_memory,
             "floor": self.floor_checks,
+            "forward_auth": self.forward_auth,
             "figures": report.figures(meas)
+            + forward_auth.figure_rows(self.forward_auth)
             + ([hash_memory.figure_row(self.hash_memory)] if self.hash_memory else []),
         }
 

@@ -47,6 +47,10 @@ def test_quick_bench_writes_json_and_table(tmp_path: Path) -> None:
     assert set(p7["sign_ups"]) <= {"201", "503"} and "201" in p7["sign_ups"], p7
     assert p7["peak_mib"] > p7["baseline_mib"] > 0, p7
     assert "P7" in [f["figure"] for f in data["figures"]]
+    # F1 (issue 13): forward authentication against its floor, every answer a 200 with Remote-User.
+    (f1,) = [f for f in data["figures"] if f["figure"] == "F1"]
+    assert f1["valid"] and f1["value_number"] > 0 and f1["reference_number"] > 0, f1
+    assert "F1: allowed forward-auth request" in (tmp_path / "latest.md").read_text()
     meas = data["measurements"]
     for key in (
         "ref_1w",
@@ -101,6 +105,19 @@ def test_quick_bench_writes_json_and_table(tmp_path: Path) -> None:
     for fig in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "FL1", "FL2"):
         assert f"| {fig} |" in table
     assert "| floor, transaction in the event loop |" in table
+
+
+def test_f1_floor_sends_twostep_session_lookup() -> None:
+    """F1's floor (issue 13) sends the very statement twostep's forward authentication sends, on both
+    databases, and reads its columns by the same names."""
+    assert floor_app.lookup_differences() == []
+
+
+def test_f1_floor_check_fails_when_the_statement_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        floor_app, "SQLITE_LOOKUP", floor_app.SQLITE_LOOKUP.replace("accounts.language, ", "")
+    )
+    assert any(d.startswith("sqlite:") for d in floor_app.lookup_differences())
 
 
 def test_floor_runs_twostep_statements_with_the_same_values_on_sqlite(tmp_path: Path) -> None:

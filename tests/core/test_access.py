@@ -434,3 +434,21 @@ def test_names_are_normalised_with_nfkc_and_casefold(
 ) -> None:
     assert normalize_username(raw) == username
     assert normalize_group(raw) == group
+
+
+def test_the_rules_remembered_per_host_are_bounded_and_give_the_same_decisions() -> None:
+    """AccessControl remembers which rules each Host header matches (forward authentication's hot path):
+    made-up hosts cannot grow it past HOSTS_REMEMBERED, and the decisions are those of ``decide``."""
+    from twostep.core.access import HOSTS_REMEMBERED
+
+    rules = (
+        AccessRule(domains=(DomainPattern("example.test", wildcard=True),), policy=Policy.DENY),
+        AccessRule(domains=(DomainPattern("open.test"),), policy=Policy.BYPASS),
+    )
+    control = AccessControl(rules=rules, default_policy=Policy.ONE_FACTOR)
+    for i in range(HOSTS_REMEMBERED * 2):
+        host = f"h{i}.example.test" if i % 3 else f"OPEN.test:{i % 70000}"
+        for subject in (None, BOB):
+            expected = decide(rules, Policy.ONE_FACTOR, host=host, path="/", method="GET", subject=subject)
+            assert control.decide(host=host, path="/", method="GET", subject=subject) is expected
+        assert len(control._by_host) <= HOSTS_REMEMBERED

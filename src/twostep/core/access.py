@@ -114,16 +114,37 @@ class Subject:
     trusted_browser: bool = False
 
 
+# How many hosts AccessControl remembers the rules of (a deployment has a handful; past this many, as when
+# someone sends made-up Host headers, it starts over).
+HOSTS_REMEMBERED: Final = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class AccessControl:
-    """The ``[access]`` table: the rules in order, and the policy when none matches."""
+    """The ``[access]`` table: the rules in order, and the policy when none matches.
+
+    The rules whose domain matches a host depend on the host alone: they are found once per host and
+    remembered (``rules_for``), so that a request looks only at its host's rules (forward authentication is
+    asked for every request to every protected application)."""
 
     rules: tuple[AccessRule, ...] = ()
     default_policy: Policy = Policy.ONE_FACTOR
+    _by_host: dict[str, tuple[AccessRule, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def rules_for(self, host: str) -> tuple[AccessRule, ...]:
+        """The rules, in order, whose ``domain`` matches ``host`` (a Host header, as ``decide`` takes it)."""
+        found = self._by_host.get(host)
+        if found is None:
+            found = _domain_rules(self.rules, request_host(host))
+            if len(self._by_host) >= HOSTS_REMEMBERED:
+                self._by_host.clear()
+            self._by_host[host] = found
+        return found
 
     def decide(self, *, host: str, path: str, method: str, subject: Subject | None) -> Decision:
         """``decide`` with these rules."""
-        return decide(self.rules, self.default_policy, host=host, path=path, method=method, subject=subject)
+        del method  # no rule has a method condition (docs/api.md "Access rules")
+        return _first_match(self.rules_for(host), self.default_policy, request_path(path), subject)
 
 
 # A host as it reaches forward authentication: labels of letters, digits, "_" and "-".
@@ -181,11 +202,11 @@ def request_path(path: str) -> str:
     return cleaned + question + query
 
 
-def _applies(rule: AccessRule, host: str | None, path: str) -> bool:
-    """Whether the rule's domain and resources match (its users and groups are looked at by the caller)."""
-    if host is None or not any(pattern.matches(host) for pattern in rule.domains):
-        return False
-    return not rule.resources or any(resource.search(path) for resource in rule.resources)
+def _domain_rules(rules: Sequence[AccessRule], host: str | None) -> tuple[AccessRule, ...]:
+    """The rules whose domain matches ``host`` (as ``request_host`` gives it), in order."""
+    if host is None:
+        return ()
+    return tuple(rule for rule in rules if any(pattern.matches(host) for pattern in rule.domains))
 
 
 def _outcome(policy: Policy, subject: Subject | None) -> Decision:
@@ -224,10 +245,15 @@ def decide(
     Raises: nothing.
     """
     del method  # no rule has a method condition (docs/api.md "Access rules")
-    normalized_host = request_host(host)
-    normalized_path = request_path(path)
+    return _first_match(_domain_rules(rules, request_host(host)), default_policy, request_path(path), subject)
+
+
+def _first_match(
+    rules: Sequence[AccessRule], default_policy: Policy, path: str, subject: Subject | None
+) -> Decision:
+    """The first of ``rules`` (their domains match) whose resources, users and groups match decides."""
     for rule in rules:
-        if not _applies(rule, normalized_host, normalized_path):
+        if rule.resources and not any(resource.search(path) for resource in rule.resources):
             continue
         if rule.has_subject:
             if subject is None:

@@ -157,45 +157,111 @@ class Lookup:
 
 def look_up(ctx: Context, token: str | None) -> Lookup:
     """The read half of ``authenticate``: one SELECT, never a write (the caller runs ``settle``, which a
-    caller in the event loop can hand to a thread). Raises: nothing."""
+    caller in the event loop can hand to a thread). Raises: nothing but Unavailable."""
     if not token or len(token) > 128:
         return Lookup(None)
-    now = ctx.now()
     token_hash = hash_token(token)
-    with ctx.db.read() as conn:
-        found = store.lookup_active(conn, token_hash=token_hash)
-    if found is None:
-        return Lookup(None, token_hash)
-    row = found.row
-    if row.expires_at <= now or row.last_seen_at <= now - SESSION_IDLE:
-        return Lookup(None, token_hash, "dead")
+    return judged(ctx, token_hash, store.lookup_active(ctx.db, token_hash=token_hash))
+
+
+async def look_up_async(ctx: Context, token: str | None) -> Lookup:
+    """``look_up`` in the event loop, with no thread hand-off on either database (forward authentication)."""
+    if not token or len(token) > 128:
+        return Lookup(None)
+    token_hash = hash_token(token)
+    return judged(ctx, token_hash, await store.lookup_active_async(ctx.db, token_hash=token_hash))
+
+
+def owed(found: store.Found | store.Access, now: datetime) -> str | None:
+    """The write a session read now owes (``Lookup.owes``): "dead" (idle or past its end, H08), "locked",
+    "h04" (no second factor while its account has one), "seen" (its last-seen time is SEEN_EVERY old), or
+    None. Only a session that owes nothing or "seen" is signed in."""
+    if found.expires_at <= now or found.last_seen_at <= now - SESSION_IDLE:
+        return "dead"
     if found.locked:
-        return Lookup(None, token_hash, "locked")
+        return "locked"
     # A session whose second step a trusted browser skipped is signed in, as one factor (used_second_factor
     # is False); any other session without a second factor of an account that has one is not (H04).
-    if row.second_factor is None and row.trusted_browser is None and found.has_factor:
-        return Lookup(None, token_hash, "h04")
+    if found.second_factor is None and found.trusted_browser is None and found.has_factor:
+        return "h04"
+    return "seen" if found.last_seen_at <= now - SEEN_EVERY else None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who forward authentication is asked about: a signed-in session that owes no write (``caller_of``)."""
+
+    username: str
+    groups: tuple[str, ...]
+    email: str | None  # only a verified address
+    used_second_factor: bool
+    account_has_second_factor: bool
+    trusted_browser: bool
+    language: str | None
+
+    @classmethod
+    def of(cls, session: CurrentSession) -> Caller:
+        return cls(
+            username=session.username,
+            groups=session.groups,
+            email=session.email if session.email_verified else None,
+            used_second_factor=session.used_second_factor,
+            account_has_second_factor=session.account_has_second_factor,
+            trusted_browser=session.trusted_browser is not None,
+            language=session.language,
+        )
+
+
+async def caller_of(ctx: Context, token: str | None) -> Caller | None:
+    """Forward authentication's common case, in the event loop: the signed-in session of ``token`` when it
+    owes no write, from one read of only what the answer needs. None when there is none, and when it owes a
+    write (dead, locked, H04, or its once-a-minute last-seen time): ``look_up`` and ``settle`` then answer.
+    Raises: Unavailable."""
+    if not token or len(token) > 128:
+        return None
+    found = await store.access_lookup_async(ctx.db, token_hash=hash_token(token))
+    if found is None or owed(found, ctx.now()) is not None:
+        return None
+    return Caller(
+        username=found.username,
+        groups=found.groups,
+        email=found.email if found.email_verified else None,
+        used_second_factor=found.second_factor in SECOND_FACTOR_KINDS,
+        account_has_second_factor=found.has_factor,
+        trusted_browser=found.trusted_browser is not None,
+        language=found.language,
+    )
+
+
+def judged(ctx: Context, token_hash: str, found: store.Found | None) -> Lookup:
+    """What the session read for ``token_hash`` means now: signed in, or dead, locked, or without the
+    second factor its account has (H04), with the write owed."""
+    if found is None:
+        return Lookup(None, token_hash)
+    owes = owed(found, ctx.now())
+    if owes not in (None, "seen"):
+        return Lookup(None, token_hash, owes)
     session = CurrentSession(
-        token_hash=row.token_hash,
-        public_id=row.public_id,
-        account_id=row.account_id,
+        token_hash=found.token_hash,
+        public_id=found.public_id,
+        account_id=found.account_id,
         username=found.username,
         display_name=found.display_name,
-        signed_in_at=row.signed_in_at,
-        second_factor=row.second_factor,
-        verified_until=row.verified_until,
-        reauth_until=row.reauth_until,
+        signed_in_at=found.signed_in_at,
+        second_factor=found.second_factor,
+        verified_until=found.verified_until,
+        reauth_until=found.reauth_until,
         groups=found.groups,
         email=found.email,
         email_verified=found.email_verified,
         account_has_second_factor=found.has_factor,
-        trusted_browser=row.trusted_browser,
-        passkey_upgrade_until=row.passkey_upgrade_until,
-        amr=row.amr,
-        authenticated_at=row.authenticated_at,
+        trusted_browser=found.trusted_browser,
+        passkey_upgrade_until=found.passkey_upgrade_until,
+        amr=found.amr,
+        authenticated_at=found.authenticated_at,
         language=found.language,
     )
-    return Lookup(session, token_hash, "seen" if row.last_seen_at <= now - SEEN_EVERY else None)
+    return Lookup(session, token_hash, owes)
 
 
 def settle(ctx: Context, lookup: Lookup) -> None:

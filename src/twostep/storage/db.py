@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+import psycopg
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import QueuePool
@@ -56,18 +61,22 @@ def _create_private(database: str | None) -> None:
     os.close(fd)
 
 
+def _set_up_sqlite(dbapi_conn: sqlite3.Connection) -> None:
+    # Let SQLAlchemy, not the driver, decide where transactions start.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-1024")  # 1 MiB a connection: the working set is small
+    cur.close()
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide where transactions start.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA cache_size=-1024")  # 1 MiB a connection: the working set is small
-        cur.close()
+        _set_up_sqlite(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -126,16 +135,108 @@ class _WriterLock:
         os.close(self._fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A SELECT compiled once for one dialect, to be run on the driver itself (``Database.read_row``): its
+    SQL text, the order of its parameters (SQLite's ``?``; empty for PostgreSQL's named ones), the names of
+    its columns and the conversion of each (the columns' own types: UTC datetimes, booleans)."""
+
+    sql: str
+    order: tuple[str, ...]
+    keys: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    # The values the statement carries itself (``kind == SessionKind.ACTIVE``), as the driver takes them.
+    constants: dict[str, Any]
+
+    @classmethod
+    def of(cls, statement: Select[Any], engine: Engine) -> Prepared:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        columns = list(statement.selected_columns)
+        return cls(
+            sql=compiled.string,
+            order=tuple(compiled.positiontup or ()),
+            keys=tuple(statement.selected_columns.keys()),
+            processors=tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
+            constants={
+                name: value.value if isinstance(value, Enum) else value
+                for name, value in compiled.params.items()
+                if value is not None
+            },
+        )
+
+    def parameters(self, params: dict[str, Any]) -> Any:
+        """What the driver is given: the statement's own values and ``params`` (plain str and int values:
+        no type of the statement converts them), in SQLite's order or by name."""
+        merged = {**self.constants, **params}
+        return tuple(merged[name] for name in self.order) if self.order else merged
+
+    def row(self, values: tuple[Any, ...] | None) -> dict[str, Any] | None:
+        if values is None:
+            return None
+        return {
+            key: (value if process is None else process(value))
+            for key, process, value in zip(self.keys, self.processors, values, strict=True)
+        }
+
+
+class _AsyncReaders:
+    """PostgreSQL connections of psycopg's asyncio interface, in autocommit (one SELECT, one round trip), for
+    the reads that run in the event loop (``Database.read_row_async``): at most ``size`` at once, opened
+    when first needed, closed when they fail (all of them when the server went away)."""
+
+    def __init__(self, conninfo: str, size: int) -> None:
+        self.conninfo = conninfo
+        self.size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def fetch(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # the first read, or a new loop (tests)
+            self.close()
+            self._slots, self._loop = asyncio.Semaphore(self.size), loop
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=10
+                )
+            try:
+                cursor = await conn.execute(sql, params)
+                row = await cursor.fetchone()
+            except BaseException as exc:
+                await conn.close()
+                if isinstance(exc, psycopg.OperationalError):
+                    self.close()  # the server went away: the idle ones are gone too
+                raise
+            self._idle.append(conn)
+            return row
+
+    def close(self) -> None:
+        """Close the idle connections (a connection in use is closed by its reader when it fails)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.pgconn.finish()  # the socket, at once: dispose() is not a coroutine
+
+
 class Database:
     """The unit of work: ``with db.transaction() as conn`` is one use case's transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer: _WriterLock | None = None
+        self._prepared: dict[int, Prepared] = {}
+        self._loop_conns: dict[int, sqlite3.Connection] = {}  # read_row's on SQLite, by event loop thread
+        self._async: _AsyncReaders | None = None
         if engine.dialect.name == "sqlite":
             database = make_url(str(engine.url)).database
             if database and database != ":memory:":
                 self._writer = _WriterLock(database + ".lock")
+        else:
+            url = engine.url.set(drivername="postgresql")
+            self._async = _AsyncReaders(url.render_as_string(hide_password=False), size=10)
 
     @property
     def dialect(self) -> str:
@@ -178,7 +279,82 @@ class Database:
                 raise Unavailable() from exc
             raise
 
+    def prepared(self, statement: Select[Any]) -> Prepared:
+        """``statement`` compiled for this database, once (the statements are module constants)."""
+        found = self._prepared.get(id(statement))
+        if found is None:
+            found = self._prepared[id(statement)] = Prepared.of(statement, self.engine)
+        return found
+
+    def read_row(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """The first row of one SELECT that only reads, by column name, None when there is none: the read of
+        every request (the session lookup). Compiled once, run with the driver's own call. On SQLite, in an
+        event loop's thread, on a connection of its own kept open for it, outside any
+        transaction (one SELECT is atomic on its own, and in WAL mode it never waits for the writer), with
+        none of SQLAlchemy's execution machinery (bench/README.md, F1); elsewhere in ``read``.
+        Raises Unavailable as ``transaction`` does."""
+        prepared = self.prepared(statement)
+        raw = self._loop_sqlite(in_loop=False)
+        if raw is None:
+            with self.read() as conn:
+                values = conn.exec_driver_sql(prepared.sql, prepared.parameters(params)).fetchone()
+            return prepared.row(None if values is None else tuple(values))
+        try:
+            return prepared.row(raw.execute(prepared.sql, prepared.parameters(params)).fetchone())
+        except sqlite3.OperationalError as exc:
+            raise Unavailable() from exc
+
+    async def read_row_async(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """``read_row`` for the event loop: on PostgreSQL on a connection of psycopg's asyncio interface (no
+        thread hand-off), on SQLite as ``read_row`` itself. Raises Unavailable as ``transaction`` does."""
+        prepared = self.prepared(statement)
+        if self._async is None:
+            raw = self._loop_sqlite(in_loop=True)
+            if raw is None:
+                return self.read_row(statement, params)
+            try:
+                return prepared.row(raw.execute(prepared.sql, prepared.parameters(params)).fetchone())
+            except sqlite3.OperationalError as exc:
+                raise Unavailable() from exc
+        try:
+            values = await self._async.fetch(prepared.sql, prepared.parameters(params))
+        except psycopg.OperationalError as exc:
+            raise Unavailable() from exc
+        return prepared.row(values)
+
+    def _loop_sqlite(self, *, in_loop: bool) -> sqlite3.Connection | None:
+        """The SQLite connection of ``read_row`` in an event loop's thread (``in_loop``: the caller is a
+        coroutine, so it is), opened when first needed with the pool's pragmas; None on PostgreSQL, in
+        threads without a running loop (the thread pool's, which use the pool) and for a database in
+        memory."""
+        if self._writer is None:
+            return None
+        thread = threading.get_ident()
+        conn = self._loop_conns.get(thread)
+        if conn is not None:
+            return conn
+        if not in_loop:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    make_url(str(self.engine.url)).database or "", timeout=30, check_same_thread=False
+                )
+                _set_up_sqlite(conn)
+            except sqlite3.Error as exc:
+                raise Unavailable() from exc
+            self._loop_conns[thread] = conn
+        return conn
+
     def dispose(self) -> None:
+        conns, self._loop_conns = self._loop_conns, {}
+        for conn in conns.values():
+            conn.close()
+        if self._async is not None:
+            self._async.close()
         self.engine.dispose()
         if self._writer is not None:
             self._writer.close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, exists, select, update
 
 from twostep.core.kinds import SessionKind
 from twostep.storage import groups
+from twostep.storage.db import Database
 from twostep.storage.tables import accounts, factors, sessions
 
 
@@ -72,14 +74,49 @@ _CONSUME_PENDING = delete(sessions).where(*_LIVE_PENDING).returning(sessions.c.a
 # One read per request (docs/api.md "Speed" of forward authentication): the session, its account's names, the
 # e-mail address and groups, and whether the account has a second factor (H04: a session without one is then
 # not signed in). Liveness is judged by the caller, so that a dead session can be deleted when seen (H08).
+# Only the columns a request needs (not kind, created_at, alerted, ip, user_agent): every column is converted.
+_LOOKUP_SESSION = (
+    sessions.c.token_hash,
+    sessions.c.public_id,
+    sessions.c.account_id,
+    sessions.c.signed_in_at,
+    sessions.c.last_seen_at,
+    sessions.c.expires_at,
+    sessions.c.second_factor,
+    sessions.c.verified_until,
+    sessions.c.reauth_until,
+    sessions.c.trusted_browser,
+    sessions.c.passkey_upgrade_until,
+    sessions.c.amr,
+    sessions.c.authenticated_at,
+)
 _LOOKUP = (
     select(
-        *_COLUMNS,
+        *_LOOKUP_SESSION,
         accounts.c.username,
         accounts.c.display_name,
         accounts.c.email,
         accounts.c.email_verified_at,
         accounts.c.locked_at,
+        accounts.c.language,
+        groups.aggregated(sessions.c.account_id).label("groups"),
+        exists().where(factors.c.account_id == sessions.c.account_id).label("has_factor"),
+    )
+    .select_from(sessions.join(accounts, accounts.c.id == sessions.c.account_id))
+    .where(sessions.c.token_hash == bindparam("b_hash"), sessions.c.kind == SessionKind.ACTIVE)
+)
+# Forward authentication's read (issue 13, F1): only what its answer needs, for every request to every
+# protected application; the flags are computed by the database, and two timestamps are converted.
+_ACCESS = (
+    select(
+        sessions.c.last_seen_at,
+        sessions.c.expires_at,
+        sessions.c.second_factor,
+        sessions.c.trusted_browser,
+        accounts.c.username,
+        accounts.c.email,
+        accounts.c.email_verified_at.is_not(None).label("email_verified"),
+        accounts.c.locked_at.is_not(None).label("locked"),
         accounts.c.language,
         groups.aggregated(sessions.c.account_id).label("groups"),
         exists().where(factors.c.account_id == sessions.c.account_id).label("has_factor"),
@@ -108,47 +145,125 @@ def insert(conn: Connection, row: SessionRow) -> None:
     conn.execute(_INSERT, row.__dict__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Found:
-    """A signed-in session as ``lookup_active`` reads it, with what the request needs of its account."""
+    """A signed-in session as ``lookup_active`` reads it, with what the request needs of its account (a
+    record of the read, made for every request: slots, not frozen, which costs twice as much to make)."""
 
-    row: SessionRow
+    token_hash: str
+    public_id: str
+    account_id: int
+    signed_in_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    second_factor: str | None
+    verified_until: datetime | None
+    reauth_until: datetime | None
+    trusted_browser: str | None
+    passkey_upgrade_until: datetime | None
+    amr: str | None
+    authenticated_at: datetime | None
     username: str
     display_name: str
     has_factor: bool
-    email: str | None = None
-    email_verified: bool = False
-    groups: tuple[str, ...] = ()
+    email: str | None
+    email_verified: bool
+    groups: tuple[str, ...]
     # An operator locked the account: its sessions were deleted with the lock, and one that a sign-in racing
     # the lock committed just after it is dead when it is first seen.
-    locked: bool = False
+    locked: bool
     # The language the holder chose in the pages' menu (issue 19); None: none stored.
-    language: str | None = None
+    language: str | None
 
 
-_SESSION_KEYS = tuple(c.name for c in _COLUMNS)
+def lookup_statement() -> Select[Any]:
+    """The statement of ``lookup_active`` (for bench/floor_app.py's check that its floor sends the same)."""
+    return _LOOKUP
 
 
-def lookup_active(conn: Connection, *, token_hash: str) -> Found | None:
+def lookup_active(db: Database, *, token_hash: str) -> Found | None:
     """The signed-in session of this hash and its account, in one statement; None when there is none.
 
     It is not judged here: the caller compares its ends with the clock, and deletes it when dead
-    (``delete_dead``), marks activity (``mark_seen``) at most once a minute.
+    (``delete_dead``), marks activity (``mark_seen``) at most once a minute. The read of every request: it
+    runs on the driver itself (``Database.read_row``).
     """
-    row = conn.execute(_LOOKUP, {"b_hash": token_hash}).first()
-    if row is None:
+    return _found(db.read_row(_LOOKUP, {"b_hash": token_hash}))
+
+
+async def lookup_active_async(db: Database, *, token_hash: str) -> Found | None:
+    """``lookup_active`` for the event loop (forward authentication): PostgreSQL's asyncio driver."""
+    return _found(await db.read_row_async(_LOOKUP, {"b_hash": token_hash}))
+
+
+def _found(values: dict[str, Any] | None) -> Found | None:
+    if values is None:
         return None
-    values = row._mapping
     return Found(
-        SessionRow(**{key: values[key] for key in _SESSION_KEYS}),
-        values["username"],
-        values["display_name"],
-        bool(values["has_factor"]),
+        token_hash=values["token_hash"],
+        public_id=values["public_id"],
+        account_id=values["account_id"],
+        signed_in_at=values["signed_in_at"],
+        last_seen_at=values["last_seen_at"],
+        expires_at=values["expires_at"],
+        second_factor=values["second_factor"],
+        verified_until=values["verified_until"],
+        reauth_until=values["reauth_until"],
+        trusted_browser=values["trusted_browser"],
+        passkey_upgrade_until=values["passkey_upgrade_until"],
+        amr=values["amr"],
+        authenticated_at=values["authenticated_at"],
+        username=values["username"],
+        display_name=values["display_name"],
+        has_factor=bool(values["has_factor"]),
         email=values["email"],
         email_verified=values["email_verified_at"] is not None,
         groups=groups.split(values["groups"]),
         locked=values["locked_at"] is not None,
         language=values["language"],
+    )
+
+
+@dataclass(slots=True)
+class Access:
+    """A signed-in session as forward authentication reads it (``access_lookup_async``)."""
+
+    last_seen_at: datetime
+    expires_at: datetime
+    second_factor: str | None
+    trusted_browser: str | None
+    username: str
+    email: str | None
+    email_verified: bool
+    locked: bool
+    language: str | None
+    groups: tuple[str, ...]
+    has_factor: bool
+
+
+def access_statement() -> Select[Any]:
+    """The statement of ``access_lookup_async`` (bench/floor_app.py checks that its floor sends the same)."""
+    return _ACCESS
+
+
+async def access_lookup_async(db: Database, *, token_hash: str) -> Access | None:
+    """What forward authentication needs of the signed-in session of this hash, in one statement, in the
+    event loop; None when there is none. Judged by the caller, as ``lookup_active``'s result is."""
+    values = await db.read_row_async(_ACCESS, {"b_hash": token_hash})
+    if values is None:
+        return None
+    return Access(
+        last_seen_at=values["last_seen_at"],
+        expires_at=values["expires_at"],
+        second_factor=values["second_factor"],
+        trusted_browser=values["trusted_browser"],
+        username=values["username"],
+        email=values["email"],
+        email_verified=bool(values["email_verified"]),
+        locked=bool(values["locked"]),
+        language=values["language"],
+        groups=groups.split(values["groups"]),
+        has_factor=bool(values["has_factor"]),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,14 +10,22 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 
 from twostep import __version__
-from twostep.web import errors, ops
+from twostep.web import errors, metrics, ops
 from twostep.web import oidc as oidc_routes
 from twostep.web.api import account, auth, factors, passkeys, protect
 from twostep.web.deps import WebState
 from twostep.web.language import LocaleMiddleware
 from twostep.web.observe import ObserveMiddleware
 from twostep.web.pages import routes as pages
-from twostep.web.security import API_PREFIX, GuardMiddleware, Scope, client_address
+from twostep.web.security import (
+    API_PREFIX,
+    GuardMiddleware,
+    Receive,
+    Scope,
+    Send,
+    client_address,
+    security_headers,
+)
 
 STATIC_DIR = __file__.rsplit("/", 1)[0] + "/static"
 
@@ -63,12 +71,14 @@ def build_app(
     app.include_router(oidc_routes.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
-    app.add_middleware(protect.ForwardAuthFastPath)
-    app.add_middleware(
-        GuardMiddleware,
-        origin=web_state.ctx.origin,
-        form_action=web_state.next_hosts.form_action_sources(),
+    form_action = web_state.next_hosts.form_action_sources()
+    app.fast_path = protect.AllowedFastPath(
+        web_state,
+        security=security_headers(form_action),
+        record=metrics.request_done,
+        default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
     )
+    app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin, form_action=form_action)
     # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
     app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
 
@@ -84,7 +94,21 @@ def build_app(
 
 class TwostepAPI(FastAPI):
     """The application; its OpenAPI document gives every operation the error shape {"error", "message"} and
-    the statuses of web/errors.py, instead of FastAPI's default 422."""
+    the statuses of web/errors.py, instead of FastAPI's default 422. Forward authentication's allowed
+    answer is given before the middleware stack (``protect.AllowedFastPath``)."""
+
+    fast_path: Callable[[Scope, Send], Awaitable[bool]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast_path is not None
+            and scope["type"] == "http"
+            and scope["path"] == protect.FORWARD_AUTH_PATH
+            and scope["method"] in ("GET", "HEAD")
+            and await self.fast_path(scope, send)
+        ):
+            return
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema:

@@ -17,6 +17,8 @@ from twostep import i18n
 
 def choose(cookie_header: str, accept_language: str, default: str) -> str:
     """The language of a request before its session is known: cookie, Accept-Language, default."""
+    if i18n.COOKIE not in cookie_header:
+        return i18n.negotiate(accept_language) or default
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(cookie_header)
@@ -33,7 +35,12 @@ class LocaleMiddleware:
 
     def __init__(self, app: ASGIApp, *, default_language: str) -> None:
         self.app = app
-        self.default = default_language if default_language in i18n.LANGUAGES else i18n.SOURCE
+        self.default = self.language_or_source(default_language)
+
+    @staticmethod
+    def language_or_source(language: str) -> str:
+        """The operator's ``default_language`` when it is one of ours, else the source language."""
+        return language if language in i18n.LANGUAGES else i18n.SOURCE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

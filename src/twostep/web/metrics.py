@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -31,6 +33,26 @@ from twostep.services.outbox import Backlog
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# prometheus-client's multiprocess values ask the operating system for the process id at every increment, to
+# notice a fork; a system call per counter, several per request. The id is kept here instead, and renewed in
+# a forked child (prometheus-client's own hook: it only needs distinct values in running processes).
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+if MULTIPROC_ENV in os.environ:
+    # (MultiProcessValue is untyped in prometheus-client.)
+    values.ValueClass = cast(Callable[..., Any], values.MultiProcessValue)(process_identifier=_process_id)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

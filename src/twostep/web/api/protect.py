@@ -8,10 +8,12 @@ cookie, never answers 500 for anything a request can carry.
 
 from __future__ import annotations
 
+import re
 import string
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -19,10 +21,13 @@ from starlette.concurrency import run_in_threadpool
 
 from twostep.core.access import Decision, Subject
 from twostep.core.errors import AccessDenied, NotSignedIn, TwoFactorRequired, TwostepError
-from twostep.services.sessions import CurrentSession, look_up, settle
+from twostep.services.sessions import Caller, caller_of, look_up_async, settle
 from twostep.web.api.schemas import Error
-from twostep.web.deps import state, token_of
+from twostep.web.deps import WebState, state, token_of
 from twostep.web.errors import error_response
+from twostep.web.language import choose
+from twostep.web.observe import log_access, request_id_of
+from twostep.web.security import Scope, Send, client_address
 
 router = APIRouter()
 
@@ -49,11 +54,14 @@ def _first(value: str | None) -> str:
 
 
 def original_request(request: Request) -> Original:
+    """The original request of ``request`` (``original_of``)."""
+    return original_of(request.headers, state(request).ctx.origin, request.method)
+
+
+def original_of(headers: Mapping[str, str], origin_url: str, method: str) -> Original:
     """From ``X-Original-URL`` (nginx), else ``X-Forwarded-Proto``/``-Host``/``-Uri``/``-Method`` (Caddy,
     Traefik), else the origin's host and ``/``. Raises: nothing."""
-    headers = request.headers
-    origin = urlsplit(state(request).ctx.origin)
-    method = _first(headers.get("x-forwarded-method") or headers.get("x-original-method")) or request.method
+    method = _first(headers.get("x-forwarded-method") or headers.get("x-original-method")) or method
     method = method.upper()[:16]
     original_url = headers.get("x-original-url", "").strip()
     if original_url:
@@ -66,6 +74,7 @@ def original_request(request: Request) -> Original:
             if parts.query:
                 path += "?" + parts.query
             return Original(_bounded(original_url), parts.netloc, path, method)
+    origin = urlsplit(origin_url)
     host = _first(headers.get("x-forwarded-host"))
     if not host:
         url = f"{origin.scheme}://{origin.netloc}/"
@@ -100,20 +109,25 @@ def remote_user(username: str) -> str:
     percent-encoded as UTF-8 (RFC 3986). A username never contains "%", so the value is unambiguous:
     one without "%" is the username itself, and percent-decoding (not form-decoding: "+" stays "+") any
     value gives it back. The raw form of a non-ASCII username is never sent."""
+    if _PLAIN.fullmatch(username):
+        return username  # what quote() would give back unchanged, without its work
     return quote(username, safe="@+")
 
 
-def remote_headers(session: CurrentSession) -> dict[str, str]:
+# What quote(..., safe="@+") leaves as it is.
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_.~@+-]*")
+
+
+def remote_headers(caller: Caller) -> dict[str, str]:
     """``Remote-User``, ``Remote-Groups`` (comma-separated, each encoded as ``Remote-User`` is) and
     ``Remote-Email`` (only a verified address, else empty; any character outside printable US-ASCII, and
     "%", percent-encoded as UTF-8)."""
-    email = session.email if session.email and session.email_verified else ""
     # Remote-Email is always sent, empty when not known: Caddy 2.6 copies an absent header as the text of its
     # placeholder ("{http.reverse_proxy.header.Remote-Email}"); nginx passes an empty one as no header.
     return {
-        "Remote-User": remote_user(session.username),
-        "Remote-Groups": ",".join(remote_user(group) for group in session.groups),
-        "Remote-Email": quote(email, safe=_HEADER_SAFE),
+        "Remote-User": remote_user(caller.username),
+        "Remote-Groups": ",".join(remote_user(group) for group in caller.groups),
+        "Remote-Email": quote(caller.email or "", safe=_HEADER_SAFE),
     }
 
 
@@ -133,15 +147,15 @@ def _refusal(request: Request, original: Original, exc: TwostepError, location: 
     return response
 
 
-def _subject(session: CurrentSession | None) -> Subject | None:
-    if session is None:
+def _subject(caller: Caller | None) -> Subject | None:
+    if caller is None:
         return None
     return Subject(
-        username=session.username,
-        groups=frozenset(session.groups),
-        signed_in_with_second_factor=session.used_second_factor,
-        account_has_second_factor=session.account_has_second_factor,
-        trusted_browser=session.trusted_browser is not None,
+        username=caller.username,
+        groups=frozenset(caller.groups),
+        signed_in_with_second_factor=caller.used_second_factor,
+        account_has_second_factor=caller.account_has_second_factor,
+        trusted_browser=caller.trusted_browser,
     )
 
 
@@ -159,30 +173,27 @@ async def get_forward_auth(request: Request) -> Response:
     """For nginx auth_request, Caddy forward_auth and Traefik ForwardAuth (docs/api.md "The answers").
 
     A session without a second factor of an account that has one is not signed in (H04, in look_up).
-    The hottest path of a deployment: on SQLite the one read (a WAL read never waits for the writer) runs
-    here in the event loop, without a thread hand-off; on PostgreSQL, and for the write owed about once a
-    minute per session, in the thread pool.
+    The hottest path of a deployment: its common answer is given by ``AllowedFastPath`` before FastAPI; the
+    one read runs in the event loop (SQLite: a WAL read never waits for the writer; PostgreSQL: psycopg's
+    asyncio interface), the write owed about once a minute per session in the thread pool.
     """
     return await answer(request)
 
 
 async def answer(request: Request) -> Response:
-    """The answer of forward authentication to ``request`` (the route's, and ``ForwardAuthFastPath``'s)."""
+    """The answer of forward authentication to ``request`` (the route's)."""
     original = original_request(request)
     ctx = state(request).ctx
     token = token_of(request)
-    if ctx.db.dialect == "sqlite":
-        lookup = look_up(ctx, token)
-    else:
-        lookup = await run_in_threadpool(look_up, ctx, token)
+    lookup = await look_up_async(ctx, token)
     if lookup.owes is not None:
         await run_in_threadpool(settle, ctx, lookup)
-    session = lookup.session
+    caller = None if lookup.session is None else Caller.of(lookup.session)
     decision = state(request).access.decide(
-        host=original.host, path=original.path, method=original.method, subject=_subject(session)
+        host=original.host, path=original.path, method=original.method, subject=_subject(caller)
     )
     if decision is Decision.ALLOW:
-        return Response(status_code=200, headers=remote_headers(session) if session is not None else {})
+        return Response(status_code=200, headers=remote_headers(caller) if caller is not None else {})
     if decision in (Decision.SIGN_IN, Decision.SECOND_FACTOR_REQUIRED):
         return _refusal(request, original, NotSignedIn(), page_url(request, "/login", original))
     if decision is Decision.SET_UP_SECOND_FACTOR:
@@ -194,25 +205,72 @@ async def answer(request: Request) -> Response:
 FORWARD_AUTH_PATH: Final = "/api/v1/forward-auth"
 
 
-class ForwardAuthFastPath:
-    """Pure ASGI: ``GET``/``HEAD /api/v1/forward-auth`` is answered here, inside the guard middleware (its
-    checks and headers apply) but before FastAPI's routing, dependency solving and exception layers: the
-    route is called for every request to every protected application (issue 13, F1). The route stays for
-    the OpenAPI document; both give the same ``answer``. Everything else passes through."""
+class AllowedFastPath:
+    """The common answer of forward authentication, given before FastAPI (issue 13, F1): the route is called
+    for every request to every protected application, so a signed-in session that a rule allows, with no
+    write owed, is answered here, in the event loop, from one read on the driver itself (no thread
+    hand-off, no SQLAlchemy execution, no routing, no middleware stack), with the same headers the
+    middleware would add (the guard's security headers and ``no-store``, ``Content-Language``,
+    ``X-Request-Id``), counted in the metrics and logged at DEBUG (``observe.access_level``). Everything else
+    (no session, a refusal, the once-a-minute last-seen write, a request with a body, the database away)
+    declines (``False``) and goes through the whole application to the route, which answers it.
+    """
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(
+        self,
+        web: WebState,
+        *,
+        security: list[tuple[bytes, bytes]],
+        record: Callable[[str, str, int, float], None],
+        default_language: str,
+    ) -> None:
+        self.web = web
+        self.static = [*security, (b"cache-control", b"no-store"), (b"content-length", b"0")]
+        self.record = record
+        self.default_language = default_language
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope.get("path") == FORWARD_AUTH_PATH
-            and scope.get("method") in ("GET", "HEAD")
-        ):
-            try:
-                response = await answer(Request(scope, receive))
-            except TwostepError as exc:  # outside FastAPI's exception layers: the database is away (503)
-                response = error_response(exc)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        started = time.perf_counter()
+        # One pass over the headers (the first of a repeated one, as Starlette's Headers.get gives it).
+        headers: dict[str, str] = {}
+        for key, value in reversed(scope["headers"]):
+            headers[key.decode("latin-1")] = value.decode("latin-1")
+        if "content-length" in headers or "transfer-encoding" in headers:
+            return False
+        web = self.web
+        cookie = headers.get("cookie", "")
+        token = web.cookies.read_header(cookie)
+        if token is None:
+            return False
+        try:
+            caller = await caller_of(web.ctx, token)
+        except TwostepError:
+            return False
+        if caller is None:
+            return False
+        method: str = scope["method"]
+        original = original_of(headers, web.ctx.origin, method)
+        decision = web.access.decide(
+            host=original.host, path=original.path, method=original.method, subject=_subject(caller)
+        )
+        if decision is not Decision.ALLOW:
+            return False
+        language = caller.language or choose(
+            cookie, headers.get("accept-language", ""), self.default_language
+        )
+        rid = request_id_of(scope, web.trusted_proxies)
+        raw = [(name.encode(), value.encode("latin-1")) for name, value in remote_headers(caller).items()]
+        raw += [(b"content-language", language.encode()), (b"x-request-id", rid.encode()), *self.static]
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": b""})
+        seconds = time.perf_counter() - started
+        self.record(FORWARD_AUTH_PATH, method, 200, seconds)
+        log_access(
+            scope,
+            FORWARD_AUTH_PATH,
+            method,
+            200,
+            seconds,
+            lambda: client_address(Request(scope), web.trusted_proxies),
+        )
+        return True
