@@ -710,7 +710,7 @@ def _client_add(args: argparse.Namespace) -> int:
             signing_alg=args.signing_alg,
         )
     except InvalidRequest as exc:
-        print(f"twostep: {exc.message}", file=sys.stderr)
+        print(f"twostep: {exc.text()}", file=sys.stderr)
         return 2
     finally:
         ctx.db.dispose()
@@ -867,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status
     except TwostepError as exc:
         # An operator's command refused (an unknown user, a bad group name, a taken username).
-        print(f"twostep: {exc.message}", file=sys.stderr)
+        print(f"twostep: {exc.text()}", file=sys.stderr)
         return 1
     return result
 

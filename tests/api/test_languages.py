@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,14 +18,20 @@ from tests.support import STRONG_PASSWORD
 from tests.support.api import (
     API,
     Clients,
+    code_now,
     expect,
+    fresh_step,
     login,
+    new_2fa_user,
     new_user,
     signup,
     verify_password,
 )
 from tests.support.inprocess import AppServer
 from tests.support.mail import read_outbox, wait_until
+from twostep import i18n
+from twostep.core.events import EventType
+from twostep.web.pages.account import describe
 
 pytestmark = pytest.mark.api
 
@@ -178,3 +185,49 @@ def test_emails_are_in_the_accounts_language(server: AppServer, clients: Clients
         r"Wann: \d{1,2}\. \w+ \d{4}, \d{2}:\d{2}:\d{2} UTC \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)", text
     )
     assert "Wenn Sie das waren, müssen Sie nichts tun." in text
+
+
+def _described(language: str, event_type: str, detail: dict[str, Any]) -> str:
+    reset = i18n.CURRENT.set(i18n.Chosen(language))
+    try:
+        return describe(event_type, detail)
+    finally:
+        i18n.CURRENT.reset(reset)
+
+
+def test_security_log_details_have_the_plural_forms_of_the_language() -> None:
+    """Slovenian has four forms (1, 2, 3-4, the rest: and 101 is like 1), German and English two; the
+    catalogue's Plural-Forms decide, not a rule written here."""
+    days = (1, 2, 3, 5, 101)
+    trusted = {
+        language: [_described(language, EventType.BROWSER_TRUSTED, {"days": n}) for n in days]
+        for language in ("en", "sl", "de")
+    }
+    assert trusted["en"] == ["for 1 day", "for 2 days", "for 3 days", "for 5 days", "for 101 days"]
+    assert trusted["sl"] == ["za 1 dan", "za 2 dneva", "za 3 dni", "za 5 dni", "za 101 dan"]
+    assert trusted["de"] == ["für 1 Tag", "für 2 Tage", "für 3 Tage", "für 5 Tage", "für 101 Tage"]
+    application = {"client": "Grafana", "client_id": "x", "acr": "1"}
+    assert _described("en", EventType.OIDC_SIGN_IN, application) == "to Grafana"
+    assert _described("sl", EventType.OIDC_SIGN_IN, application) == "v aplikacijo Grafana"
+    assert _described("de", EventType.OIDC_SIGN_IN, application) == "bei Grafana"
+
+
+def test_the_security_log_page_says_how_long_a_browser_is_trusted_in_the_readers_language(
+    tmp_path: Path,
+) -> None:
+    with AppServer(tmp_path, env={"TWOSTEP_TRUSTED_BROWSER_DAYS": "2"}) as server, Clients(server) as clients:
+        user = new_2fa_user(server, clients)
+        browser = clients.new()
+        fresh_step(server)
+        assert login(browser, user.username)["status"] == "second_factor_required"
+        body = {"code": code_now(server, user.secret), "trust_browser": True}
+        assert expect(browser.post(f"{API}/login/totp", json=body), 200) == {"status": "signed_in"}
+
+        def log(language: str) -> str:
+            r = browser.get("/settings/security-log", headers={"Accept-Language": language})
+            assert r.status_code == 200 and r.headers["content-language"] == language, r.text[:200]
+            return r.text
+
+        assert "for 2 days" in log("en")
+        assert "za 2 dneva" in log("sl") and "for 2 days" not in log("sl")
+        assert "für 2 Tage" in log("de")

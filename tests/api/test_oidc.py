@@ -604,3 +604,38 @@ def test_a_recovery_code_sign_in_goes_on_to_the_application(server: AppServer, c
         rp.tokens(rp.code_from(_continue_url(browser.get(next_path).text)))["id_token"]
     )
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["acr"] == "mfa"
+
+
+def test_the_error_pages_of_authorize_and_logout_are_in_the_readers_language(
+    server: AppServer, clients: Clients
+) -> None:
+    """Issue 19: the page about an unregistered redirect_uri names the application in a translated sentence
+    (the name put in after translating); the refusals of logout are translated too."""
+    rp = _confidential(server)
+    bad = rp.authorize_url().replace("callback", "callback/other")
+    browser = clients.new()
+
+    def message(url: str, language: str | None) -> str:
+        r = browser.get(
+            url, headers={"Accept-Language": language} if language else {}, follow_redirects=False
+        )
+        assert r.status_code == 400 and "location" not in r.headers, r.text
+        found = re.search(r"<main[^>]*>(.*?)</main>", r.text, re.S)
+        assert found, r.text
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", found.group(1))).split())
+
+    english = "The address Test app asked to return to (redirect_uri) is not registered for it."
+    assert english in message(bad, None)
+    assert english in message(bad, "fr")
+    assert (
+        "Naslov, na katerega se želi vrniti aplikacija Test app (redirect_uri), zanjo ni registriran."
+        in message(bad, "sl")
+    )
+    assert (
+        "Die Adresse, zu der Test app zurückkehren möchte (redirect_uri), ist für diese Anwendung nicht "
+        "registriert." in message(bad, "de")
+    )
+    unknown = f"/oidc/logout?client_id=nope&post_logout_redirect_uri={REDIRECT_URI}"
+    assert "This application is not registered here." in message(unknown, None)
+    assert "Ta aplikacija tukaj ni registrirana." in message(unknown, "sl")
+    assert "Diese Anwendung ist hier nicht registriert." in message(unknown, "de")

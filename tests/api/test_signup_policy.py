@@ -169,3 +169,60 @@ def test_H02_the_invitation_path_keeps_the_address_limit(tmp_path: Path) -> None
         assert r.status_code == 429, r.text
         assert accounts_named(server, name) == 0
         assert db_rows(server, "SELECT used_at FROM invitations") == [(None,)]
+
+
+def test_an_invitations_refusal_names_its_username_and_address_in_the_readers_language(
+    invite_only: AppServer,
+) -> None:
+    """Issue 19: a message with a value in it is translated first, then the value is put in its place; the
+    code stays the same in every language."""
+    fixed = unique_username("lang")
+    token = invite(invite_only, username=fixed, email="lang@example.com")
+    other = unique_username("other")
+    with invite_only.client() as client:
+
+        def refusal(language: str | None, username: str, **extra: object) -> object:
+            headers = {"Accept-Language": language} if language else {}
+            body = {"username": username, "password": STRONG_PASSWORD, "invite": token, **extra}
+            r = client.post("/api/v1/accounts", json=body, headers=headers)
+            assert r.status_code == 422, r.text
+            return r.json()
+
+        assert refusal(None, other) == {
+            "error": "invalid_request",
+            "message": f"This invitation is for the username {fixed}; sign up with that username.",
+        }
+        assert refusal("sl", other) == {
+            "error": "invalid_request",
+            "message": f"Povabilo velja za uporabniško ime {fixed}; ustvarite račun s tem uporabniškim "
+            "imenom.",
+        }
+        assert refusal("de-AT, en;q=0.5", other) == {
+            "error": "invalid_request",
+            "message": f"Diese Einladung gilt für den Benutzernamen {fixed}; registrieren Sie sich mit "
+            "diesem Benutzernamen.",
+        }
+        assert refusal("fr", other)["message"] == refusal(None, other)["message"]  # type: ignore[index]
+        assert refusal("sl", fixed, email="someone@example.com") == {
+            "error": "invalid_request",
+            "message": "Povabilo velja za naslov lang@example.com; pustite ga takšnega, kot je.",
+        }
+        assert refusal("de", fixed, email="someone@example.com") == {
+            "error": "invalid_request",
+            "message": "Diese Einladung gilt für die Adresse lang@example.com; lassen Sie sie unverändert.",
+        }
+    assert accounts_named(invite_only, other) == 0
+
+
+def test_the_invitation_refusals_of_sign_up_are_translated(invite_only: AppServer) -> None:
+    """The sentences SignupClosed chooses by its reason are in the catalogues too (they were English only)."""
+    with invite_only.client(headers={"Accept-Language": "sl"}) as client:
+        r = sign_up(client, unique_username("noinv"))
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == (
+            "Za registracijo na tej strani potrebujete povabilo. Prosite zanj upravljavca strani."
+        )
+        r = sign_up(client, unique_username("badinv"), invite="not-a-token")
+        assert r.status_code == 403, r.text
+        assert r.json()["reason"] == "invitation_invalid"
+        assert r.json()["message"].startswith("Tega povabila ni mogoče uporabiti:")

@@ -14,6 +14,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from twostep import i18n
+from twostep.core.errors import InvalidRequest, SignupClosed
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALES = ROOT / "src" / "twostep" / "locales"
@@ -89,6 +90,25 @@ def test_slovenian_has_its_dual() -> None:
     t = i18n.translations("sl")
     forms = [t.ngettext("%(num)d minute", "%(num)d minutes", n) % {"num": n} for n in (1, 2, 3, 5, 101)]
     assert forms == ["1 minuto", "2 minuti", "3 minute", "5 minut", "101 minuto"]
+
+
+def test_an_errors_values_are_put_in_after_its_message_is_translated() -> None:
+    template = "This invitation is for the username %(username)s; sign up with that username."
+    exc = InvalidRequest(template, field="username", params={"username": "ana%(x)s"})
+    assert exc.message == template, "the template is kept, for the catalogue"
+    assert (
+        str(exc) == exc.text() == "This invitation is for the username ana%(x)s; sign up with that username."
+    )
+    assert exc.text(i18n.translations("sl").gettext) == (
+        "Povabilo velja za uporabniško ime ana%(x)s; ustvarite račun s tem uporabniškim imenom."
+    )
+    # Without values a message is used as it is, a per cent sign too.
+    assert InvalidRequest("100 % sure").text() == "100 % sure"
+    assert (
+        SignupClosed("invitation_required")
+        .text(i18n.translations("de").gettext)
+        .startswith("Für die Registrierung auf dieser Website brauchen Sie eine Einladung.")
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,24 +34,49 @@ TwostepError
 Services raise these; only ``twostep.web.errors`` turns them into HTTP responses, with its one table of
 statuses. An error about one input names it in ``field`` ("username", "email", "password"), so that a form
 can show the message beside that input.
+
+A message that names something (a username, an address) is a template with ``%(name)s`` places, marked for
+the catalogue where it is raised, and the values travel beside it in ``params``: ``text`` translates the
+template first and fills the places after, so that a translation can put them where its grammar wants
+(issue 19). A message is never built with an f-string: such a sentence is not in any catalogue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+
+def _as_written(message: str) -> str:
+    return message
+
 
 class TwostepError(Exception):
-    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person."""
+    """Base of every error a client may see; ``code`` is stable, ``message`` is for a person (a sentence, or
+    a template whose ``%(name)s`` places ``params`` fill: read it with ``text``, never directly)."""
 
     code = "error"
     message = "Something went wrong."
     field: str | None = None
 
-    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
         if message is not None:
             self.message = message
         if field is not None:
             self.field = field
-        super().__init__(self.message)
+        self.params: dict[str, object] = dict(params or {})
+        super().__init__(self.text())
+
+    def text(self, translate: Callable[[str], str] = _as_written) -> str:
+        """The sentence for a person: ``message`` translated by ``translate`` (English as written without
+        one), then ``params`` put in its places. A template without params is used as it is."""
+        template = translate(self.message)
+        return template % self.params if self.params else template
 
     def extra(self) -> dict[str, object]:
         """Fields added to the error body besides ``error`` and ``message``."""
@@ -226,6 +251,15 @@ class Unavailable(TwostepError):
         return {"retry_after": self.retry_after}
 
 
+INVITATION_REQUIRED = "Sign-up on this site needs an invitation. Ask its operator for one."
+INVITATION_INVALID = (
+    "This invitation cannot be used: it was used already, has expired, or does not exist. "
+    "Ask the operator of this site for a new one."
+)
+# The sentences of this module that are not a class's ``message`` (i18n.extract_error_messages takes both).
+MESSAGES = (INVITATION_REQUIRED, INVITATION_INVALID)
+
+
 class SignupClosed(TwostepError):
     """Sign-up is closed, or needs a valid invitation (docs/api.md "Who may have an account")."""
 
@@ -234,12 +268,9 @@ class SignupClosed(TwostepError):
 
     def __init__(self, reason: str = "closed", message: str | None = None) -> None:
         if message is None and reason == "invitation_required":
-            message = "Sign-up on this site needs an invitation. Ask its operator for one."
+            message = INVITATION_REQUIRED
         elif message is None and reason == "invitation_invalid":
-            message = (
-                "This invitation cannot be used: it was used already, has expired, or does not exist. "
-                "Ask the operator of this site for a new one."
-            )
+            message = INVITATION_INVALID
         super().__init__(message)
         self.reason = reason
 

@@ -145,12 +145,15 @@ def _against_invitation(invitation: InvitationRow, username: str, email: str | N
     fixes."""
     if invitation.username is not None and username != invitation.username:
         return InvalidRequest(
-            f"This invitation is for the username {invitation.username}; sign up with that username.",
+            N_("This invitation is for the username %(username)s; sign up with that username."),
             field="username",
+            params={"username": invitation.username},
         )
     if invitation.email is not None and email is not None and email.casefold() != invitation.email.casefold():
         return InvalidRequest(
-            f"This invitation is for the address {invitation.email}; leave it as it is.", field="email"
+            N_("This invitation is for the address %(email)s; leave it as it is."),
+            field="email",
+            params={"email": invitation.email},
         )
     return None
 

@@ -1,4 +1,7 @@
-"""Readiness (GET /readyz): the database answers, its schema is the one this code needs, the key works."""
+"""Readiness (GET /readyz): the database answers, its schema is the one this code needs, the key works.
+
+Its messages are read by load balancers and operators, as the logs are: English, not in the catalogues.
+"""
 
 from __future__ import annotations
 

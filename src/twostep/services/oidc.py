@@ -37,6 +37,7 @@ from authlib.oidc.core.grants import OpenIDCode
 
 from twostep.core import oidc
 from twostep.core.events import EventType
+from twostep.i18n import N_
 from twostep.services import oidc_keys
 from twostep.services.audit import Audit
 from twostep.services.context import Client, Context, hash_token, new_id
@@ -548,7 +549,12 @@ class LogoutPlan:
 
 
 class LogoutRefused(Exception):
-    """The request names an unknown client, a URI not registered for it, or a hint that is not ours."""
+    """The request names an unknown client, a URI not registered for it, or a hint that is not ours.
+    ``message`` is marked with N_: the logout page shows it translated."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def plan_logout(
@@ -570,31 +576,31 @@ def plan_logout(
     audiences: list[str] = []
     if id_token_hint:
         if len(id_token_hint) > 8192:
-            raise LogoutRefused("The id_token_hint is too long.")
+            raise LogoutRefused(N_("The id_token_hint is too long."))
         try:
             # Signature only: an expired ID token is still a good hint (RP-Initiated Logout 1.0, 2).
             token = jwt.decode(id_token_hint, oidc_keys.key_set(ctx), algorithms=list(oidc_keys.ALGORITHMS))
         except (JoseError, ValueError):
-            raise LogoutRefused("The id_token_hint was not issued by this server.") from None
+            raise LogoutRefused(N_("The id_token_hint was not issued by this server.")) from None
         claims = token.claims
         if claims.get("iss") != ctx.origin or not isinstance(claims.get("sub"), str):
-            raise LogoutRefused("The id_token_hint was not issued by this server.")
+            raise LogoutRefused(N_("The id_token_hint was not issued by this server."))
         hint_sub = claims["sub"]
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
     if client_id and audiences and client_id not in audiences:
-        raise LogoutRefused("The client_id does not match the id_token_hint.")
+        raise LogoutRefused(N_("The client_id does not match the id_token_hint."))
     wanted = client_id or (audiences[0] if len(audiences) == 1 else None)
     client = None
     if wanted:
         with ctx.db.transaction() as conn:
             client = client_store.get(conn, wanted[:64])
         if client is None:
-            raise LogoutRefused("This application is not registered here.")
+            raise LogoutRefused(N_("This application is not registered here."))
     redirect = None
     if post_logout_redirect_uri:
         if client is None or post_logout_redirect_uri not in client.post_logout_redirect_uris:
-            raise LogoutRefused("The post_logout_redirect_uri is not registered for this application.")
+            raise LogoutRefused(N_("The post_logout_redirect_uri is not registered for this application."))
         params = [("state", state)] if state and len(state) <= 2048 else []
         redirect = add_params_to_uri(post_logout_redirect_uri, params) if params else post_logout_redirect_uri
     return LogoutPlan(redirect, hint_sub, client.name if client else None)

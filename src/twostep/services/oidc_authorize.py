@@ -11,7 +11,8 @@ made (a database fact, never a flag of the client).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
@@ -34,9 +35,11 @@ MAX_PARAMS: Final = 40
 
 @dataclass(frozen=True)
 class ErrorPage:
-    """The client or the redirect URI is not known good: say so on a page of ours (400)."""
+    """The client or the redirect URI is not known good: say so on a page of ours (400). ``message`` is
+    marked with N_; ``params`` fill its ``%(name)s`` places once it is translated (i18n.translate)."""
 
     message: str
+    params: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ def authorize(
     redirect_uri = data.get("redirect_uri", "")
     if "redirect_uri" in repeated or not client.check_redirect_uri(redirect_uri):
         return ErrorPage(
-            f"The address {client.row.name} asked to return to (redirect_uri) is not registered for it."
+            N_("The address %(client)s asked to return to (redirect_uri) is not registered for it."),
+            {"client": client.row.name},
         )
     state = data.get("state")
 

@@ -1,4 +1,7 @@
-"""OpenID Connect clients, registered by the operator (`twostep client add|list|remove`)."""
+"""OpenID Connect clients, registered by the operator (`twostep client add|list|remove`).
+
+The messages of ``add`` are for the operator at the command line, which speaks English: they are not in the
+catalogues (issue 19). A person signing in never sees them."""
 
 from __future__ import annotations
 

@@ -4,6 +4,10 @@ An operator decides who has an account: invites, locks, unlocks, deletes, puts a
 operator never removes a factor, turns two-step verification off or reads a secret: nothing here does (the
 views below carry the kinds and names of factors, never a secret, hash or code). Each action on an account is
 a security event of that account; lock, delete and group changes are told to its holder by e-mail.
+
+Its messages are for the operator at the command line, which speaks English: they are built with f-strings
+and are not in the catalogues (issue 19). No web page or API answer calls this module (a sign-up that an
+invitation refuses is services.account's, and is translated).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from twostep.core.throttle import (
     Backoff,
     retry_after_seconds,
 )
+from twostep.i18n import N_
 from twostep.services.context import Client, Context
 from twostep.storage import ratelimit, throttle
 
@@ -151,5 +152,5 @@ def _hit(conn: Connection, window: Window, now: datetime) -> None:
     count = ratelimit.hit(conn, key=f"{window.ip}:{start}", expires_at=ends)
     if count > window.per_minute:
         raise TooManyAttempts(
-            retry_after_seconds(ends, now), "Too many requests from your address. Wait a minute."
+            retry_after_seconds(ends, now), N_("Too many requests from your address. Wait a minute.")
         )

@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from twostep import i18n
 from twostep.core import errors as e
 from twostep.i18n import N_
-from twostep.i18n import gettext as _
 
 log = logging.getLogger("twostep.web")
 
@@ -79,8 +78,14 @@ def status_of(exc: e.TwostepError) -> int:
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    """The contract's error shape; ``message`` in the request's language (issue 19), ``code`` unchanged."""
+    """The contract's error shape; ``message`` (a sentence marked N_) in the request's language (issue 19),
+    ``code`` unchanged."""
     return {"error": code, "message": i18n.gettext(message), **extra}
+
+
+def error_body_of(exc: e.TwostepError) -> dict[str, object]:
+    """The body of ``exc``: its message translated, then its parameters put in (``TwostepError.text``)."""
+    return {"error": exc.code, "message": exc.text(i18n.gettext), **exc.extra()}
 
 
 def error_headers(exc: e.TwostepError) -> dict[str, str]:
@@ -91,35 +96,33 @@ def error_headers(exc: e.TwostepError) -> dict[str, str]:
 
 def error_response(exc: e.TwostepError) -> JSONResponse:
     return JSONResponse(
-        error_body(exc.code, exc.message, **exc.extra()),
+        error_body_of(exc),
         status_code=status_of(exc),
         headers=error_headers(exc),
     )
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_error(exc: RequestValidationError) -> e.InvalidRequest:
     errs = exc.errors()
     if not errs:
-        return N_("The request is not valid.")
+        return e.InvalidRequest(N_("The request is not valid."))
     first = errs[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     where = ".".join(loc)
     kind = str(first.get("type", ""))
     if kind.startswith("json"):
-        return N_("The body is not valid JSON.")
+        return e.InvalidRequest(N_("The body is not valid JSON."))
     if kind == "missing":
-        return (
-            _("The field '%(field)s' is required.") % {"field": where}
-            if where
-            else N_("A JSON body is required.")
-        )
+        if not where:
+            return e.InvalidRequest(N_("A JSON body is required."))
+        return e.InvalidRequest(N_("The field '%(field)s' is required."), params={"field": where})
     if where:
         # pydantic's own sentence stays English (it names a rule of the schema, not something to read aloud)
-        return _("The field '%(field)s' is not valid: %(reason)s.") % {
-            "field": where,
-            "reason": first.get("msg", "invalid value"),
-        }
-    return N_("The body must be a JSON object of the documented shape.")
+        return e.InvalidRequest(
+            N_("The field '%(field)s' is not valid: %(reason)s."),
+            params={"field": where, "reason": first.get("msg", "invalid value")},
+        )
+    return e.InvalidRequest(N_("The body must be a JSON object of the documented shape."))
 
 
 def install(app: FastAPI) -> None:
@@ -131,7 +134,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> Response:
-        return error_response(e.InvalidRequest(_validation_message(exc)))
+        return error_response(_validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from twostep import i18n
 from twostep.i18n import gettext as _
 from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
@@ -76,7 +77,12 @@ def jwks(request: Request) -> Response:
 
 def _outcome(request: Request, outcome: oidc_authorize.Outcome, *, continuing: bool) -> Response:
     if isinstance(outcome, oidc_authorize.ErrorPage):
-        return render(request, "error.html", {"message": _(outcome.message)}, status_code=400)
+        return render(
+            request,
+            "error.html",
+            {"message": i18n.translate(outcome.message, outcome.params)},
+            status_code=400,
+        )
     if isinstance(outcome, oidc_authorize.ToClient):
         if not continuing:
             return RedirectResponse(outcome.url, status_code=302)
@@ -190,7 +196,7 @@ def logout(
             state=state or None,
         )
     except oidc.LogoutRefused as exc:
-        return render(request, "error.html", {"message": str(exc)}, status_code=400)
+        return render(request, "error.html", {"message": _(exc.message)}, status_code=400)
     session = signed_in_or_none(request)
     if session is None:
         return _signed_out(request, plan.redirect, continuing=False)
@@ -232,7 +238,7 @@ def logout_confirmed(
             state=state or None,
         )
     except oidc.LogoutRefused as exc:
-        return render(request, "error.html", {"message": str(exc)}, status_code=400)
+        return render(request, "error.html", {"message": _(exc.message)}, status_code=400)
     sessions.logout(ctx, token_of(request))
     # After a form POST: a page that moves on, not a redirect (form-action 'self').
     response = _signed_out(request, plan.redirect, continuing=True)

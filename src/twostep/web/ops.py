@@ -34,6 +34,7 @@ def healthz() -> dict[str, str]:
 
 
 def _not_ready(reason: str, message: str) -> JSONResponse:
+    # For load balancers and operators: the message stays English (services.health), not in the catalogues.
     return JSONResponse(
         error_body("not_ready", message, reason=reason),
         status_code=503,

@@ -22,7 +22,7 @@ from twostep.core.errors import (
     UnsupportedMediaType,
 )
 from twostep.i18n import N_
-from twostep.web.errors import error_body, status_of
+from twostep.web.errors import error_body_of, status_of
 from twostep.web.inputs import has_control
 
 log = logging.getLogger("twostep.web")
@@ -89,7 +89,7 @@ def is_cross_site(headers: dict[str, str], origin: str) -> bool:
 
 def _json_error(exc: TwostepError) -> tuple[int, bytes]:
     """The status of ``exc`` (errors.STATUS) and its body, for a request refused before the app."""
-    return status_of(exc), json.dumps(error_body(exc.code, exc.message)).encode()
+    return status_of(exc), json.dumps(error_body_of(exc)).encode()
 
 
 class GuardMiddleware:

@@ -113,9 +113,11 @@ def describe(event_type: str, detail: dict[str, Any]) -> str:
         browsers = detail["browsers"]
         parts.append(ngettext("%(num)d browser", "%(num)d browsers", browsers) % {"num": browsers})
     if isinstance(detail.get("days"), int):
-        parts.append(f"for {detail['days']} days")
+        days = detail["days"]
+        parts.append(ngettext("for %(num)d day", "for %(num)d days", days) % {"num": days})
     if event_type == EventType.OIDC_SIGN_IN and isinstance(detail.get("client"), str):
-        parts.append(f"to {detail['client']}")
+        # The application's name as the operator registered it (`twostep client add --name`).
+        parts.append(_("to %(client)s") % {"client": detail["client"]})
     if detail.get("during") == "verify_access":
         parts.append(_("while verifying access"))
     return ", ".join(parts)
@@ -226,7 +228,7 @@ def password_post(
     except InvalidCredentials:
         errors["current"] = _("Your current password is not correct.")
     except WeakPassword as exc:
-        errors["new"] = _("This password can't be used: %(reason)s") % {"reason": _(exc.message)}
+        errors["new"] = _("This password can't be used: %(reason)s") % {"reason": exc.text(_)}
     except TwostepError as exc:
         errors["form"] = message_of(exc)
     else:

@@ -215,7 +215,7 @@ def message_of(exc: TwostepError) -> str:
         return _("Too many attempts. For your security, wait %(wait)s and try again.") % {
             "wait": wait_words(exc.retry_after)
         }
-    return _(exc.message)
+    return exc.text(_)
 
 
 WRONG_CODE = N_("That code is not right. Enter the current code from your authenticator app.")

@@ -59,7 +59,7 @@ def _closed(request: Request, exc: SignupClosed) -> Response:
         "invitation_invalid": N_("This invitation cannot be used"),
     }.get(exc.reason, N_("Sign-up is closed"))
     return render(
-        request, "signup_closed.html", {"heading": _(heading), "message": _(exc.message)}, status_code=403
+        request, "signup_closed.html", {"heading": _(heading), "message": exc.text(_)}, status_code=403
     )
 
 
@@ -118,7 +118,7 @@ def signup(
         return _closed(request, exc)
     except (WeakPassword, UsernameTaken, InvalidRequest) as exc:
         # Beside the field it is about, the form shown again (422).
-        message = _(exc.message)
+        message = exc.text(_)
         if isinstance(exc, WeakPassword):
             message = _("This password can't be used: %(reason)s") % {"reason": message}
         errors[exc.field or "username"] = message
@@ -371,5 +371,5 @@ def verify_email_post(request: Request, token: FormStr = "", csrf: FormStr = "")
     try:
         email.verify(ctx_of(request), token=token, client=client_of(request))
     except LinkInvalid as exc:
-        return render(request, "verify_email.html", {"error": _(exc.message)}, status_code=410)
+        return render(request, "verify_email.html", {"error": exc.text(_)}, status_code=410)
     return render(request, "verify_email.html", {"done": True})
