@@ -131,18 +131,16 @@ SQLITE_RESERVE = (
     "throttles.next_at <= ?) AND throttles.failures < ? RETURNING failures"
 )
 SQLITE_TOTP = (
-    "SELECT factors.id, factors.totp_secret, factors.totp_last_step \nFROM factors \n"
-    "WHERE factors.account_id = ? AND factors.type = ?"
+    "SELECT factors.type, factors.id, factors.totp_secret, factors.totp_last_step \nFROM factors \n"
+    "WHERE factors.account_id = ?"
 )
 SQLITE_ADVANCE = (
     "UPDATE factors SET last_used_at=?, totp_last_step=? WHERE factors.id = ? AND "
     "(factors.totp_last_step IS NULL OR factors.totp_last_step < ?)"
 )
-SQLITE_LOCKED = "SELECT accounts.locked_at \nFROM accounts \nWHERE accounts.id = ?"
-SQLITE_KINDS = "SELECT DISTINCT factors.type \nFROM factors \nWHERE factors.account_id = ?"
 SQLITE_CONSUME = (
     "DELETE FROM sessions WHERE sessions.token_hash = ? AND sessions.kind = ? AND sessions.expires_at > ? "
-    "RETURNING account_id"
+    "RETURNING account_id, (SELECT accounts.locked_at \nFROM accounts \nWHERE id = account_id) AS anon_1"
 )
 SQLITE_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
@@ -182,18 +180,17 @@ PG_RESERVE = (
     "RETURNING throttles.failures"
 )
 PG_TOTP = (
-    "SELECT factors.id, factors.totp_secret, factors.totp_last_step \nFROM factors \n"
-    f"WHERE factors.account_id = %(b_account)s{_I} AND factors.type = %(type_1)s{_V}"
+    "SELECT factors.type, factors.id, factors.totp_secret, factors.totp_last_step \nFROM factors \n"
+    f"WHERE factors.account_id = %(b_account)s{_I}"
 )
 PG_ADVANCE = (
     f"UPDATE factors SET last_used_at=%(b_now)s{_T}, totp_last_step=%(b_new_step)s{_B} WHERE factors.id = "
     f"%(b_id)s{_V} AND (factors.totp_last_step IS NULL OR factors.totp_last_step < %(b_step)s{_B})"
 )
-PG_LOCKED = f"SELECT accounts.locked_at \nFROM accounts \nWHERE accounts.id = %(id_1)s{_I}"
-PG_KINDS = f"SELECT DISTINCT factors.type \nFROM factors \nWHERE factors.account_id = %(account_id_1)s{_I}"
 PG_CONSUME = (
     f"DELETE FROM sessions WHERE sessions.token_hash = %(b_hash)s{_V} AND sessions.kind = %(kind_1)s{_V} "
-    f"AND sessions.expires_at > %(b_now)s{_T} RETURNING sessions.account_id"
+    f"AND sessions.expires_at > %(b_now)s{_T} RETURNING sessions.account_id, (SELECT accounts.locked_at "
+    "\nFROM accounts \nWHERE accounts.id = sessions.account_id) AS anon_1"
 )
 PG_INSERT_SESSION = (
     "INSERT INTO sessions (token_hash, public_id, account_id, kind, created_at, signed_in_at, last_seen_at, "
@@ -295,21 +292,18 @@ def sqlite_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> 
     counted = yield ONE, SQLITE_RESERVE, (key, 1, None, at, 1, 1, FREE, *ladder, wait_max, at, at, CAP)
     if counted is None:
         return TOO_MANY
-    rows = yield ALL, SQLITE_TOTP, (account_id, "totp")
-    match = match_totp(rows, code, now)
+    rows = yield ALL, SQLITE_TOTP, (account_id,)
+    match = match_totp([r[1:] for r in rows if r[0] == "totp"], code, now)
     if match is None:
         return INVALID_CODE
     factor_id, step = match
     if (yield COUNT, SQLITE_ADVANCE, (at, step, factor_id, step)) != 1:
         return INVALID_CODE
-    locked = yield ONE, SQLITE_LOCKED, (account_id,)
-    if locked is None or locked[0] is not None:
+    consumed = yield ONE, SQLITE_CONSUME, (token_hash, "pending", at)
+    if consumed is None or consumed[1] is not None:
         return NO_PENDING
-    if (yield ONE, SQLITE_CONSUME, (token_hash, "pending", at)) is None:
-        return NO_PENDING
-    kinds = yield ALL, SQLITE_KINDS, (account_id,)
     # The automatic passkey upgrade: granted after a password sign-in of an account without a passkey.
-    upgrade = None if any(k[0] == "passkey" for k in kinds) else _ts(now + PASSKEY_UPGRADE)
+    upgrade = None if any(r[0] == "passkey" for r in rows) else _ts(now + PASSKEY_UPGRADE)
     token = secrets.token_urlsafe(32)
     yield (
         COUNT,
@@ -368,21 +362,18 @@ def pg_step(token_hash: str, code: str, ip: str, ua: str, now: datetime) -> Step
         params[f"wait_{i}"] = now + timedelta(seconds=d)
     if (yield ONE, PG_RESERVE, params) is None:
         return TOO_MANY
-    rows = yield ALL, PG_TOTP, {"b_account": account_id, "type_1": "totp"}
-    match = match_totp(rows, code, now)
+    rows = yield ALL, PG_TOTP, {"b_account": account_id}
+    match = match_totp([r[1:] for r in rows if r[0] == "totp"], code, now)
     if match is None:
         return INVALID_CODE
     factor_id, step = match
     advanced = yield COUNT, PG_ADVANCE, {"b_now": now, "b_new_step": step, "b_id": factor_id, "b_step": step}
     if advanced != 1:
         return INVALID_CODE
-    locked = yield ONE, PG_LOCKED, {"id_1": account_id}
-    if locked is None or locked[0] is not None:
+    consumed = yield ONE, PG_CONSUME, {"b_hash": token_hash, "kind_1": "pending", "b_now": now}
+    if consumed is None or consumed[1] is not None:
         return NO_PENDING
-    if (yield ONE, PG_CONSUME, {"b_hash": token_hash, "kind_1": "pending", "b_now": now}) is None:
-        return NO_PENDING
-    kinds = yield ALL, PG_KINDS, {"account_id_1": account_id}
-    upgrade = None if any(k[0] == "passkey" for k in kinds) else now + PASSKEY_UPGRADE
+    upgrade = None if any(r[0] == "passkey" for r in rows) else now + PASSKEY_UPGRADE
     token = secrets.token_urlsafe(32)
     yield (
         COUNT,
@@ -484,70 +475,90 @@ def run_sqlite(conn: sqlite3.Connection, step: Step, trace: list[str] | None) ->
             conn.set_trace_callback(None)
 
 
+# On PostgreSQL the step's first statement, the per-address counter, runs before the transaction, committing
+# on its own (twostep's regulator.edge: the window's row is not kept locked for the whole ceremony).
+
+
 async def run_pg_async(pool: asyncio.Queue[Any], step: Step, trace: list[str] | None) -> Outcome:
     conn = await pool.get()
     outcome: Outcome | None = None
     try:
-        async with conn.transaction():
+        op: Any = next(step)
+        try:
+            op = step.send(await _execute_async(conn, op, trace))
+        except StopIteration as stop:
+            outcome = stop.value
+        if outcome is None:
+            async with conn.transaction():
+                if trace is not None:
+                    trace.append("BEGIN")
+                try:
+                    while True:
+                        op = step.send(await _execute_async(conn, op, trace))
+                except StopIteration as stop:
+                    outcome = stop.value
+                assert outcome is not None
+                if not outcome.token:
+                    raise psycopg.Rollback()
             if trace is not None:
-                trace.append("BEGIN")
-            try:
-                op = next(step)
-                while True:
-                    kind, sql, params = op
-                    if trace is not None:
-                        trace.append(sql)
-                    cur = await conn.execute(sql, params)
-                    if kind == COUNT:
-                        result: Any = cur.rowcount
-                    elif kind == ALL:
-                        result = await cur.fetchall()
-                    else:
-                        result = await cur.fetchone()
-                    op = step.send(result)
-            except StopIteration as stop:
-                outcome = stop.value
-            assert outcome is not None
-            if not outcome.token:
-                raise psycopg.Rollback()
+                trace.append("COMMIT" if outcome.token else "ROLLBACK")
     finally:
         pool.put_nowait(conn)
-    if trace is not None:
-        trace.append("COMMIT" if outcome.token else "ROLLBACK")
+    assert outcome is not None
     return outcome
+
+
+async def _execute_async(conn: Any, op: Any, trace: list[str] | None) -> Any:
+    kind, sql, params = op
+    if trace is not None:
+        trace.append(sql)
+    cur = await conn.execute(sql, params)
+    if kind == COUNT:
+        return cur.rowcount
+    if kind == ALL:
+        return await cur.fetchall()
+    return await cur.fetchone()
 
 
 def run_pg_sync(pool: queue.Queue[Any], step: Step, trace: list[str] | None) -> Outcome:
     conn = pool.get()
     outcome: Outcome | None = None
     try:
-        with conn.transaction():
+        op: Any = next(step)
+        try:
+            op = step.send(_execute_sync(conn, op, trace))
+        except StopIteration as stop:
+            outcome = stop.value
+        if outcome is None:
+            with conn.transaction():
+                if trace is not None:
+                    trace.append("BEGIN")
+                try:
+                    while True:
+                        op = step.send(_execute_sync(conn, op, trace))
+                except StopIteration as stop:
+                    outcome = stop.value
+                assert outcome is not None
+                if not outcome.token:
+                    raise psycopg.Rollback()
             if trace is not None:
-                trace.append("BEGIN")
-            try:
-                op = next(step)
-                while True:
-                    kind, sql, params = op
-                    if trace is not None:
-                        trace.append(sql)
-                    cur = conn.execute(sql, params)
-                    if kind == COUNT:
-                        result: Any = cur.rowcount
-                    elif kind == ALL:
-                        result = cur.fetchall()
-                    else:
-                        result = cur.fetchone()
-                    op = step.send(result)
-            except StopIteration as stop:
-                outcome = stop.value
-            assert outcome is not None
-            if not outcome.token:
-                raise psycopg.Rollback()
+                trace.append("COMMIT" if outcome.token else "ROLLBACK")
     finally:
         pool.put_nowait(conn)
-    if trace is not None:
-        trace.append("COMMIT" if outcome.token else "ROLLBACK")
+    assert outcome is not None
     return outcome
+
+
+def _execute_sync(conn: Any, op: Any, trace: list[str] | None) -> Any:
+    kind, sql, params = op
+    if trace is not None:
+        trace.append(sql)
+    cur = conn.execute(sql, params)
+    if kind == COUNT:
+        return cur.rowcount
+    if kind == ALL:
+        return cur.fetchall()
+    return cur.fetchone()
 
 
 # ---------------------------------------------------------------------- F1: the forward-auth session read

@@ -768,16 +768,6 @@ class Bench:
                     if m.group == "pg":
                         self._measure(m)
             if not cfg.floor_only:
-                log("F1: forward authentication (bench/forward_auth.py)")
-                work = cfg.work_dir / "f1"
-                duration = min(cfg.duration, 5.0)
-                self.forward_auth = [forward_auth.measure("sqlite", work, cfg.rounds, duration, None)]
-                if cfg.pg_url:
-                    self.forward_auth.append(
-                        forward_auth.measure("postgresql", work, cfg.rounds, duration, cfg.pg_url)
-                    )
-                for res in self.forward_auth:
-                    log(f"  {res['database']}: {res['ratio']:.0%} of the floor")
                 log(f"P7: worker memory under {hash_memory.REQUESTS} concurrent password requests")
                 self.hash_memory = hash_memory.run(cfg.work_dir / "p7", reference=not cfg.quick)
                 log(f"  peak {self.hash_memory['bounded']['peak_mib']} MiB")
@@ -791,6 +781,18 @@ class Bench:
                 self.drop_pg()
             except Exception as exc:
                 log(f"could not drop the bench databases: {exc}")
+        if not cfg.floor_only:
+            # After the other servers are stopped: F1 starts its own, and their database connections.
+            log("F1: forward authentication (bench/forward_auth.py)")
+            work = cfg.work_dir / "f1"
+            duration = min(cfg.duration, 5.0)
+            self.forward_auth = [forward_auth.measure("sqlite", work, cfg.rounds, duration, None)]
+            if cfg.pg_url:
+                self.forward_auth.append(
+                    forward_auth.measure("postgresql", work, cfg.rounds, duration, cfg.pg_url)
+                )
+            for res in self.forward_auth:
+                log(f"  {res['database']}: {res['ratio']:.0%} of the floor")
         finished = time.time()
         return self.summary(info, started, finished)
 

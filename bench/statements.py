@@ -157,18 +157,26 @@ def capture_twostep(
         per_request[-1].append(statement)
         params[-1].append(parameters)
 
+    def sent(conn: Any) -> bool:
+        # In autocommit (storage/db.py Database.autocommit) SQLAlchemy's begin, commit and rollback send
+        # nothing to the server: each statement commits on its own.
+        return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
+
     def on_begin(conn: Any) -> None:
-        if dialect != "sqlite":  # SQLite's BEGIN IMMEDIATE is a statement of its own (storage/db.py)
+        # SQLite's BEGIN IMMEDIATE is a statement of its own (storage/db.py)
+        if dialect != "sqlite" and sent(conn):
             per_request[-1].append("BEGIN")
             params[-1].append(None)
 
     def on_commit(conn: Any) -> None:
-        per_request[-1].append("COMMIT")
-        params[-1].append(None)
+        if sent(conn):
+            per_request[-1].append("COMMIT")
+            params[-1].append(None)
 
     def on_rollback(conn: Any) -> None:
-        per_request[-1].append("ROLLBACK")
-        params[-1].append(None)
+        if sent(conn):
+            per_request[-1].append("ROLLBACK")
+            params[-1].append(None)
 
     original_ping = engine.dialect.do_ping
 

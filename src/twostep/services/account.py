@@ -68,9 +68,10 @@ def sign_up(
     now = ctx.now()
     refused: TwostepError | None = None
     invitation: InvitationRow | None = None
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
         # Counted first, whatever happens next: the same per-address limit on every sign-up path (H02).
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         if ctx.signup == "closed":
             refused = SignupClosed("closed")
         elif invite is not None:

@@ -82,8 +82,9 @@ def _reserve(
             raised once this request is counted at the edge, SEC-62).
     """
     refused: TooManyAttempts | None = None
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         normalized = normalize_username(username)
         account = accounts.by_username(conn, normalized) if normalized else None
         known_browser = known_browser or (

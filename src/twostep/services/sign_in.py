@@ -75,31 +75,36 @@ def finish_sign_in(
     verified_until: datetime | None = None,
     trusted_browser: str | None = None,
     passkey: wa.VerifiedAssertion | None = None,
+    kinds: set[str] | None = None,
 ) -> str:
     """The one success path of every sign-in, in the caller's transaction: consume the pending sign-in (its
     public id passes to the session, so that the security log ties its attempts to it), create the session,
     reset the account's second-factor counter (when a second factor was used), record ``signed_in``.
-    Returns the session's cookie value.
+    Returns the session's cookie value. ``kinds``: the kinds of factors of the account, when the caller
+    read them already.
 
     Raises:
         NoPendingLogin: another request finished or ended this pending sign-in first.
         AccountLocked: an operator locked the account. (A session committed just after a lock never serves a
             request: a locked account's session is dead to ``authenticate``.)
     """
-    if accounts.is_locked(conn, audit.account_id):
-        raise AccountLocked()
-    if (
-        pending is not None
-        and session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now) is None
-    ):
-        raise NoPendingLogin()
+    if pending is None:
+        if accounts.is_locked(conn, audit.account_id):
+            raise AccountLocked()
+    else:
+        consumed = session_store.consume_pending(conn, token_hash=pending.token_hash, now=audit.now)
+        if consumed is None:
+            raise NoPendingLogin()
+        if consumed.locked:
+            raise AccountLocked()  # the caller's transaction rolls back: the pending sign-in stays as it was
     session_id = pending.public_id if pending is not None else new_id()
     upgrade = None
     if method in _PASSWORD_FIRST:
         # The automatic passkey upgrade (conditional create): an account with a second factor but no passkey
         # may have its password manager add one, once, in the next few minutes. Never the first factor (it
         # would turn two-step verification on with recovery codes nobody sees).
-        kinds = factors.kinds(conn, audit.account_id)
+        if kinds is None:
+            kinds = factors.kinds(conn, audit.account_id)
         if kinds and FactorKind.PASSKEY not in kinds:
             upgrade = audit.now + PASSKEY_UPGRADE_TTL
     token = create_active(
@@ -235,21 +240,23 @@ def totp_step(
     now = ctx.now()
     # One transaction: the attempt is counted (and, on PostgreSQL, the account's counter row locked)
     # before the code is evaluated; a failure is recorded and committed before the error is raised.
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         pend = pending(conn, token=token, now=now)
         audit = Audit(ctx, pend.account_id, client, now)
         failures = regulator.reserve(conn, regulator.second_factor(pend.account_id), now=now)
         cookie: str | None = None
+        apps, kinds = factors.totp_and_kinds(conn, pend.account_id)
         try:
-            match = sf.match_totp(ctx, factors.totp_for(conn, pend.account_id), code, now)
+            match = sf.match_totp(ctx, apps, code, now)
             sf.consume_totp(conn, match, now)
         except InvalidCode as exc:
             _failed(conn, audit, pend, Method.TOTP, failures, replay=isinstance(exc, sf.Replay))
             new_token = None
         else:
             new_token = finish_sign_in(
-                conn, audit, pending=pend, method=Method.TOTP, factor_id=match.factor_id
+                conn, audit, pending=pend, method=Method.TOTP, factor_id=match.factor_id, kinds=kinds
             )
             cookie = _trusted(conn, ctx, audit, trust_browser, trusted)
     if new_token is None:
@@ -272,8 +279,9 @@ def recovery_step(
         NoPendingLogin, TooManyAttempts, InvalidCode.
     """
     now = ctx.now()
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         pend = pending(conn, token=token, now=now)
         counter = regulator.second_factor(pend.account_id, recovery_code=True)
         failures = regulator.reserve(conn, counter, now=now)
@@ -309,8 +317,9 @@ class LoginOptions:
 def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, client: Client) -> LoginOptions:
     """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
     now = ctx.now()
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
             allow = sf.allow_list(conn, pend.account_id)
@@ -403,8 +412,9 @@ def _take_challenge(
     """
     refused: TooManyAttempts | None = None
     prepared: sf.PreparedAssertion | None = None
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
         if pend is not None:
             taken = challenges.take(

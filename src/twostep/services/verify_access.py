@@ -129,9 +129,9 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
     now = ctx.now()
     _require_password_step(session, now)
     audit = Audit(ctx, session.account_id, client, now)
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        counters = (regulator.edge(ctx, client), regulator.second_factor(session.account_id))
-        failures = regulator.reserve(conn, *counters, now=now)
+        failures = regulator.reserve(conn, edge, regulator.second_factor(session.account_id), now=now)
         rows = factors.totp_for(conn, session.account_id)
     try:
         match = sf.match_totp(ctx, rows, code, now)
@@ -152,12 +152,10 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
     now = ctx.now()
     _require_password_step(session, now)
     audit = Audit(ctx, session.account_id, client, now)
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        counters = (
-            regulator.edge(ctx, client),
-            regulator.second_factor(session.account_id, recovery_code=True),
-        )
-        failures = regulator.reserve(conn, *counters, now=now)
+        counter = regulator.second_factor(session.account_id, recovery_code=True)
+        failures = regulator.reserve(conn, edge, counter, now=now)
         candidate = sf.find_recovery(conn, account_id=session.account_id, code=code)
     try:
         candidate = sf.check_recovery(candidate)
@@ -176,8 +174,9 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
 def passkey_options(ctx: Context, session: CurrentSession, *, client: Client) -> dict[str, object]:
     """POST /verify-access/passkey/options: user verification required unless the password was just given."""
     now = ctx.now()
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         allow = sf.allow_list(conn, session.account_id)
         uv = "preferred" if _password_step_done(session, now) else "required"
         opts = wa.authentication_options(rp_id=ctx.rp_id, allow_credentials=allow, user_verification=uv)
@@ -204,8 +203,9 @@ def with_passkey(
     now = ctx.now()
     audit = Audit(ctx, session.account_id, client, now)
     prepared: sf.PreparedAssertion | None = None
+    edge = regulator.edge(ctx, client, now)
     with ctx.db.transaction() as conn:
-        regulator.reserve(conn, regulator.edge(ctx, client), now=now)
+        regulator.reserve(conn, edge, now=now)
         taken = challenges.take(
             conn, session_key=session.token_hash, purpose=ChallengePurpose.VERIFY, now=now
         )

@@ -263,6 +263,20 @@ class Database:
             raise
 
     @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which every statement commits on its own (``isolation_level`` AUTOCOMMIT): for one
+        statement that must not keep a row locked for a whole transaction (the per-address request counter
+        on PostgreSQL, ``regulator.edge``). Not for SQLite (its writer lock is taken by ``transaction``).
+        Raises Unavailable as ``transaction`` does."""
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+        except DBAPIError as exc:
+            if is_unavailable(exc):
+                raise Unavailable() from exc
+            raise
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection that only reads (the session lookup of every request): on SQLite it takes neither
         the writer lock nor ``BEGIN IMMEDIATE`` (no explicit transaction at all: run one SELECT in it, atomic

@@ -109,6 +109,20 @@ def totp_for(conn: Connection, account_id: int) -> list[TotpRow]:
     return [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows]
 
 
+# Every factor of the account, for the TOTP sign-in step: its authenticator apps and the kinds it has (the
+# passkey upgrade needs them), in one statement where it was two (issue 16).
+_TOTP_AND_KINDS = select(factors.c.type, factors.c.id, factors.c.totp_secret, factors.c.totp_last_step).where(
+    factors.c.account_id == bindparam("b_account")
+)
+
+
+def totp_and_kinds(conn: Connection, account_id: int) -> tuple[list[TotpRow], set[str]]:
+    """``totp_for`` and ``kinds`` of the account, in one read."""
+    rows = conn.execute(_TOTP_AND_KINDS, {"b_account": account_id}).all()
+    apps = [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows if r.type == FactorKind.TOTP]
+    return apps, {r.type for r in rows}
+
+
 def every_totp(conn: Connection) -> list[TotpRow]:
     """Every authenticator app of every account (key rotation re-seals them all)."""
     rows = conn.execute(

@@ -70,7 +70,15 @@ _LIVE_PENDING = (
     sessions.c.expires_at > bindparam("b_now"),
 )
 _GET_PENDING = select(*_COLUMNS).where(*_LIVE_PENDING)
-_CONSUME_PENDING = delete(sessions).where(*_LIVE_PENDING).returning(sessions.c.account_id)
+# It also says whether an operator locked the account since (one statement where it was two, issue 16).
+_CONSUME_PENDING = (
+    delete(sessions)
+    .where(*_LIVE_PENDING)
+    .returning(
+        sessions.c.account_id,
+        select(accounts.c.locked_at).where(accounts.c.id == sessions.c.account_id).scalar_subquery(),
+    )
+)
 # One read per request (docs/api.md "Speed" of forward authentication): the session, its account's names, the
 # e-mail address and groups, and whether the account has a second factor (H04: a session without one is then
 # not signed in). Liveness is judged by the caller, so that a dead session can be deleted when seen (H08).
@@ -310,9 +318,20 @@ def get_pending(conn: Connection, *, token_hash: str, now: datetime) -> SessionR
     return None if row is None else SessionRow(**row._mapping)
 
 
-def consume_pending(conn: Connection, *, token_hash: str, now: datetime) -> int | None:
-    """Single use of a pending sign-in: DELETE ... RETURNING decides which request gets it."""
-    return conn.execute(_CONSUME_PENDING, {"b_hash": token_hash, "b_now": now}).scalar()
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A pending sign-in taken by this request (``consume_pending``)."""
+
+    account_id: int
+    # An operator locked the account after the password step.
+    locked: bool
+
+
+def consume_pending(conn: Connection, *, token_hash: str, now: datetime) -> Consumed | None:
+    """Single use of a pending sign-in: DELETE ... RETURNING decides which request gets it; None when
+    another request took it first, or it expired."""
+    row = conn.execute(_CONSUME_PENDING, {"b_hash": token_hash, "b_now": now}).first()
+    return None if row is None else Consumed(int(row[0]), row[1] is not None)
 
 
 def step_up(
