@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from twostep import i18n
 from twostep.core.access import AccessControl
@@ -42,6 +44,18 @@ def state(request: Request) -> WebState:
 
 def ctx_of(request: Request) -> Context:
     return state(request).ctx
+
+
+T = TypeVar("T")
+
+
+async def run_service(request: Request, service: Callable[..., T], **arguments: Any) -> T:
+    """A service call from an ``async`` route: on SQLite in the event loop itself (its writes are serialised
+    anyway, and the hand-off to a thread and back costs more than the statements: bench/README.md, FL·hop),
+    on PostgreSQL in the thread pool (its transactions wait on the network)."""
+    if ctx_of(request).db.dialect == "sqlite":
+        return service(**arguments)
+    return await run_in_threadpool(partial(service, **arguments))
 
 
 def client_of(request: Request) -> Client:

@@ -21,7 +21,7 @@ from twostep.web.api.schemas import (
     SessionOut,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, run_service, state, token_of
 
 router = APIRouter()
 
@@ -88,9 +88,11 @@ def post_login(body: LoginIn, request: Request, response: Response) -> dict[str,
 
 
 @router.post("/login/totp", response_model=LoginOut, response_model_exclude_unset=True)
-def post_login_totp(body: SecondStepCodeIn, request: Request, response: Response) -> dict[str, object]:
-    result = sign_in.totp_step(
-        ctx_of(request),
+async def post_login_totp(body: SecondStepCodeIn, request: Request, response: Response) -> dict[str, object]:
+    result = await run_service(
+        request,
+        sign_in.totp_step,
+        ctx=ctx_of(request),
         token=token_of(request),
         code=body.code,
         client=client_of(request),

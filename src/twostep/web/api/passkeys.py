@@ -21,7 +21,7 @@ from twostep.web.api.schemas import (
     SecondStepPasskeyIn,
     VerifyOut,
 )
-from twostep.web.deps import SignedIn, client_of, ctx_of, state, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, run_service, state, token_of
 
 router = APIRouter()
 
@@ -84,9 +84,13 @@ def post_login_options(request: Request, response: Response, body: Empty | None 
 
 
 @router.post("/login/passkey", response_model=LoginOut, response_model_exclude_unset=True, tags=["sign-in"])
-def post_login_passkey(body: SecondStepPasskeyIn, request: Request, response: Response) -> dict[str, object]:
-    result = sign_in.passkey_step(
-        ctx_of(request),
+async def post_login_passkey(
+    body: SecondStepPasskeyIn, request: Request, response: Response
+) -> dict[str, object]:
+    result = await run_service(
+        request,
+        sign_in.passkey_step,
+        ctx=ctx_of(request),
         token=token_of(request),
         ceremony_key=state(request).cookies.read_ceremony(request),
         credential=body.credential,
