@@ -360,7 +360,7 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]  # Authlib has n
         pass  # used in query_authorization_code, kept as a tombstone until it expires
 
     def authenticate_user(self, authorization_code: _Code) -> OidcUser | None:
-        with self.ctx.db.transaction() as conn:
+        with self.ctx.db.read() as conn:
             return load_user(conn, authorization_code.grant.account_id)
 
 
@@ -401,7 +401,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]  # Authlib has no 
         raise NotImplementedError  # _validate_request_token does it, atomically
 
     def authenticate_user(self, refresh_token: _RefreshToken) -> OidcUser | None:
-        with self.ctx.db.transaction() as conn:
+        with self.ctx.db.read() as conn:
             return load_user(conn, refresh_token.grant.account_id)
 
     def revoke_old_credential(self, refresh_token: _RefreshToken) -> None:
@@ -428,7 +428,7 @@ class OidcServer(AuthorizationServer):  # type: ignore[misc]  # Authlib has no t
     def query_client(self, client_id: str) -> OidcClient | None:
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
             return None
-        with self.ctx.db.transaction() as conn:
+        with self.ctx.db.read() as conn:  # reads take no write lock (the token endpoint makes three)
             row = client_store.get(conn, client_id)
         return None if row is None else OidcClient(row)
 
@@ -480,7 +480,7 @@ def userinfo(ctx: Context, access_token: str | None) -> UserinfoAnswer:
     """GET|POST /oidc/userinfo: the claims of the grant's scope, for a live access token of a live grant."""
     if not access_token or len(access_token) > 256:
         return UserinfoAnswer(None, "invalid_token")
-    with ctx.db.transaction() as conn:
+    with ctx.db.read() as conn:
         grant = grant_store.grant_of_access_token(conn, access_hash=hash_token(access_token), now=ctx.now())
         user = None if grant is None else load_user(conn, grant.account_id)
     if grant is None or user is None:

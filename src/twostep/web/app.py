@@ -64,10 +64,12 @@ def build_app(
     api.include_router(account.router)
     for router in extra_routers or []:
         api.include_router(router)
+    # OpenID Connect's endpoints before the API's and the pages': FastAPI tries the routes in order, and the
+    # token and userinfo endpoints are called by applications for every sign-in (O1, O2 in bench/README.md).
+    app.include_router(oidc_routes.router)
     app.include_router(api)
     app.include_router(pages.router)
     app.include_router(ops.router)
-    app.include_router(oidc_routes.router)
     app.include_router(oidc_routes.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)

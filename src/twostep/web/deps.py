@@ -49,13 +49,13 @@ def ctx_of(request: Request) -> Context:
 T = TypeVar("T")
 
 
-async def run_service(request: Request, service: Callable[..., T], **arguments: Any) -> T:
+async def run_service(request: Request, service: Callable[..., T], *args: Any, **arguments: Any) -> T:
     """A service call from an ``async`` route: on SQLite in the event loop itself (its writes are serialised
     anyway, and the hand-off to a thread and back costs more than the statements: bench/README.md, FL·hop),
     on PostgreSQL in the thread pool (its transactions wait on the network)."""
     if ctx_of(request).db.dialect == "sqlite":
-        return service(**arguments)
-    return await run_in_threadpool(partial(service, **arguments))
+        return service(*args, **arguments)
+    return await run_in_threadpool(partial(service, *args, **arguments))
 
 
 def client_of(request: Request) -> Client:

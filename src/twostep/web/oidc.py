@@ -17,13 +17,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from starlette.concurrency import run_in_threadpool
 
 from twostep import i18n
 from twostep.i18n import gettext as _
 from twostep.services import oidc, oidc_authorize, oidc_keys, sessions
 from twostep.services.oidc import Answer, HttpRequest, OidcServer
-from twostep.web.deps import SignedIn, client_of, ctx_of, token_of
+from twostep.web.deps import SignedIn, client_of, ctx_of, run_service, token_of
 from twostep.web.deps import state as state_of
 from twostep.web.pages.common import PageRoute, check_csrf, redirect, render, signed_in_or_none, url_with
 from twostep.web.pages.forms import FormStr
@@ -136,7 +135,7 @@ async def token(request: Request) -> Response:
     form = await request.form()
     params = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     # The database work in the thread pool, as in a sync route: never in the event loop.
-    answer = await run_in_threadpool(oidc.token, server_of(request), _http(request, params))
+    answer = await run_service(request, oidc.token, server_of(request), _http(request, params))
     return _response(answer)
 
 
@@ -155,7 +154,7 @@ async def _bearer(request: Request) -> str | None:
 
 @router.api_route("/oidc/userinfo", methods=["GET", "POST"])
 async def userinfo(request: Request) -> Response:
-    answer = await run_in_threadpool(oidc.userinfo, ctx_of(request), await _bearer(request))
+    answer = await run_service(request, oidc.userinfo, ctx_of(request), await _bearer(request))
     if answer.claims is None:
         body: dict[str, Any] = {"error": answer.error or "invalid_token"}
         challenge = f'Bearer error="{body["error"]}"'
