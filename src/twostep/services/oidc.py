@@ -216,17 +216,14 @@ class _RefreshToken:
 def load_user(conn: Any, account_id: int) -> OidcUser | None:
     """The account and its claims; None when it is gone or locked."""
     account = accounts.by_id(conn, account_id)
-    if account is None:
-        return None
-    verified, locked = accounts.email_verified_and_locked(conn, account_id)
-    if locked:
+    if account is None or account.locked_at is not None:
         return None  # a locked account gets no code, token or claims
     return OidcUser(
         account_id=account.id,
         username=account.username,
         display_name=account.display_name,
         email=account.email,
-        email_verified=verified,
+        email_verified=account.email_verified_at is not None,
         groups=tuple(groups.of_account(conn, account_id)),
         sub=oidc.subject(account.user_handle),
     )

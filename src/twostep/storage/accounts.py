@@ -131,16 +131,5 @@ def delete_account(conn: Connection, account_id: int) -> bool:
     return bool(result.rowcount)
 
 
-def email_verified_and_locked(conn: Connection, account_id: int) -> tuple[bool, bool]:
-    """Whether the holder followed the verification link of the account's e-mail address, and whether
-    the account is locked (`twostep user lock`)."""
-    row = conn.execute(
-        select(accounts.c.email_verified_at, accounts.c.locked_at).where(accounts.c.id == account_id)
-    ).first()
-    if row is None:
-        return False, True
-    return row.email_verified_at is not None, row.locked_at is not None
-
-
 def set_language(conn: Connection, account_id: int, language: str | None) -> None:
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(language=language))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select
 
 from twostep.storage.tables import oidc_clients
 
@@ -59,8 +59,11 @@ def add(conn: Connection, row: ClientRow) -> None:
     )
 
 
+_GET = select(oidc_clients).where(oidc_clients.c.id == bindparam("b_id"))  # every token request
+
+
 def get(conn: Connection, client_id: str) -> ClientRow | None:
-    r = conn.execute(select(oidc_clients).where(oidc_clients.c.id == client_id)).first()
+    r = conn.execute(_GET, {"b_id": client_id}).first()
     return None if r is None else _row(r)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from twostep.storage.tables import accounts, oidc_clients, oidc_codes, oidc_grants, oidc_tokens
 
@@ -59,8 +59,43 @@ def add_grant(conn: Connection, grant: GrantRow) -> None:
     conn.execute(insert(oidc_grants).values(**grant.__dict__))
 
 
+# The statements of the token and userinfo endpoints are built once, with bound parameters (O1, O2).
+_GET_GRANT = select(*_GRANT_COLUMNS).where(oidc_grants.c.id == bindparam("b_id"))
+_USE_CODE = (
+    update(oidc_codes)
+    .where(
+        oidc_codes.c.code_hash == bindparam("b_hash"),
+        oidc_codes.c.client_id == bindparam("b_client"),
+        oidc_codes.c.used_at.is_(None),
+        oidc_codes.c.expires_at > bindparam("b_now"),
+    )
+    .values(used_at=bindparam("b_used", type_=oidc_codes.c.used_at.type))
+    .returning(
+        oidc_codes.c.grant_id,
+        oidc_codes.c.redirect_uri,
+        oidc_codes.c.code_challenge,
+        oidc_codes.c.code_challenge_method,
+    )
+)
+_ADD_TOKEN = insert(oidc_tokens)
+_EXTEND_GRANT = (
+    update(oidc_grants)
+    .where(oidc_grants.c.id == bindparam("b_id"), oidc_grants.c.expires_at < bindparam("b_until"))
+    .values(expires_at=bindparam("b_new_until", type_=oidc_grants.c.expires_at.type))
+)
+_GRANT_OF_ACCESS_TOKEN = (
+    select(*_GRANT_COLUMNS)
+    .join(oidc_tokens, oidc_tokens.c.grant_id == oidc_grants.c.id)
+    .where(
+        oidc_tokens.c.access_hash == bindparam("b_hash"),
+        oidc_tokens.c.access_expires_at > bindparam("b_now"),
+        oidc_grants.c.revoked_at.is_(None),
+    )
+)
+
+
 def get_grant(conn: Connection, grant_id: str) -> GrantRow | None:
-    r = conn.execute(select(*_GRANT_COLUMNS).where(oidc_grants.c.id == grant_id)).first()
+    r = conn.execute(_GET_GRANT, {"b_id": grant_id}).first()
     return None if r is None else GrantRow(**r._mapping)
 
 
@@ -92,22 +127,8 @@ def add_code(
 def use_code(conn: Connection, *, code_hash: str, client_id: str, now: datetime) -> CodeRow | None:
     """Single use: one conditional UPDATE ... RETURNING marks the live, unused code of this client used;
     of concurrent requests with one code, exactly one gets it. None for any other code."""
-    r = conn.execute(
-        update(oidc_codes)
-        .where(
-            oidc_codes.c.code_hash == code_hash,
-            oidc_codes.c.client_id == client_id,
-            oidc_codes.c.used_at.is_(None),
-            oidc_codes.c.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(
-            oidc_codes.c.grant_id,
-            oidc_codes.c.redirect_uri,
-            oidc_codes.c.code_challenge,
-            oidc_codes.c.code_challenge_method,
-        )
-    ).first()
+    params = {"b_hash": code_hash, "b_client": client_id, "b_now": now, "b_used": now}
+    r = conn.execute(_USE_CODE, params).first()
     if r is None:
         return None
     grant = get_grant(conn, r.grant_id)
@@ -145,36 +166,25 @@ def add_token(
     now: datetime,
 ) -> None:
     conn.execute(
-        insert(oidc_tokens).values(
-            grant_id=grant_id,
-            access_hash=access_hash,
-            access_expires_at=access_expires_at,
-            refresh_hash=refresh_hash,
-            refresh_expires_at=refresh_expires_at,
-            refresh_used_at=None,
-            created_at=now,
-        )
+        _ADD_TOKEN,
+        {
+            "grant_id": grant_id,
+            "access_hash": access_hash,
+            "access_expires_at": access_expires_at,
+            "refresh_hash": refresh_hash,
+            "refresh_expires_at": refresh_expires_at,
+            "refresh_used_at": None,
+            "created_at": now,
+        },
     )
     # The grant lives as long as the longest-lived token issued from it.
     until = max(access_expires_at, refresh_expires_at or access_expires_at)
-    conn.execute(
-        update(oidc_grants)
-        .where(oidc_grants.c.id == grant_id, oidc_grants.c.expires_at < until)
-        .values(expires_at=until)
-    )
+    conn.execute(_EXTEND_GRANT, {"b_id": grant_id, "b_until": until, "b_new_until": until})
 
 
 def grant_of_access_token(conn: Connection, *, access_hash: str, now: datetime) -> GrantRow | None:
     """The live grant of a live access token."""
-    r = conn.execute(
-        select(*_GRANT_COLUMNS)
-        .join(oidc_tokens, oidc_tokens.c.grant_id == oidc_grants.c.id)
-        .where(
-            oidc_tokens.c.access_hash == access_hash,
-            oidc_tokens.c.access_expires_at > now,
-            oidc_grants.c.revoked_at.is_(None),
-        )
-    ).first()
+    r = conn.execute(_GRANT_OF_ACCESS_TOKEN, {"b_hash": access_hash, "b_now": now}).first()
     return None if r is None else GrantRow(**r._mapping)
 
 
