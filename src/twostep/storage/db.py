@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -21,6 +20,9 @@ from sqlalchemy.pool import QueuePool
 
 from twostep.core.errors import Unavailable
 from twostep.core.guards import in_transaction
+
+if TYPE_CHECKING:
+    import psycopg
 
 # The execution option that marks a read-only transaction (Database.read).
 READ_ONLY = "twostep_read_only"
@@ -193,6 +195,9 @@ class _AsyncReaders:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def fetch(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of ``sql``. Raises: psycopg.OperationalError (the caller makes it Unavailable)."""
+        import psycopg  # here, not at the top: a worker on SQLite does not load it (about 10 MiB)
+
         loop = asyncio.get_running_loop()
         if self._slots is None or self._loop is not loop:  # the first read, or a new loop (tests)
             self.close()
@@ -330,6 +335,8 @@ class Database:
                 return prepared.row(raw.execute(prepared.sql, prepared.parameters(params)).fetchone())
             except sqlite3.OperationalError as exc:
                 raise Unavailable() from exc
+        import psycopg  # on PostgreSQL only (see _AsyncReaders.fetch)
+
         try:
             values = await self._async.fetch(prepared.sql, prepared.parameters(params))
         except psycopg.OperationalError as exc:
