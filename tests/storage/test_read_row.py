@@ -5,6 +5,8 @@ PostgreSQL's asyncio driver, and comes back after the database drops its connect
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -14,6 +16,27 @@ from tests.support.services import signed_up
 from twostep.core.errors import Unavailable
 from twostep.services.context import Context, hash_token
 from twostep.storage.sessions import lookup_statement
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """``coroutine`` in a new event loop in a thread of its own (the test's thread may have a loop running:
+    Playwright's, in the browser tests of the same session)."""
+    out: list[Any] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(coroutine))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    if failed:
+        raise failed[0]
+    assert out, "the coroutine did not finish"
+    return out[0]
 
 
 def by_sqlalchemy(ctx: Context, token_hash: str) -> dict[str, Any] | None:
@@ -35,7 +58,7 @@ def test_read_row_gives_what_sqlalchemy_gives_in_a_thread_a_loop_and_async(ctx: 
         )
 
     in_thread = ctx.db.read_row(lookup_statement(), {"b_hash": token_hash})
-    looped, awaited = asyncio.run(in_loop())
+    looped, awaited = run(in_loop())
     for got in (in_thread, looped, awaited):
         assert got is not None
         # has_factor is a boolean expression: SQLite gives 0/1, read as such by both; compare as truth.
@@ -43,7 +66,7 @@ def test_read_row_gives_what_sqlalchemy_gives_in_a_thread_a_loop_and_async(ctx: 
             **expected,
             "has_factor": bool(expected["has_factor"]),
         }
-    assert asyncio.run(in_loop()) == (looped, awaited)
+    assert run(in_loop()) == (looped, awaited)
     assert ctx.db.read_row(lookup_statement(), {"b_hash": "0" * 64}) is None
 
 
@@ -75,5 +98,5 @@ def test_read_row_async_comes_back_after_postgresql_drops_its_connections(ctx: C
         return seen
 
     # At most the first read after the drop fails (503 to that one request); the idle ones are not tried.
-    seen = asyncio.run(scenario())
+    seen = run(scenario())
     assert seen[-2:] == ["row", "row"] and seen.count("unavailable") <= 1, seen

@@ -307,28 +307,23 @@ class Database:
 
     def read_row(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
         """The first row of one SELECT that only reads, by column name, None when there is none: the read of
-        every request (the session lookup). Compiled once, run with the driver's own call. On SQLite, in an
-        event loop's thread, on a connection of its own kept open for it, outside any
-        transaction (one SELECT is atomic on its own, and in WAL mode it never waits for the writer), with
-        none of SQLAlchemy's execution machinery (bench/README.md, F1); elsewhere in ``read``.
-        Raises Unavailable as ``transaction`` does."""
+        every request (the session lookup). Compiled once and sent as it is (``exec_driver_sql``), in
+        ``read``: no write lock, and on SQLite no transaction. ``read_row_async`` is the same read for the
+        event loop, without SQLAlchemy at all. Raises Unavailable as ``transaction`` does."""
         prepared = self.prepared(statement)
-        raw = self._loop_sqlite(in_loop=False)
-        if raw is None:
-            with self.read() as conn:
-                values = conn.exec_driver_sql(prepared.sql, prepared.parameters(params)).fetchone()
-            return prepared.row(None if values is None else tuple(values))
-        try:
-            return prepared.row(raw.execute(prepared.sql, prepared.parameters(params)).fetchone())
-        except sqlite3.OperationalError as exc:
-            raise Unavailable() from exc
+        with self.read() as conn:
+            values = conn.exec_driver_sql(prepared.sql, prepared.parameters(params)).fetchone()
+        return prepared.row(None if values is None else tuple(values))
 
     async def read_row_async(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
-        """``read_row`` for the event loop: on PostgreSQL on a connection of psycopg's asyncio interface (no
-        thread hand-off), on SQLite as ``read_row`` itself. Raises Unavailable as ``transaction`` does."""
+        """``read_row`` for the event loop (forward authentication), on the driver itself with none of
+        SQLAlchemy's execution machinery (bench/README.md, F1): on SQLite on a connection of its own kept by
+        the loop's thread, outside any transaction (one SELECT is atomic on its own, and in WAL mode it never
+        waits for the writer); on PostgreSQL on a connection of psycopg's asyncio interface, in autocommit
+        (no thread hand-off, one round trip). Raises Unavailable as ``transaction`` does."""
         prepared = self.prepared(statement)
         if self._async is None:
-            raw = self._loop_sqlite(in_loop=True)
+            raw = self._loop_sqlite()
             if raw is None:
                 return self.read_row(statement, params)
             try:
@@ -343,22 +338,15 @@ class Database:
             raise Unavailable() from exc
         return prepared.row(values)
 
-    def _loop_sqlite(self, *, in_loop: bool) -> sqlite3.Connection | None:
-        """The SQLite connection of ``read_row`` in an event loop's thread (``in_loop``: the caller is a
-        coroutine, so it is), opened when first needed with the pool's pragmas; None on PostgreSQL, in
-        threads without a running loop (the thread pool's, which use the pool) and for a database in
-        memory."""
+    def _loop_sqlite(self) -> sqlite3.Connection | None:
+        """The SQLite connection of ``read_row_async`` in this event loop's thread, opened when first needed
+        with the pool's pragmas; None on PostgreSQL and for a database in memory."""
         if self._writer is None:
             return None
         thread = threading.get_ident()
         conn = self._loop_conns.get(thread)
         if conn is not None:
             return conn
-        if not in_loop:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return None
         if conn is None:
             try:
                 conn = sqlite3.connect(
