@@ -104,8 +104,8 @@ _LOOKUP = (
         accounts.c.username,
         accounts.c.display_name,
         accounts.c.email,
-        accounts.c.email_verified_at,
-        accounts.c.locked_at,
+        accounts.c.email_verified_at.is_not(None).label("email_verified"),
+        accounts.c.locked_at.is_not(None).label("locked"),
         accounts.c.language,
         groups.aggregated(sessions.c.account_id).label("groups"),
         exists().where(factors.c.account_id == sessions.c.account_id).label("has_factor"),
@@ -205,31 +205,13 @@ async def lookup_active_async(db: Database, *, token_hash: str) -> Found | None:
 
 
 def _found(values: dict[str, Any] | None) -> Found | None:
-    if values is None:
-        return None
-    return Found(
-        token_hash=values["token_hash"],
-        public_id=values["public_id"],
-        account_id=values["account_id"],
-        signed_in_at=values["signed_in_at"],
-        last_seen_at=values["last_seen_at"],
-        expires_at=values["expires_at"],
-        second_factor=values["second_factor"],
-        verified_until=values["verified_until"],
-        reauth_until=values["reauth_until"],
-        trusted_browser=values["trusted_browser"],
-        passkey_upgrade_until=values["passkey_upgrade_until"],
-        amr=values["amr"],
-        authenticated_at=values["authenticated_at"],
-        username=values["username"],
-        display_name=values["display_name"],
-        has_factor=bool(values["has_factor"]),
-        email=values["email"],
-        email_verified=values["email_verified_at"] is not None,
-        groups=groups.split(values["groups"]),
-        locked=values["locked_at"] is not None,
-        language=values["language"],
-    )
+    return None if values is None else Found(**_typed(values))
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """A lookup's row as its record's fields: the groups split, the flags as booleans (SQLite gives 0/1)."""
+    flags = {key: bool(values[key]) for key in ("email_verified", "locked", "has_factor")}
+    return {**values, **flags, "groups": groups.split(values["groups"])}
 
 
 @dataclass(slots=True)
@@ -258,21 +240,7 @@ async def access_lookup_async(db: Database, *, token_hash: str) -> Access | None
     """What forward authentication needs of the signed-in session of this hash, in one statement, in the
     event loop; None when there is none. Judged by the caller, as ``lookup_active``'s result is."""
     values = await db.read_row_async(_ACCESS, {"b_hash": token_hash})
-    if values is None:
-        return None
-    return Access(
-        last_seen_at=values["last_seen_at"],
-        expires_at=values["expires_at"],
-        second_factor=values["second_factor"],
-        trusted_browser=values["trusted_browser"],
-        username=values["username"],
-        email=values["email"],
-        email_verified=bool(values["email_verified"]),
-        locked=bool(values["locked"]),
-        language=values["language"],
-        groups=groups.split(values["groups"]),
-        has_factor=bool(values["has_factor"]),
-    )
+    return None if values is None else Access(**_typed(values))
 
 
 def delete_dead(conn: Connection, *, token_hash: str, now: datetime, idle_cutoff: datetime) -> bool:
