@@ -7,13 +7,13 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Insert, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import QueuePool
@@ -86,8 +86,9 @@ def _configure_sqlite(engine: Engine) -> None:
             # A read (Database.read) is one SELECT, atomic on its own in SQLite: no BEGIN, no COMMIT, and in
             # WAL mode it neither waits for the writer nor blocks it.
             return
-        # Take the write lock at the start: no deadlocked read-to-write upgrades between workers.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Take the write lock at the start: no deadlocked read-to-write upgrades between workers. On the
+        # driver (``send``): through SQLAlchemy's execution it cost more than the statement.
+        send(conn, "BEGIN IMMEDIATE", ())
 
 
 # SQLSTATE classes of PostgreSQL that mean the server went away or refuses connections: 08 connection
@@ -139,9 +140,10 @@ class _WriterLock:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A SELECT compiled once for one dialect, to be run on the driver itself (``Database.read_row``): its
-    SQL text, the order of its parameters (SQLite's ``?``; empty for PostgreSQL's named ones), the names of
-    its columns and the conversion of each (the columns' own types: UTC datetimes, booleans)."""
+    """A statement compiled once for one dialect, to be run on the driver itself (``run``, ``first``,
+    ``Database.read_row``): its SQL text, the order of its parameters (SQLite's ``?``; for PostgreSQL the
+    names of its ``%(name)s`` ones), the conversion of each parameter and of each column it returns (the
+    columns' own types: UTC datetimes, booleans), and the values it carries itself."""
 
     sql: str
     order: tuple[str, ...]
@@ -149,37 +151,131 @@ class Prepared:
     processors: tuple[Callable[[Any], Any] | None, ...]
     # The values the statement carries itself (``kind == SessionKind.ACTIVE``), as the driver takes them.
     constants: dict[str, Any]
+    # The conversion of each parameter that has one (a datetime to SQLite's text, ...), by name.
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+    positional: bool = True
+    # The statement itself: kept so that the id it is cached by is never reused while it is cached.
+    source: Any = None
 
     @classmethod
-    def of(cls, statement: Select[Any], engine: Engine) -> Prepared:
-        dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        columns = list(statement.selected_columns)
+    def of(cls, statement: Any, engine: Engine | Dialect, column_keys: list[str] | None = None) -> Prepared:
+        dialect = engine if isinstance(engine, Dialect) else engine.dialect
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        columns = list(statement.exported_columns)
+        binds = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds.append((name, process))
+        positional = bool(compiled.positional)
         return cls(
             sql=compiled.string,
-            order=tuple(compiled.positiontup or ()),
-            keys=tuple(statement.selected_columns.keys()),
+            order=tuple(compiled.positiontup or ()) if positional else tuple(compiled.params),
+            keys=tuple(statement.exported_columns.keys()),
             processors=tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
             constants={
                 name: value.value if isinstance(value, Enum) else value
                 for name, value in compiled.params.items()
                 if value is not None
             },
+            binds=tuple(binds),
+            positional=positional,
+            source=statement,
         )
 
     def parameters(self, params: dict[str, Any]) -> Any:
-        """What the driver is given: the statement's own values and ``params`` (plain str and int values:
-        no type of the statement converts them), in SQLite's order or by name."""
+        """What the driver is given: the statement's own values and ``params``, each converted by its type
+        as SQLAlchemy would, in SQLite's order or by name."""
         merged = {**self.constants, **params}
-        return tuple(merged[name] for name in self.order) if self.order else merged
+        for name, process in self.binds:
+            if name in merged:
+                merged[name] = process(merged[name])
+        if self.positional:
+            return tuple(merged[name] for name in self.order)
+        return {name: merged[name] for name in self.order}
 
-    def row(self, values: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    def row(self, values: Sequence[Any] | None) -> dict[str, Any] | None:
         if values is None:
             return None
         return {
             key: (value if process is None else process(value))
             for key, process, value in zip(self.keys, self.processors, values, strict=True)
         }
+
+    def values(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """One row's values, converted by the columns' types, in the statement's order."""
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(self.processors, values, strict=True)
+        )
+
+
+# The statements run on the driver (``run``), compiled once per statement, dialect and set of parameter names.
+_COMPILED: dict[tuple[int, str, tuple[str, ...]], Prepared] = {}
+
+
+def prepared_for(conn: Connection, statement: Any, params: dict[str, Any]) -> Prepared:
+    """``statement`` compiled for ``conn``'s database, once. An INSERT without values takes its columns from
+    the names of ``params``, as ``Connection.execute`` would."""
+    key = (id(statement), conn.dialect.name, tuple(params))
+    found = _COMPILED.get(key)
+    if found is None:
+        column_keys = list(params) if isinstance(statement, Insert) else None
+        found = _COMPILED[key] = Prepared.of(statement, conn.dialect, column_keys=column_keys)
+    return found
+
+
+def run(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """One statement of the hot path (issue 16), compiled once, run on ``conn``'s driver connection inside
+    its transaction, without SQLAlchemy's execution machinery (per statement it cost more than the statement
+    itself: bench/README.md). SQLAlchemy's ``before_cursor_execute`` event still sees it (the benchmark's
+    and the tests' statement capture), and a driver error is raised as SQLAlchemy's (``IntegrityError``,
+    ``OperationalError``: ``Database.transaction`` makes an unavailable database 503). Returns the driver's
+    cursor: ``first`` and ``all_rows`` convert its rows."""
+    prepared = prepared_for(conn, statement, params)
+    return send(conn, prepared.sql, prepared.parameters(params))
+
+
+def _run(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Prepared, Any]:
+    prepared = prepared_for(conn, statement, params)
+    return prepared, send(conn, prepared.sql, prepared.parameters(params))
+
+
+def send(conn: Connection, sql: str, values: Any) -> Any:
+    """``sql`` with the driver's ``values``, on ``conn``'s driver connection (``run``)."""
+    raw = conn.connection.driver_connection
+    # Only when someone listens (the tests' and the benchmark's statement capture, on the engine).
+    if conn.engine.dispatch.before_cursor_execute:
+        for listener in conn.dispatch.before_cursor_execute:
+            listener(conn, None, sql, values, None, False)
+    try:
+        return raw.execute(sql, values)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        invalidated = conn.dialect.is_disconnect(exc, raw, None)
+        if invalidated:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            values,
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=invalidated,
+            dialect=conn.dialect,
+        ) from exc
+
+
+def first(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The first row of ``statement`` (``run``), its values converted by the columns' types; None if none."""
+    prepared, cursor = _run(conn, statement, params)
+    values = cursor.fetchone()
+    return None if values is None else prepared.values(values)
+
+
+def all_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Every row of ``statement`` (``run``), converted."""
+    prepared, cursor = _run(conn, statement, params)
+    return [prepared.values(values) for values in cursor.fetchall()]
 
 
 class _AsyncReaders:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from twostep.storage.db import run
 from twostep.storage.tables import security_events
 
 _INSERT = security_events.insert()
@@ -33,7 +34,8 @@ def insert(
     user_agent: str,
     detail: dict[str, Any],
 ) -> None:
-    conn.execute(
+    run(
+        conn,
         _INSERT,
         {
             "account_id": account_id,

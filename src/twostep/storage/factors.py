@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, delete, func, or_, select, update
 
 from twostep.core.kinds import FactorKind
 from twostep.core.passkeys import RegisteredPasskey
+from twostep.storage.db import all_rows, run
 from twostep.storage.tables import factors
 
 
@@ -118,9 +119,11 @@ _TOTP_AND_KINDS = select(factors.c.type, factors.c.id, factors.c.totp_secret, fa
 
 def totp_and_kinds(conn: Connection, account_id: int) -> tuple[list[TotpRow], set[str]]:
     """``totp_for`` and ``kinds`` of the account, in one read."""
-    rows = conn.execute(_TOTP_AND_KINDS, {"b_account": account_id}).all()
-    apps = [TotpRow(r.id, r.totp_secret, r.totp_last_step) for r in rows if r.type == FactorKind.TOTP]
-    return apps, {r.type for r in rows}
+    rows = all_rows(conn, _TOTP_AND_KINDS, {"b_account": account_id})
+    apps = [
+        TotpRow(id_, secret, last_step) for kind, id_, secret, last_step in rows if kind == FactorKind.TOTP
+    ]
+    return apps, {r[0] for r in rows}
 
 
 def every_totp(conn: Connection) -> list[TotpRow]:
@@ -139,10 +142,8 @@ def set_totp_secret(conn: Connection, *, factor_id: str, sealed_secret: bytes) -
 
 def advance_totp_step(conn: Connection, *, factor_id: str, step: int, now: datetime) -> bool:
     """Compare-and-set of the last used time step: True only for the one request that moves it forward."""
-    result = conn.execute(
-        _ADVANCE_STEP, {"b_id": factor_id, "b_step": step, "b_new_step": step, "b_now": now}
-    )
-    return result.rowcount == 1
+    params = {"b_id": factor_id, "b_step": step, "b_new_step": step, "b_now": now}
+    return int(run(conn, _ADVANCE_STEP, params).rowcount) == 1
 
 
 def insert_totp(

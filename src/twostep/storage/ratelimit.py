@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from twostep.storage.db import first
 from twostep.storage.tables import rate_windows
 
 
@@ -27,7 +28,9 @@ def _hit_statement(dialect: str) -> Any:
 def hit(conn: Connection, *, key: str, expires_at: datetime) -> int:
     """Count one request in the window ``key``; returns the count including it."""
     params = {"b_key": key, "b_expires": expires_at}
-    return int(conn.execute(_hit_statement(conn.dialect.name), params).scalar_one())
+    row = first(conn, _hit_statement(conn.dialect.name), params)
+    assert row is not None  # an upsert's RETURNING always has its row
+    return int(row[0])
 
 
 def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, select, up
 
 from twostep.core.kinds import SessionKind
 from twostep.storage import groups
-from twostep.storage.db import Database
+from twostep.storage.db import Database, first, run
 from twostep.storage.tables import accounts, factors, sessions
 
 
@@ -150,7 +150,7 @@ _DEAD = delete(sessions).where(
 
 
 def insert(conn: Connection, row: SessionRow) -> None:
-    conn.execute(_INSERT, row.__dict__)
+    run(conn, _INSERT, row.__dict__)
 
 
 @dataclass(slots=True)
@@ -282,8 +282,8 @@ def get(conn: Connection, *, token_hash: str) -> SessionRow | None:
 
 
 def get_pending(conn: Connection, *, token_hash: str, now: datetime) -> SessionRow | None:
-    row = conn.execute(_GET_PENDING, {"b_hash": token_hash, "b_now": now}).first()
-    return None if row is None else SessionRow(**row._mapping)
+    row = first(conn, _GET_PENDING, {"b_hash": token_hash, "b_now": now})
+    return None if row is None else SessionRow(*row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +298,7 @@ class Consumed:
 def consume_pending(conn: Connection, *, token_hash: str, now: datetime) -> Consumed | None:
     """Single use of a pending sign-in: DELETE ... RETURNING decides which request gets it; None when
     another request took it first, or it expired."""
-    row = conn.execute(_CONSUME_PENDING, {"b_hash": token_hash, "b_now": now}).first()
+    row = first(conn, _CONSUME_PENDING, {"b_hash": token_hash, "b_now": now})
     return None if row is None else Consumed(int(row[0]), row[1] is not None)
 
 

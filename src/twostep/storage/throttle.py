@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, case, delete, null, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from twostep.core.throttle import Backoff
+from twostep.storage.db import first, run
 from twostep.storage.tables import throttles
 
 
@@ -74,9 +75,9 @@ def reserve_attempt(conn: Connection, *, key: str, policy: Backoff, now: datetim
     }
     if policy.forget_after is not None:
         params["forget_before"] = now - policy.forget_after
-    counted = conn.execute(_reserve_statement(conn.dialect.name, policy), params).scalar()
+    counted = first(conn, _reserve_statement(conn.dialect.name, policy), params)
     if counted is not None:
-        return Reservation(None, int(counted))
+        return Reservation(None, int(counted[0]))
     row = conn.execute(select(throttles.c.next_at, throttles.c.failures).where(throttles.c.key == key)).one()
     if policy.cap is not None and row.failures >= policy.cap:
         return Reservation(max(row.next_at or now, now + timedelta(seconds=policy.max_delay)), row.failures)
@@ -101,7 +102,7 @@ _RESET = delete(throttles).where(throttles.c.key == bindparam("b_key"))
 
 def reset(conn: Connection, *, key: str) -> None:
     """Success: forget the consecutive failures of ``key``."""
-    conn.execute(_RESET, {"b_key": key})
+    run(conn, _RESET, {"b_key": key})
 
 
 def failures(conn: Connection, *, key: str) -> int:

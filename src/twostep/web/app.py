@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from twostep import __version__
 from twostep.web import errors, metrics, ops
 from twostep.web import oidc as oidc_routes
-from twostep.web.api import account, auth, factors, passkeys, protect
+from twostep.web.api import account, auth, factors, fast_login, passkeys, protect
 from twostep.web.deps import WebState
 from twostep.web.language import LocaleMiddleware
 from twostep.web.observe import ObserveMiddleware
@@ -80,6 +80,12 @@ def build_app(
         record=metrics.request_done,
         default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
     )
+    app.totp_fast_path = fast_login.TotpStepFastPath(
+        web_state,
+        security=security_headers(form_action),
+        record=metrics.request_done,
+        default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
+    )
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin, form_action=form_action)
     # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
     app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
@@ -100,16 +106,24 @@ class TwostepAPI(FastAPI):
     answer is given before the middleware stack (``protect.AllowedFastPath``)."""
 
     fast_path: Callable[[Scope, Send], Awaitable[bool]] | None = None
+    # POST /api/v1/login/totp before FastAPI (issue 16): None when it answered, else the body to read.
+    totp_fast_path: Callable[[Scope, Receive, Send], Awaitable[Receive | None]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.fast_path is not None
-            and scope["type"] == "http"
-            and scope["path"] == protect.FORWARD_AUTH_PATH
-            and scope["method"] in ("GET", "HEAD")
-            and await self.fast_path(scope, send)
-        ):
-            return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == protect.FORWARD_AUTH_PATH:
+                if (
+                    self.fast_path is not None
+                    and scope["method"] in ("GET", "HEAD")
+                    and await self.fast_path(scope, send)
+                ):
+                    return
+            elif path == fast_login.LOGIN_TOTP_PATH and scope["method"] == "POST" and self.totp_fast_path:
+                declined = await self.totp_fast_path(scope, receive, send)
+                if declined is None:
+                    return
+                receive = declined
         await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:

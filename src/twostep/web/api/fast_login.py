@@ -1,0 +1,192 @@
+"""The TOTP sign-in step before FastAPI (issue 16, FL1/FL2): ``POST /api/v1/login/totp``, the hot path of
+every sign-in with an authenticator app.
+
+FastAPI's routing, dependency injection and validation, and the three middleware layers around them, cost
+more per request than the step's eleven statements, its AES-GCM and its HMACs (bench/README.md, "The floor").
+``TotpStepFastPath`` answers the common form of the request here, in the event loop, and runs the very same
+service (``sign_in.totp_step``) with the same inputs; what it answers is what the route would have answered:
+the same status, body, cookie and headers (the guard's security headers and ``no-store``,
+``Content-Language``, ``X-Request-Id``), counted in the metrics and logged as the middleware would.
+
+It declines (and the request goes through the whole application, which answers it) whenever the request is not
+the plain form: a query string (``?next=``), a repeated header, a body of unknown or too large a length, not
+JSON, cross-site, a body that is not ``{"code": "<text>"}`` (optionally ``"trust_browser": false``; unknown
+fields are ignored, as ``In`` does), or that asks to trust the browser. The guard's and the route's checks are
+therefore never skipped: a request they would refuse is handed to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from twostep import i18n
+from twostep.core.errors import TwostepError
+from twostep.i18n import N_
+from twostep.services import sign_in
+from twostep.services.context import Client
+from twostep.web.deps import WebState
+from twostep.web.errors import error_body, error_response
+from twostep.web.inputs import has_control
+from twostep.web.language import choose
+from twostep.web.observe import log_access, request_id_of, request_id_var
+from twostep.web.security import MAX_BODY, Message, Receive, Scope, Send, client_address, is_cross_site
+
+log = logging.getLogger("twostep.web")
+
+LOGIN_TOTP_PATH: Final = "/api/v1/login/totp"
+# The body of the route's answer (LoginOut with only its status set, no ``next``).
+_SIGNED_IN: Final = JSONResponse({"status": "signed_in"}).body
+_FIELDS: Final = frozenset({"code", "trust_browser"})
+# schemas.Short
+_CODE_MAX: Final = 256
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read so far once, then whatever comes after it."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _code_of(body: bytes) -> str | None:
+    """The code of ``{"code": "<text>"}`` as ``SecondStepCodeIn`` would take it, or None for anything the
+    route would answer differently (an error, or a browser to trust)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply: the route says which
+        return None
+    if not isinstance(data, dict):
+        return None
+    code = data.get("code")
+    if not isinstance(code, str) or len(code) > _CODE_MAX or has_control(code):
+        return None
+    if data.get("trust_browser", False) is not False:
+        return None
+    return code
+
+
+class TotpStepFastPath:
+    """``POST /api/v1/login/totp`` before the middleware stack (see the module's text). Called with the
+    request; returns None when it answered, else the ``receive`` the application must read the body from."""
+
+    def __init__(
+        self,
+        web: WebState,
+        *,
+        security: list[tuple[bytes, bytes]],
+        record: Callable[[str, str, int, float], None],
+        default_language: str,
+    ) -> None:
+        self.web = web
+        self.static = [*security, (b"cache-control", b"no-store")]
+        self.record = record
+        self.default_language = default_language
+        self.in_loop = web.ctx.db.dialect == "sqlite"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        started = time.perf_counter()
+        raw_headers = scope["headers"]
+        headers: dict[str, str] = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in raw_headers
+        }
+        if scope["query_string"] or len(headers) != len(raw_headers) or "transfer-encoding" in headers:
+            return receive
+        length = headers.get("content-length", "")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return receive
+        if headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
+            return receive
+        web = self.web
+        if is_cross_site(headers, web.ctx.origin):
+            return receive
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay(body, receive)  # the client went away: the application sees it too
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY:
+                return _replay(body, receive)
+            if not message.get("more_body", False):
+                break
+        code = _code_of(body)
+        if code is None:
+            return _replay(body, receive)
+        await self._answer(scope, send, headers, code, started)
+        return None
+
+    async def _answer(
+        self, scope: Scope, send: Send, headers: dict[str, str], code: str, started: float
+    ) -> None:
+        web = self.web
+        cookie = headers.get("cookie", "")
+        chosen = i18n.Chosen(choose(cookie, headers.get("accept-language", ""), self.default_language))
+        language = i18n.CURRENT.set(chosen)
+        rid = request_id_of(scope, web.trusted_proxies)
+        rid_token = request_id_var.set(rid)
+        try:
+            client = Client(
+                ip=client_address(
+                    Request(scope),
+                    web.trusted_proxies,
+                    untrusted_forwarding_noted=web.untrusted_forwarding_noted,
+                ),
+                user_agent=headers.get("user-agent", "")[:512],
+            )
+            step = partial(
+                sign_in.totp_step,
+                web.ctx,
+                token=web.cookies.read_header(cookie),
+                code=code,
+                client=client,
+            )
+            try:
+                result = step() if self.in_loop else await run_in_threadpool(step)
+            except TwostepError as exc:
+                response: Response = error_response(exc)
+            except Exception as exc:  # the application's last handler (web/errors.py): never a stack trace
+                log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+                response = JSONResponse(
+                    error_body("internal_error", N_("Something went wrong on our side.")), status_code=500
+                )
+            else:
+                response = Response(_SIGNED_IN, media_type="application/json")
+                response.raw_headers.append(web.cookies.set_header(result.token))
+            status = response.status_code
+            raw: list[Any] = [
+                *response.raw_headers,
+                (b"content-language", chosen.language.encode()),
+                (b"x-request-id", rid.encode()),
+                *self.static,
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": response.body})
+            seconds = time.perf_counter() - started
+            self.record(LOGIN_TOTP_PATH, "POST", status, seconds)
+            log_access(
+                scope,
+                LOGIN_TOTP_PATH,
+                "POST",
+                status,
+                seconds,
+                lambda: client_address(Request(scope), web.trusted_proxies),
+            )
+        finally:
+            request_id_var.reset(rid_token)
+            i18n.CURRENT.reset(language)
