@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # The execution option that marks a read-only transaction (Database.read).
 READ_ONLY = "twostep_read_only"
+# The execution option of a connection whose transactions are begun and ended on the driver
+# (Database.transaction in an event loop's thread, on SQLite).
+DRIVER_TRANSACTIONS = "twostep_driver_transactions"
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -82,9 +85,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(READ_ONLY):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY) or options.get(DRIVER_TRANSACTIONS):
             # A read (Database.read) is one SELECT, atomic on its own in SQLite: no BEGIN, no COMMIT, and in
-            # WAL mode it neither waits for the writer nor blocks it.
+            # WAL mode it neither waits for the writer nor blocks it. A loop's connection began its
+            # transaction already (Database._loop_transaction).
             return
         # Take the write lock at the start: no deadlocked read-to-write upgrades between workers. On the
         # driver (``send``): through SQLAlchemy's execution it cost more than the statement.
@@ -156,6 +161,9 @@ class Prepared:
     positional: bool = True
     # The statement itself: kept so that the id it is cached by is never reused while it is cached.
     source: Any = None
+    # ``binds`` by position in ``order`` (SQLite), and ``processors`` by column, only those that convert.
+    bind_positions: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+    column_positions: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     @classmethod
     def of(cls, statement: Any, engine: Engine | Dialect, column_keys: list[str] | None = None) -> Prepared:
@@ -168,11 +176,14 @@ class Prepared:
             if process is not None:
                 binds.append((name, process))
         positional = bool(compiled.positional)
+        order = tuple(compiled.positiontup or ()) if positional else tuple(compiled.params)
+        processors = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        by_name = dict(binds)
         return cls(
             sql=compiled.string,
-            order=tuple(compiled.positiontup or ()) if positional else tuple(compiled.params),
+            order=order,
             keys=tuple(statement.exported_columns.keys()),
-            processors=tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
+            processors=processors,
             constants={
                 name: value.value if isinstance(value, Enum) else value
                 for name, value in compiled.params.items()
@@ -181,18 +192,25 @@ class Prepared:
             binds=tuple(binds),
             positional=positional,
             source=statement,
+            bind_positions=tuple((i, by_name[name]) for i, name in enumerate(order) if name in by_name),
+            column_positions=tuple(
+                (i, process) for i, process in enumerate(processors) if process is not None
+            ),
         )
 
     def parameters(self, params: dict[str, Any]) -> Any:
         """What the driver is given: the statement's own values and ``params``, each converted by its type
         as SQLAlchemy would, in SQLite's order or by name."""
-        merged = {**self.constants, **params}
-        for name, process in self.binds:
-            if name in merged:
-                merged[name] = process(merged[name])
+        merged = {**self.constants, **params} if self.constants else params
         if self.positional:
-            return tuple(merged[name] for name in self.order)
-        return {name: merged[name] for name in self.order}
+            values = [merged[name] for name in self.order]
+            for i, process in self.bind_positions:
+                values[i] = process(values[i])
+            return tuple(values)
+        converted = {name: merged[name] for name in self.order}
+        for name, process in self.binds:
+            converted[name] = process(converted[name])
+        return converted
 
     def row(self, values: Sequence[Any] | None) -> dict[str, Any] | None:
         if values is None:
@@ -204,10 +222,12 @@ class Prepared:
 
     def values(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """One row's values, converted by the columns' types, in the statement's order."""
-        return tuple(
-            value if process is None else process(value)
-            for process, value in zip(self.processors, values, strict=True)
-        )
+        if not self.column_positions:
+            return tuple(values)
+        converted = list(values)
+        for i, process in self.column_positions:
+            converted[i] = process(converted[i])
+        return tuple(converted)
 
 
 # The statements run on the driver (``run``), compiled once per statement, dialect and set of parameter names.
@@ -278,6 +298,15 @@ def all_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> list[t
     return [prepared.values(values) for values in cursor.fetchall()]
 
 
+def _in_event_loop() -> bool:
+    """Whether this thread runs an event loop (the code is then a coroutine's, run in the loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class _AsyncReaders:
     """PostgreSQL connections of psycopg's asyncio interface, in autocommit (one SELECT, one round trip), for
     the reads that run in the event loop (``Database.read_row_async``): at most ``size`` at once, opened
@@ -330,6 +359,7 @@ class Database:
         self._writer: _WriterLock | None = None
         self._prepared: dict[int, Prepared] = {}
         self._loop_conns: dict[int, sqlite3.Connection] = {}  # read_row's on SQLite, by event loop thread
+        self._loop_writers: dict[int, Connection] = {}  # transaction's on SQLite, by event loop thread
         self._async: _AsyncReaders | None = None
         if engine.dialect.name == "sqlite":
             database = make_url(str(engine.url)).database
@@ -356,12 +386,45 @@ class Database:
                 with self.engine.begin() as conn, in_transaction():
                     yield conn
                 return
+            if _in_event_loop():
+                with self._writer.held(), self._loop_transaction() as conn, in_transaction():
+                    yield conn
+                return
             with self._writer.held(), self.engine.begin() as conn, in_transaction():
                 yield conn
         except DBAPIError as exc:
             if is_unavailable(exc):
                 raise Unavailable() from exc
             raise
+
+    @contextmanager
+    def _loop_transaction(self) -> Iterator[Connection]:
+        """A transaction on SQLite in an event loop's thread (the services the sign-in steps run in the loop,
+        bench/README.md): on a connection the thread keeps, begun and ended on the driver, without the pool's
+        check-out and return and SQLAlchemy's transaction objects, which cost more than the statements of a
+        step. The caller holds the writer lock; the statements of the block may go through SQLAlchemy
+        (``conn.execute``) or the driver (``run``). The same statements are sent as by ``engine.begin``:
+        ``BEGIN IMMEDIATE``, then ``COMMIT`` or ``ROLLBACK``."""
+        thread = threading.get_ident()
+        conn = self._loop_writers.get(thread)
+        if conn is None or conn.closed or conn.invalidated or conn.in_transaction():
+            if conn is not None and not conn.in_transaction():
+                conn.close()
+            conn = self.engine.connect().execution_options(**{DRIVER_TRANSACTIONS: True})
+            self._loop_writers[thread] = conn
+        send(conn, "BEGIN IMMEDIATE", ())
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()  # SQLAlchemy's, begun by a statement of the block: it ends the driver's too
+            elif not conn.invalidated:
+                send(conn, "ROLLBACK", ())
+            raise
+        if conn.in_transaction():
+            conn.commit()
+        else:
+            send(conn, "COMMIT", ())
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
@@ -455,6 +518,9 @@ class Database:
         return conn
 
     def dispose(self) -> None:
+        writers, self._loop_writers = self._loop_writers, {}
+        for writer in writers.values():
+            writer.close()
         conns, self._loop_conns = self._loop_conns, {}
         for conn in conns.values():
             conn.close()
