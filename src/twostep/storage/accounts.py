@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
+from twostep.storage.db import first_mapping
 from twostep.storage.tables import accounts
 
 
@@ -42,10 +42,6 @@ _COLUMNS = (
 )
 
 
-def _row(row: Row[*tuple[Any, ...]] | None) -> AccountRow | None:
-    return None if row is None else AccountRow(**row._mapping)
-
-
 def insert(
     conn: Connection,
     *,
@@ -77,11 +73,13 @@ _BY_ID = select(*_COLUMNS).where(accounts.c.id == bindparam("b_id"))
 
 
 def by_username(conn: Connection, username: str) -> AccountRow | None:
-    return _row(conn.execute(_BY_USERNAME, {"b_username": username}).first())
+    found = first_mapping(conn, _BY_USERNAME, {"b_username": username})
+    return None if found is None else AccountRow(**found)
 
 
 def by_id(conn: Connection, account_id: int) -> AccountRow | None:
-    return _row(conn.execute(_BY_ID, {"b_id": account_id}).first())
+    found = first_mapping(conn, _BY_ID, {"b_id": account_id})
+    return None if found is None else AccountRow(**found)
 
 
 def set_password_hash(conn: Connection, account_id: int, password_hash: str) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, select
 
+from twostep.storage.db import first
 from twostep.storage.tables import challenges
 
 
@@ -54,11 +55,14 @@ _TAKE = (
 
 def take(conn: Connection, *, session_key: str, purpose: str, now: datetime) -> Taken | None:
     """Consume the challenge: DELETE ... RETURNING gives it to exactly one request."""
-    row = conn.execute(_TAKE, {"b_key": session_key, "b_purpose": purpose}).first()
-    if row is None or row.expires_at <= now:
+    row = first(conn, _TAKE, {"b_key": session_key, "b_purpose": purpose})
+    if row is None:
         return None
-    allowed = frozenset(bytes.fromhex(h) for h in (row.allowed or "").split(",") if h)
-    return Taken(bytes(row.challenge), row.account_id, allowed)
+    challenge, account_id, expires_at, allowed_hex = row
+    if expires_at <= now:
+        return None
+    allowed = frozenset(bytes.fromhex(h) for h in (allowed_hex or "").split(",") if h)
+    return Taken(bytes(challenge), account_id, allowed)
 
 
 def delete_expired(conn: Connection, *, now: datetime, limit: int) -> int:

@@ -161,8 +161,7 @@ class Prepared:
     positional: bool = True
     # The statement itself: kept so that the id it is cached by is never reused while it is cached.
     source: Any = None
-    # ``binds`` by position in ``order`` (SQLite), and ``processors`` by column, only those that convert.
-    bind_positions: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+    # ``processors`` by column, only those that convert.
     column_positions: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     @classmethod
@@ -178,7 +177,6 @@ class Prepared:
         positional = bool(compiled.positional)
         order = tuple(compiled.positiontup or ()) if positional else tuple(compiled.params)
         processors = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-        by_name = dict(binds)
         return cls(
             sql=compiled.string,
             order=order,
@@ -192,7 +190,6 @@ class Prepared:
             binds=tuple(binds),
             positional=positional,
             source=statement,
-            bind_positions=tuple((i, by_name[name]) for i, name in enumerate(order) if name in by_name),
             column_positions=tuple(
                 (i, process) for i, process in enumerate(processors) if process is not None
             ),
@@ -201,16 +198,12 @@ class Prepared:
     def parameters(self, params: dict[str, Any]) -> Any:
         """What the driver is given: the statement's own values and ``params``, each converted by its type
         as SQLAlchemy would, in SQLite's order or by name."""
-        merged = {**self.constants, **params} if self.constants else params
-        if self.positional:
-            values = [merged[name] for name in self.order]
-            for i, process in self.bind_positions:
-                values[i] = process(values[i])
-            return tuple(values)
-        converted = {name: merged[name] for name in self.order}
-        for name, process in self.binds:
+        converted = {**self.constants, **params}
+        for name, process in self.binds:  # once a name, however often the statement uses it
             converted[name] = process(converted[name])
-        return converted
+        if self.positional:
+            return tuple([converted[name] for name in self.order])
+        return {name: converted[name] for name in self.order}
 
     def row(self, values: Sequence[Any] | None) -> dict[str, Any] | None:
         if values is None:
@@ -269,7 +262,7 @@ def send(conn: Connection, sql: str, values: Any) -> Any:
         for listener in conn.dispatch.before_cursor_execute:
             listener(conn, None, sql, values, None, False)
     try:
-        return raw.execute(sql, values)  # type: ignore[union-attr]
+        return raw.execute(sql, values)  # type: ignore[union-attr]  # sqlite3 or psycopg: both have execute
     except conn.dialect.loaded_dbapi.Error as exc:
         invalidated = conn.dialect.is_disconnect(exc, raw, None)
         if invalidated:
@@ -292,6 +285,12 @@ def first(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Any
     return None if values is None else prepared.values(values)
 
 
+def first_mapping(conn: Connection, statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+    """``first``, by column name."""
+    prepared, cursor = _run(conn, statement, params)
+    return prepared.row(cursor.fetchone())
+
+
 def all_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Every row of ``statement`` (``run``), converted."""
     prepared, cursor = _run(conn, statement, params)
@@ -300,11 +299,7 @@ def all_rows(conn: Connection, statement: Any, params: dict[str, Any]) -> list[t
 
 def _in_event_loop() -> bool:
     """Whether this thread runs an event loop (the code is then a coroutine's, run in the loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return asyncio._get_running_loop() is not None  # get_running_loop() raises where there is none
 
 
 class _AsyncReaders:

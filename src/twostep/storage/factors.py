@@ -229,18 +229,9 @@ _RECORD_USE = (
 
 
 def _passkeys(conn: Connection, stmt: Any, params: dict[str, object]) -> list[PasskeyRow]:
-    rows = conn.execute(stmt, params).all()
     return [
-        PasskeyRow(
-            r.id,
-            r.account_id,
-            r.credential_id,
-            r.public_key,
-            int(r.sign_count),
-            bool(r.backup_eligible),
-            json.loads(r.transports or "[]"),
-        )
-        for r in rows
+        PasskeyRow(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), json.loads(r[6] or "[]"))
+        for r in all_rows(conn, stmt, params)  # id, account, credential id, key, count, eligible, transports
     ]
 
 
@@ -265,7 +256,7 @@ def record_passkey_use(
         "b_uv": user_verified,
         "b_now": now,
     }
-    return conn.execute(_RECORD_USE, params).rowcount == 1
+    return int(run(conn, _RECORD_USE, params).rowcount) == 1
 
 
 def rename(conn: Connection, *, account_id: int, factor_id: str, name: str) -> bool:

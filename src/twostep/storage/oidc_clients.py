@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select
 
+from twostep.storage.db import first_mapping
 from twostep.storage.tables import oidc_clients
 
 
@@ -27,7 +29,10 @@ class ClientRow:
 
 
 def _row(r: Row[Any]) -> ClientRow:
-    m = r._mapping
+    return _client(r._mapping)
+
+
+def _client(m: Mapping[Any, Any]) -> ClientRow:
     return ClientRow(
         id=m["id"],
         name=m["name"],
@@ -63,8 +68,8 @@ _GET = select(oidc_clients).where(oidc_clients.c.id == bindparam("b_id"))  # eve
 
 
 def get(conn: Connection, client_id: str) -> ClientRow | None:
-    r = conn.execute(_GET, {"b_id": client_id}).first()
-    return None if r is None else _row(r)
+    r = first_mapping(conn, _GET, {"b_id": client_id})
+    return None if r is None else _client(r)
 
 
 def every(conn: Connection) -> list[ClientRow]:

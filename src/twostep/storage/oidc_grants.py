@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
+from twostep.storage.db import first, first_mapping, run
 from twostep.storage.tables import accounts, oidc_clients, oidc_codes, oidc_grants, oidc_tokens
 
 
@@ -95,8 +96,8 @@ _GRANT_OF_ACCESS_TOKEN = (
 
 
 def get_grant(conn: Connection, grant_id: str) -> GrantRow | None:
-    r = conn.execute(_GET_GRANT, {"b_id": grant_id}).first()
-    return None if r is None else GrantRow(**r._mapping)
+    r = first_mapping(conn, _GET_GRANT, {"b_id": grant_id})
+    return None if r is None else GrantRow(**r)
 
 
 def add_code(
@@ -128,13 +129,14 @@ def use_code(conn: Connection, *, code_hash: str, client_id: str, now: datetime)
     """Single use: one conditional UPDATE ... RETURNING marks the live, unused code of this client used;
     of concurrent requests with one code, exactly one gets it. None for any other code."""
     params = {"b_hash": code_hash, "b_client": client_id, "b_now": now, "b_used": now}
-    r = conn.execute(_USE_CODE, params).first()
+    r = first(conn, _USE_CODE, params)
     if r is None:
         return None
-    grant = get_grant(conn, r.grant_id)
+    grant_id, redirect_uri, code_challenge, code_challenge_method = r
+    grant = get_grant(conn, grant_id)
     if grant is None or grant.revoked_at is not None:
         return None
-    return CodeRow(grant, r.redirect_uri, r.code_challenge, r.code_challenge_method)
+    return CodeRow(grant, redirect_uri, code_challenge, code_challenge_method)
 
 
 def used_code_grant(conn: Connection, *, code_hash: str) -> str | None:
@@ -165,7 +167,8 @@ def add_token(
     refresh_expires_at: datetime | None,
     now: datetime,
 ) -> None:
-    conn.execute(
+    run(
+        conn,
         _ADD_TOKEN,
         {
             "grant_id": grant_id,
@@ -179,13 +182,13 @@ def add_token(
     )
     # The grant lives as long as the longest-lived token issued from it.
     until = max(access_expires_at, refresh_expires_at or access_expires_at)
-    conn.execute(_EXTEND_GRANT, {"b_id": grant_id, "b_until": until, "b_new_until": until})
+    run(conn, _EXTEND_GRANT, {"b_id": grant_id, "b_until": until, "b_new_until": until})
 
 
 def grant_of_access_token(conn: Connection, *, access_hash: str, now: datetime) -> GrantRow | None:
     """The live grant of a live access token."""
-    r = conn.execute(_GRANT_OF_ACCESS_TOKEN, {"b_hash": access_hash, "b_now": now}).first()
-    return None if r is None else GrantRow(**r._mapping)
+    r = first_mapping(conn, _GRANT_OF_ACCESS_TOKEN, {"b_hash": access_hash, "b_now": now})
+    return None if r is None else GrantRow(**r)
 
 
 def use_refresh_token(

@@ -34,14 +34,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        # The last value converted and its text: a statement often binds the same instant several times.
+        last: tuple[datetime | None, str | None] = (None, None)
+
         def process(value: datetime | None) -> str | None:
+            nonlocal last
             if value is None:
                 return None
+            seen = last
+            if seen[0] is value:
+                return seen[1]
+            given = value
             if value.tzinfo is not UTC:
                 if value.tzinfo is None:
                     raise ValueError("naive datetime reached the database")
                 value = value.astimezone(UTC)
-            return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+            text = value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+            last = (given, text)
+            return text
 
         return process
 

@@ -45,7 +45,8 @@ log = logging.getLogger("twostep.web")
 LOGIN_TOTP_PATH: Final = "/api/v1/login/totp"
 # The body of the route's answer (LoginOut with only its status set, no ``next``).
 _SIGNED_IN: Final = JSONResponse({"status": "signed_in"}).body
-_FIELDS: Final = frozenset({"code", "trust_browser"})
+# Its headers, as Starlette's Response makes them (the session cookie follows).
+_SIGNED_IN_HEADERS: Final = tuple(Response(_SIGNED_IN, media_type="application/json").raw_headers)
 # schemas.Short
 _CODE_MAX: Final = 256
 
@@ -156,27 +157,29 @@ class TotpStepFastPath:
                 code=code,
                 client=client,
             )
+            refused: Response | None = None
             try:
                 result = step() if self.in_loop else await run_in_threadpool(step)
             except TwostepError as exc:
-                response: Response = error_response(exc)
+                refused = error_response(exc)
             except Exception as exc:  # the application's last handler (web/errors.py): never a stack trace
                 log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
-                response = JSONResponse(
+                refused = JSONResponse(
                     error_body("internal_error", N_("Something went wrong on our side.")), status_code=500
                 )
+            if refused is None:
+                status, body = 200, _SIGNED_IN
+                raw: list[Any] = [*_SIGNED_IN_HEADERS, web.cookies.set_header(result.token)]
             else:
-                response = Response(_SIGNED_IN, media_type="application/json")
-                response.raw_headers.append(web.cookies.set_header(result.token))
-            status = response.status_code
-            raw: list[Any] = [
-                *response.raw_headers,
+                status, body = refused.status_code, bytes(refused.body)
+                raw = list(refused.raw_headers)
+            raw += [
                 (b"content-language", chosen.language.encode()),
                 (b"x-request-id", rid.encode()),
                 *self.static,
             ]
             await send({"type": "http.response.start", "status": status, "headers": raw})
-            await send({"type": "http.response.body", "body": response.body})
+            await send({"type": "http.response.body", "body": body})
             seconds = time.perf_counter() - started
             self.record(LOGIN_TOTP_PATH, "POST", status, seconds)
             log_access(
