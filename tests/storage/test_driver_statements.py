@@ -20,7 +20,7 @@ from twostep.core.kinds import SessionKind
 from twostep.services.context import Context, hash_token
 from twostep.storage import sessions as store
 from twostep.storage import throttle
-from twostep.storage.db import Database, first, run
+from twostep.storage.db import Database, first, run, send
 from twostep.storage.tables import accounts, sessions
 
 
@@ -130,3 +130,38 @@ def test_a_loops_transaction_commits_rolls_back_and_mixes_with_sqlalchemy(ctx: C
         assert words.count("BEGIN") == 3
     else:
         assert "BEGIN" not in words  # PostgreSQL's transactions are psycopg's, not statements
+
+
+def test_a_loops_transaction_whose_commit_fails_leaves_the_next_one_working(ctx: Context) -> None:
+    """A COMMIT can fail (here a deferred foreign key, checked at COMMIT): the transaction is rolled back, the
+    error reaches the caller, and the thread's next transaction begins as usual."""
+    if ctx.db.dialect != "sqlite":
+        pytest.skip("the loop's own connection is SQLite's")
+    with ctx.db.transaction() as conn:
+        conn.execute(text("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            text(
+                "CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+
+    async def in_loop() -> list[Any]:
+        outcomes: list[Any] = []
+        try:
+            with ctx.db.transaction() as conn:
+                conn.execute(text("INSERT INTO t_child (parent) VALUES (42)"))  # no such parent: COMMIT fails
+        except IntegrityError:
+            outcomes.append("refused")
+        try:
+            with ctx.db.transaction() as conn:
+                send(conn, "INSERT INTO t_child (parent) VALUES (43)", ())  # the same, on the driver only
+        except IntegrityError:
+            outcomes.append("refused")
+        with ctx.db.transaction() as conn:
+            conn.execute(text("INSERT INTO t_parent (id) VALUES (1)"))
+            conn.execute(text("INSERT INTO t_child (parent) VALUES (1)"))
+        with ctx.db.transaction() as conn:
+            outcomes.append(conn.execute(text("SELECT count(*) FROM t_child")).scalar_one())
+        return outcomes
+
+    assert in_new_loop(in_loop()) == ["refused", "refused", 1]

@@ -402,24 +402,31 @@ class Database:
         ``BEGIN IMMEDIATE``, then ``COMMIT`` or ``ROLLBACK``."""
         thread = threading.get_ident()
         conn = self._loop_writers.get(thread)
-        if conn is None or conn.closed or conn.invalidated or conn.in_transaction():
-            if conn is not None and not conn.in_transaction():
-                conn.close()
+        if conn is None or conn.closed or conn.invalidated:
             conn = self.engine.connect().execution_options(**{DRIVER_TRANSACTIONS: True})
             self._loop_writers[thread] = conn
-        send(conn, "BEGIN IMMEDIATE", ())
         try:
+            send(conn, "BEGIN IMMEDIATE", ())
             yield conn
-        except BaseException:
             if conn.in_transaction():
-                conn.rollback()  # SQLAlchemy's, begun by a statement of the block: it ends the driver's too
-            elif not conn.invalidated:
-                send(conn, "ROLLBACK", ())
+                conn.commit()  # SQLAlchemy's, begun by a statement of the block: it ends the driver's too
+            else:
+                send(conn, "COMMIT", ())
+        except BaseException:
+            self._end_loop_transaction(thread, conn)
             raise
-        if conn.in_transaction():
-            conn.commit()
-        else:
-            send(conn, "COMMIT", ())
+
+    def _end_loop_transaction(self, thread: int, conn: Connection) -> None:
+        """After a failure in ``_loop_transaction`` (of the block, or of its COMMIT): roll back whatever is
+        still open, so that the thread's next transaction can begin; a connection that cannot is dropped."""
+        try:
+            conn.rollback()  # SQLAlchemy's (a no-op unless a block's statement began one): the driver's too
+            if getattr(conn.connection.driver_connection, "in_transaction", False):
+                send(conn, "ROLLBACK", ())  # sqlite3's own flag: a transaction is still open on the driver
+        except Exception:
+            self._loop_writers.pop(thread, None)
+            conn.invalidate()
+            conn.close()
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
