@@ -80,12 +80,16 @@ def build_app(
         record=metrics.request_done,
         default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
     )
-    app.totp_fast_path = fast_login.TotpStepFastPath(
-        web_state,
-        security=security_headers(form_action),
-        record=metrics.request_done,
-        default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
-    )
+    app.fast_posts = {
+        step.path: fast_login.SignInStepFastPath(
+            web_state,
+            step,
+            security=security_headers(form_action),
+            record=metrics.request_done,
+            default_language=LocaleMiddleware.language_or_source(web_state.ctx.default_language),
+        )
+        for step in (fast_login.TOTP, fast_login.PASSKEY)
+    }
     app.add_middleware(GuardMiddleware, origin=web_state.ctx.origin, form_action=form_action)
     # Outside the guard: even a request it refuses gets its message in the reader's language (issue 19).
     app.add_middleware(LocaleMiddleware, default_language=web_state.ctx.default_language)
@@ -106,8 +110,8 @@ class TwostepAPI(FastAPI):
     answer is given before the middleware stack (``protect.AllowedFastPath``)."""
 
     fast_path: Callable[[Scope, Send], Awaitable[bool]] | None = None
-    # POST /api/v1/login/totp before FastAPI (issue 16): None when it answered, else the body to read.
-    totp_fast_path: Callable[[Scope, Receive, Send], Awaitable[Receive | None]] | None = None
+    # The second sign-in steps before FastAPI, by path (issue 16): None when answered, else the body to read.
+    fast_posts: dict[str, Callable[[Scope, Receive, Send], Awaitable[Receive | None]]] = {}  # noqa: RUF012
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -119,8 +123,8 @@ class TwostepAPI(FastAPI):
                     and await self.fast_path(scope, send)
                 ):
                     return
-            elif path == fast_login.LOGIN_TOTP_PATH and scope["method"] == "POST" and self.totp_fast_path:
-                declined = await self.totp_fast_path(scope, receive, send)
+            elif scope["method"] == "POST" and (fast := self.fast_posts.get(path)) is not None:
+                declined = await fast(scope, receive, send)
                 if declined is None:
                     return
                 receive = declined

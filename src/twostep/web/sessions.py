@@ -65,6 +65,11 @@ class CookiePolicy:
     def read_ceremony(self, request: Request) -> str | None:
         return _ours(request.cookies.get(self.ceremony_name))
 
+    def read_ceremony_header(self, cookie_header: str) -> str | None:
+        """``read_ceremony`` from a ``Cookie`` header (the passkey step's fast path, without a Request)."""
+        name = self.ceremony_name
+        return _ours(cookie_parser(cookie_header).get(name)) if name in cookie_header else None
+
     def set_ceremony(self, response: Response, token: str) -> None:
         response.set_cookie(
             self.ceremony_name,

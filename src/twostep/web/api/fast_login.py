@@ -1,18 +1,20 @@
-"""The TOTP sign-in step before FastAPI (issue 16, FL1/FL2): ``POST /api/v1/login/totp``, the hot path of
-every sign-in with an authenticator app.
+"""The second sign-in steps before FastAPI (issue 16, FL1/FL2): ``POST /api/v1/login/totp`` and
+``POST /api/v1/login/passkey``, the hot paths of every sign-in with a second factor.
 
 FastAPI's routing, dependency injection and validation, and the three middleware layers around them, cost
 more per request than the step's eleven statements, its AES-GCM and its HMACs (bench/README.md, "The floor").
-``TotpStepFastPath`` answers the common form of the request here, in the event loop, and runs the very same
-service (``sign_in.totp_step``) with the same inputs; what it answers is what the route would have answered:
-the same status, body, cookie and headers (the guard's security headers and ``no-store``,
-``Content-Language``, ``X-Request-Id``), counted in the metrics and logged as the middleware would.
+``SignInStepFastPath`` answers the common form of the request here, in the event loop, and runs the very same
+service (``sign_in.totp_step``, ``sign_in.passkey_step``) with the same inputs; what it answers is what the
+route would have answered: the same status, body, cookie and headers (the guard's security headers and
+``no-store``, ``Content-Language``, ``X-Request-Id``), counted in the metrics and logged as the middleware
+would.
 
 It declines (and the request goes through the whole application, which answers it) whenever the request is not
 the plain form: a query string (``?next=``), a repeated header, a body of unknown or too large a length, not
-JSON, cross-site, a body that is not ``{"code": "<text>"}`` (optionally ``"trust_browser": false``; unknown
-fields are ignored, as ``In`` does), or that asks to trust the browser. The guard's and the route's checks are
-therefore never skipped: a request they would refuse is handed to them.
+JSON, cross-site, a body that is not ``{"code": "<text>"}`` (or ``{"credential": <object or text>}``),
+optionally with ``"trust_browser": false`` (unknown fields are ignored, as ``In`` does), or one that asks to
+trust the browser. The guard's and the route's checks are therefore never skipped: a request they would refuse
+is handed to them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -33,9 +36,10 @@ from twostep.core.errors import TwostepError
 from twostep.i18n import N_
 from twostep.services import sign_in
 from twostep.services.context import Client
+from twostep.services.sign_in import LoginResult
 from twostep.web.deps import WebState
 from twostep.web.errors import error_body, error_response
-from twostep.web.inputs import has_control
+from twostep.web.inputs import has_control, json_without_controls
 from twostep.web.language import choose
 from twostep.web.observe import log_access, request_id_of, request_id_var
 from twostep.web.security import MAX_BODY, Message, Receive, Scope, Send, client_address, is_cross_site
@@ -43,6 +47,7 @@ from twostep.web.security import MAX_BODY, Message, Receive, Scope, Send, client
 log = logging.getLogger("twostep.web")
 
 LOGIN_TOTP_PATH: Final = "/api/v1/login/totp"
+LOGIN_PASSKEY_PATH: Final = "/api/v1/login/passkey"
 # The body of the route's answer (LoginOut with only its status set, no ``next``).
 _SIGNED_IN: Final = JSONResponse({"status": "signed_in"}).body
 # Its headers, as Starlette's Response makes them (the session cookie follows).
@@ -65,36 +70,82 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _code_of(body: bytes) -> str | None:
-    """The code of ``{"code": "<text>"}`` as ``SecondStepCodeIn`` would take it, or None for anything the
-    route would answer differently (an error, or a browser to trust)."""
+def _object_of(body: bytes) -> dict[str, Any] | None:
+    """The JSON object of ``body`` asking for no trusted browser, or None for anything the route would
+    answer differently (an error, or a browser to trust)."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply: the route says which
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or data.get("trust_browser", False) is not False:
         return None
+    return data
+
+
+def _code_of(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``SecondStepCodeIn``'s ``code``: a string of at most 256 characters, no control character."""
     code = data.get("code")
     if not isinstance(code, str) or len(code) > _CODE_MAX or has_control(code):
         return None
-    if data.get("trust_browser", False) is not False:
+    return {"code": code}
+
+
+def _credential_of(data: dict[str, Any]) -> dict[str, Any] | None:
+    """``SecondStepPasskeyIn``'s ``credential``: an object or a string, no control character at any depth."""
+    credential = data.get("credential")
+    if not isinstance(credential, dict | str):
         return None
-    return code
+    try:
+        json_without_controls(credential)
+    except ValueError:
+        return None
+    return {"credential": credential}
 
 
-class TotpStepFastPath:
-    """``POST /api/v1/login/totp`` before the middleware stack (see the module's text). Called with the
-    request; returns None when it answered, else the ``receive`` the application must read the body from."""
+def _totp(web: WebState, cookie: str, client: Client, args: dict[str, Any]) -> LoginResult:
+    return sign_in.totp_step(web.ctx, token=web.cookies.read_header(cookie), code=args["code"], client=client)
+
+
+def _passkey(web: WebState, cookie: str, client: Client, args: dict[str, Any]) -> LoginResult:
+    return sign_in.passkey_step(
+        web.ctx,
+        token=web.cookies.read_header(cookie),
+        ceremony_key=web.cookies.read_ceremony_header(cookie),
+        credential=args["credential"],
+        client=client,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """A sign-in step answered before FastAPI: its path, what it takes of the body (None: hand the request
+    to the route), and its service with the request's session cookies and client."""
+
+    path: str
+    parse: Callable[[dict[str, Any]], dict[str, Any] | None]
+    service: Callable[[WebState, str, Client, dict[str, Any]], LoginResult]
+
+
+TOTP: Final = Step(LOGIN_TOTP_PATH, _code_of, _totp)
+PASSKEY: Final = Step(LOGIN_PASSKEY_PATH, _credential_of, _passkey)
+
+
+class SignInStepFastPath:
+    """A sign-in step (``TOTP``, ``PASSKEY``) before the middleware stack (see the module's text). Called
+    with the request; returns None when it answered, else the ``receive`` the application must read the body
+    from."""
 
     def __init__(
         self,
         web: WebState,
+        step: Step,
         *,
         security: list[tuple[bytes, bytes]],
         record: Callable[[str, str, int, float], None],
         default_language: str,
     ) -> None:
         self.web = web
+        self.step = step
         self.static = [*security, (b"cache-control", b"no-store")]
         self.record = record
         self.default_language = default_language
@@ -126,14 +177,15 @@ class TotpStepFastPath:
                 return _replay(body, receive)
             if not message.get("more_body", False):
                 break
-        code = _code_of(body)
-        if code is None:
+        data = _object_of(body)
+        args = None if data is None else self.step.parse(data)
+        if args is None:
             return _replay(body, receive)
-        await self._answer(scope, send, headers, code, started)
+        await self._answer(scope, send, headers, args, started)
         return None
 
     async def _answer(
-        self, scope: Scope, send: Send, headers: dict[str, str], code: str, started: float
+        self, scope: Scope, send: Send, headers: dict[str, str], args: dict[str, Any], started: float
     ) -> None:
         web = self.web
         cookie = headers.get("cookie", "")
@@ -150,13 +202,7 @@ class TotpStepFastPath:
                 ),
                 user_agent=headers.get("user-agent", "")[:512],
             )
-            step = partial(
-                sign_in.totp_step,
-                web.ctx,
-                token=web.cookies.read_header(cookie),
-                code=code,
-                client=client,
-            )
+            step = partial(self.step.service, web, cookie, client, args)
             refused: Response | None = None
             try:
                 result = step() if self.in_loop else await run_in_threadpool(step)
@@ -181,10 +227,10 @@ class TotpStepFastPath:
             await send({"type": "http.response.start", "status": status, "headers": raw})
             await send({"type": "http.response.body", "body": body})
             seconds = time.perf_counter() - started
-            self.record(LOGIN_TOTP_PATH, "POST", status, seconds)
+            self.record(self.step.path, "POST", status, seconds)
             log_access(
                 scope,
-                LOGIN_TOTP_PATH,
+                self.step.path,
                 "POST",
                 status,
                 seconds,

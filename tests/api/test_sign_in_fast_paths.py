@@ -1,7 +1,7 @@
-"""The TOTP sign-in step's fast path (issue 16, FL1/FL2): ``POST /api/v1/login/totp`` in its plain form is
-answered before FastAPI, and its answer must be the one the whole application gives (status, body, cookie,
-headers, language, Retry-After); every other form is declined and answered by the route, on SQLite and on
-PostgreSQL."""
+"""The second sign-in steps' fast paths (issue 16, FL1/FL2): ``POST /api/v1/login/totp`` and
+``POST /api/v1/login/passkey`` in their plain form are answered before FastAPI, and the answer must be the one
+the whole application gives (status, body, cookie, headers, language, Retry-After); every other form is
+declined and answered by the route, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import passkeys
 from tests.support.api import (
     API,
     Clients,
@@ -24,6 +25,8 @@ from tests.support.api import (
     start_login,
 )
 from tests.support.inprocess import AppServer
+from tests.support.soft_authenticator import flip_bit
+from twostep.web.api.fast_login import LOGIN_PASSKEY_PATH, LOGIN_TOTP_PATH
 from twostep.web.app import TwostepAPI
 
 pytestmark = pytest.mark.api
@@ -45,13 +48,13 @@ def clients(server: AppServer) -> Iterator[Clients]:
 class Spy:
     """Which requests the fast path answered itself (True) and which it handed to the application."""
 
-    def __init__(self, app: TwostepAPI) -> None:
+    def __init__(self, app: TwostepAPI, path: str = LOGIN_TOTP_PATH) -> None:
         self.app = app
+        self.path = path
         self.answered: list[bool] = []
 
     def __enter__(self) -> Spy:
-        fast = self.app.totp_fast_path
-        assert fast is not None
+        fast = self.app.fast_posts[self.path]
         self.saved = fast
 
         async def spied(scope: Any, receive: Any, send: Any) -> Any:
@@ -59,11 +62,11 @@ class Spy:
             self.answered.append(declined is None)
             return declined
 
-        self.app.totp_fast_path = spied
+        self.app.fast_posts = {**self.app.fast_posts, self.path: spied}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.app.totp_fast_path = self.saved
+        self.app.fast_posts = {**self.app.fast_posts, self.path: self.saved}
 
 
 def app_of(server: AppServer) -> TwostepAPI:
@@ -75,11 +78,11 @@ def app_of(server: AppServer) -> TwostepAPI:
 def whole_application(server: AppServer) -> Iterator[None]:
     """Requests in the block go through FastAPI, the middleware and the route (no fast path)."""
     app = app_of(server)
-    saved, app.totp_fast_path = app.totp_fast_path, None
+    saved, app.fast_posts = app.fast_posts, {}
     try:
         yield
     finally:
-        app.totp_fast_path = saved
+        app.fast_posts = saved
 
 
 def comparable(r: httpx.Response) -> dict[str, str]:
@@ -230,3 +233,49 @@ def test_unknown_fields_are_ignored_on_the_fast_path_as_by_the_route(
     assert spy.answered == [True]
     assert r.status_code == 200 and r.json() == {"status": "signed_in"}
     assert "twostep_trusted" not in r.headers.get("set-cookie", "")
+
+
+def test_a_passkey_sign_in_is_answered_as_the_whole_application_answers_it(server: AppServer) -> None:
+    account, _ = passkeys.with_passkey(server)
+    first = passkeys.pending_login(server, account)
+    with Spy(app_of(server), LOGIN_PASSKEY_PATH) as spy:
+        fast = passkeys.second_step(first, account)
+    assert spy.answered == [True]
+    second = passkeys.pending_login(server, account)
+    with whole_application(server):
+        whole = passkeys.second_step(second, account)
+    assert fast.status_code == whole.status_code == 200
+    assert fast.content == whole.content == b'{"status":"signed_in"}'
+    assert comparable(fast) == comparable(whole)
+    for api in (first, second):
+        assert api.session().status_code == 200
+
+
+def test_WA_A14_a_refused_assertion_is_refused_alike_on_the_fast_path(server: AppServer) -> None:
+    """WA-A14: a flipped signature bit gets the route's refusal on the fast path too."""
+    account, _ = passkeys.with_passkey(server)
+    answers = []
+    for fast_path in (True, False):
+        api = passkeys.pending_login(server, account)
+        with Spy(app_of(server), LOGIN_PASSKEY_PATH) as spy:
+            if fast_path:
+                r = passkeys.second_step(api, account, mutate_signature=lambda sig: flip_bit(sig, -1))
+            else:
+                with whole_application(server):
+                    r = passkeys.second_step(api, account, mutate_signature=lambda sig: flip_bit(sig, -1))
+        assert spy.answered == ([True] if fast_path else [])
+        answers.append(r)
+    fast, whole = answers
+    assert fast.status_code == whole.status_code == 401
+    assert fast.json() == whole.json()
+    assert comparable(fast) == comparable(whole)
+
+
+def test_a_passkey_step_asking_to_trust_the_browser_goes_to_the_route(server: AppServer) -> None:
+    account, _ = passkeys.with_passkey(server)
+    api = passkeys.pending_login(server, account)
+    options = api.options("/login/passkey/options")
+    with Spy(app_of(server), LOGIN_PASSKEY_PATH) as spy:
+        r = api.post("/login/passkey", {"credential": account.auth.get(options), "trust_browser": True})
+    assert spy.answered == [False]
+    assert r.status_code == 200 and "twostep_trusted" in r.headers.get("set-cookie", "")
