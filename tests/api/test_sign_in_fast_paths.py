@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.storage.test_read_row import run as in_new_loop
 from tests.support import passkeys
 from tests.support.api import (
     API,
@@ -279,3 +280,40 @@ def test_a_passkey_step_asking_to_trust_the_browser_goes_to_the_route(server: Ap
         r = api.post("/login/passkey", {"credential": account.auth.get(options), "trust_browser": True})
     assert spy.answered == [False]
     assert r.status_code == 200 and "twostep_trusted" in r.headers.get("set-cookie", "")
+
+
+def test_a_client_gone_before_its_body_arrived_gets_nothing_and_nothing_runs(server: AppServer) -> None:
+    """The body never came (http.disconnect): no answer is sent, the request goes nowhere, nothing runs."""
+    app = app_of(server)
+    sent: list[Any] = []
+    spy = Spy(app)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": LOGIN_TOTP_PATH,
+        "raw_path": LOGIN_TOTP_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"localhost"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"20"),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    with spy:
+        in_new_loop(app(scope, receive, send))
+    assert spy.answered == [True]  # taken by the fast path, which had nobody to answer
+    assert sent == []

@@ -171,7 +171,7 @@ class SignInStepFastPath:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return _replay(body, receive)  # the client went away: the application sees it too
+                return None  # the client went away: there is nobody to answer (as the route's body read)
             body += message.get("body", b"")
             if len(body) > MAX_BODY:
                 return _replay(body, receive)
