@@ -92,6 +92,20 @@ def _json_error(exc: TwostepError) -> tuple[int, bytes]:
     return status_of(exc), json.dumps(error_body_of(exc)).encode()
 
 
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (read already) once, then whatever comes after it."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
 class GuardMiddleware:
     """Pure ASGI: refuses oversize bodies, non-JSON API writes and cross-site writes; adds headers."""
 
@@ -190,17 +204,7 @@ class GuardMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return replay
+        return replay(b"".join(chunks), receive)
 
     async def _send_error(self, send: Send, status: int, body: bytes) -> None:
         headers = [

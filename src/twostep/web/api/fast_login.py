@@ -42,7 +42,7 @@ from twostep.web.errors import error_body, error_response
 from twostep.web.inputs import has_control, json_without_controls
 from twostep.web.language import choose
 from twostep.web.observe import log_access, request_id_of, request_id_var
-from twostep.web.security import MAX_BODY, Message, Receive, Scope, Send, client_address, is_cross_site
+from twostep.web.security import MAX_BODY, Receive, Scope, Send, client_address, is_cross_site, replay
 
 log = logging.getLogger("twostep.web")
 
@@ -54,20 +54,6 @@ _SIGNED_IN: Final = JSONResponse({"status": "signed_in"}).body
 _SIGNED_IN_HEADERS: Final = tuple(Response(_SIGNED_IN, media_type="application/json").raw_headers)
 # schemas.Short
 _CODE_MAX: Final = 256
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the body read so far once, then whatever comes after it."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _object_of(body: bytes) -> dict[str, Any] | None:
@@ -174,13 +160,13 @@ class SignInStepFastPath:
                 return None  # the client went away: there is nobody to answer (as the route's body read)
             body += message.get("body", b"")
             if len(body) > MAX_BODY:
-                return _replay(body, receive)
+                return replay(body, receive)
             if not message.get("more_body", False):
                 break
         data = _object_of(body)
         args = None if data is None else self.step.parse(data)
         if args is None:
-            return _replay(body, receive)
+            return replay(body, receive)
         await self._answer(scope, send, headers, args, started)
         return None
 
