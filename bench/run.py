@@ -54,6 +54,7 @@ class Config:
     p4_large: int
     floor: bool = True  # the floor of issue 16 beside P1 (and P1 on PostgreSQL)
     floor_only: bool = False  # only P1 and the floor
+    only: tuple[str, ...] = ()  # with floor_only: only the loads with these keys (experiments)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,11 @@ class Config:
             "floor": self.floor,
             "floor_only": self.floor_only,
         }
+
+
+# An experiment (not part of `make bench`): BENCH_AB_SRC=<another checkout>/src adds P1·pg served from that
+# code, measured in the same rounds as P1·pg (key p1_pg_1w_ab), to compare two versions on a noisy machine.
+AB_SRC = os.environ.get("BENCH_AB_SRC", "")
 
 
 def log(msg: str) -> None:
@@ -266,6 +272,17 @@ class Bench:
                 )
                 pg[name] = (s, url)
                 servers.append(s)
+            if AB_SRC:
+                s = twostep_server(
+                    "pg-1w-ab",
+                    data_dir=cfg.work_dir / "pg-1w-ab",
+                    workers=1,
+                    log_dir=logs,
+                    database_url=url_p1,
+                )
+                s.env["PYTHONPATH"] = AB_SRC
+                pg["pg-1w-ab"] = (s, url_p1)
+                servers.append(s)
             if full:
                 # P4's databases: the same 1,000 accounts with an authenticator app; the large one has
                 # 999,000 more.
@@ -338,6 +355,16 @@ class Bench:
                     "p1_pg_1w", "P1 TOTP step, PostgreSQL, 1 worker", pg["pg-1w"][0], pg["pg-1w"][1], rss=True
                 )
             ]
+            if AB_SRC:
+                pgm.append(
+                    self.totp_measurement(
+                        "p1_pg_1w_ab",
+                        f"P1 TOTP step, PostgreSQL, 1 worker, the code of {AB_SRC}",
+                        pg["pg-1w-ab"][0],
+                        pg["pg-1w-ab"][1],
+                        rss=False,
+                    )
+                )
             if cfg.floor:
                 pgm += self.build_floor_pg(pg["pg-1w"][0], url_floor, logs)
             if full:
@@ -751,6 +778,8 @@ class Bench:
         )
         try:
             self.build()
+            if cfg.only:
+                self.measurements = [m for m in self.measurements if m.key in cfg.only]
             if cfg.warmup > 0:
                 log(f"warm-up ({cfg.warmup:g} s each; not counted, sizes the rounds)")
                 for m in self.all_measurements():
@@ -917,6 +946,11 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument(
         "--floor-only", action="store_true", help="only P1 and the floor (and on PostgreSQL unless --quick)"
     )
+    p.add_argument(
+        "--only",
+        default="",
+        help="with --floor-only: the loads to run, by key, comma-separated (experiments)",
+    )
     a = p.parse_args(argv)
     quick = bool(a.quick)
     out = a.out or (ROOT / "bench" / ("out" if quick else "results"))
@@ -934,6 +968,7 @@ def parse_args(argv: list[str] | None) -> Config:
         p4_large=a.p4_large,
         floor=not a.no_floor or a.floor_only,
         floor_only=bool(a.floor_only),
+        only=tuple(k for k in a.only.split(",") if k) if a.floor_only else (),
     )
 
 
