@@ -5,10 +5,12 @@ floor (bench/floor_app.py) executed per request.
 
 twostep's side: its own application, built by ``twostep.app.create_app(Settings(...))`` with the settings
 `make bench` serves with (production settings, the per-address limit on), answers a real sign-in through
-httpx's ASGI transport; SQLAlchemy's ``before_cursor_execute`` event of its engine records every statement
-sent to the driver, its ``begin`` and ``commit`` events the transaction's bounds. Nothing of twostep is
-changed; the connection pool's pre-ping on PostgreSQL (an empty query ``;`` sent by the pool, not through a
-cursor event) is recorded apart, as a round trip outside the statement list.
+httpx's ASGI transport. On SQLite SQLAlchemy's ``before_cursor_execute`` event of its engine records every
+statement sent to the driver, its ``begin`` and ``commit`` events the transaction's bounds; on PostgreSQL a
+spy on psycopg's ``Cursor.execute`` records what the driver is given, in its order, ``BEGIN`` and ``COMMIT``
+included (storage/db.py sends them itself, the ``BEGIN`` with the transaction's first statement). Nothing of
+twostep is changed. ``outside`` stays for round trips outside the statement list; since issue 16 there are
+none (the pool's pre-ping, an empty query per check-out, was replaced by ``storage.db.is_alive``).
 
 The floor's side: SQLite's own trace callback (``sqlite3.Connection.set_trace_callback``), which sees the
 statements as SQLite runs them, with the bound values written in; on PostgreSQL the text the floor sends to
@@ -157,44 +159,47 @@ def capture_twostep(
         per_request[-1].append(statement)
         params[-1].append(parameters)
 
-    def sent(conn: Any) -> bool:
-        # In autocommit (storage/db.py Database.autocommit) SQLAlchemy's begin, commit and rollback send
-        # nothing to the server: each statement commits on its own.
-        return bool(conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT")
-
     def on_begin(conn: Any) -> None:
         # SQLite's BEGIN IMMEDIATE is a statement of its own (storage/db.py)
-        if dialect != "sqlite" and sent(conn):
+        if dialect != "sqlite":
             per_request[-1].append("BEGIN")
             params[-1].append(None)
 
     def on_commit(conn: Any) -> None:
-        if sent(conn):
-            per_request[-1].append("COMMIT")
-            params[-1].append(None)
+        per_request[-1].append("COMMIT")
+        params[-1].append(None)
 
     def on_rollback(conn: Any) -> None:
-        if sent(conn):
-            per_request[-1].append("ROLLBACK")
-            params[-1].append(None)
+        per_request[-1].append("ROLLBACK")
+        params[-1].append(None)
 
-    original_ping = engine.dialect.do_ping
+    # On PostgreSQL what the driver is given, in the order it is given (storage/db.py sends the BEGIN with
+    # the transaction's first statement and keeps some writes for the COMMIT's round trip, so SQLAlchemy's
+    # events do not tell where they go): a spy on psycopg's cursor; nothing is changed.
+    import psycopg
 
-    def ping(dbapi_connection: Any) -> bool:
-        query = engine.dialect._dialect_specific_select_one
-        outside[-1].append(f"{query!r} (the connection pool's pre-ping, one round trip)")
-        return bool(original_ping(dbapi_connection))
+    raw_execute = psycopg.Cursor.execute
 
+    def driver_execute(cur: Any, query: Any, values: Any = None, **kw: Any) -> Any:
+        if capturing:
+            per_request[-1].append(query if isinstance(query, str) else str(query))
+            params[-1].append(values)
+        return raw_execute(cur, query, values, **kw)
+
+    capturing = False
     seed_engine = seed.engine_for(settings.resolved_database_url)
     try:
         box = seed.server_box(data_dir)
         if lines is None:
             lines = seed.totp_lines(seed_engine, box, requests, prefix="captureu", password_hash="x")
-        event.listen(engine, "before_cursor_execute", on_execute)
-        event.listen(engine, "begin", on_begin)
-        event.listen(engine, "commit", on_commit)
-        event.listen(engine, "rollback", on_rollback)
-        engine.dialect.do_ping = ping
+        if dialect == "sqlite":
+            event.listen(engine, "before_cursor_execute", on_execute)
+            event.listen(engine, "begin", on_begin)
+            event.listen(engine, "commit", on_commit)
+            event.listen(engine, "rollback", on_rollback)
+        else:
+            psycopg.Cursor.execute = driver_execute  # type: ignore[method-assign, assignment]
+            capturing = True
 
         async def sign_in() -> list[httpx.Response]:
             out: list[httpx.Response] = []
@@ -220,7 +225,8 @@ def capture_twostep(
 
         responses = _run_in_own_loop(sign_in)
     finally:
-        engine.dialect.do_ping = original_ping
+        capturing = False
+        psycopg.Cursor.execute = raw_execute  # type: ignore[method-assign]
         app.state.web.ctx.db.dispose()
         seed_engine.dispose()
     last = responses[-1]

@@ -40,6 +40,7 @@ from twostep.core.throttle import (
 from twostep.i18n import N_
 from twostep.services.context import Client, Context
 from twostep.storage import ratelimit, throttle
+from twostep.storage.db import ahead_of_transaction
 
 # The per-address window of the edge limit, in seconds.
 WINDOW = 60
@@ -67,33 +68,25 @@ class Counter:
 
 @dataclass(frozen=True)
 class Window:
-    """The fixed-window request limit of one client address (SEC-62); ``per_minute`` 0 is no limit.
-    ``counted``: this request is counted already (``edge`` on PostgreSQL); ``reserve`` passes it by."""
+    """The fixed-window request limit of one client address (SEC-62); ``per_minute`` 0 is no limit."""
 
     ip: str
     per_minute: int
-    counted: bool = False
 
 
 def edge(ctx: Context, client: Client, now: datetime) -> Window:
-    """The request limit of the client's address, to be given to ``reserve`` in the ceremony's transaction.
+    """The request limit of the client's address, to be given to ``reserve`` first in the ceremony's
+    transaction, which counts the request.
 
-    On PostgreSQL the request is counted here, before that transaction, in a statement that commits on its
-    own: the window's row is the same for every request from one address (one office behind NAT, one proxy),
-    and a row updated inside the ceremony's transaction stays locked until it ends, so that those requests
-    would run one at a time whatever the number of workers (issue 16, the hot row). The count stays shared
-    by every worker and machine, and exact. On SQLite, whose writes are serialised anyway, ``reserve``
-    counts it inside the transaction (one statement fewer).
-
-    Raises:
-        TooManyAttempts: too many requests from this address this minute (PostgreSQL; SQLite: ``reserve``).
+    On PostgreSQL that count commits on its own, ahead of the ceremony's transaction, on its connection
+    (``storage.db.ahead_of_transaction``): the window's row is the same for every request from one address
+    (one office behind NAT, one proxy), and a row updated inside the ceremony's transaction stays locked
+    until it ends, so that those requests would run one at a time whatever the number of workers (issue 16,
+    the hot row). The count stays shared by every worker and machine, and exact. On SQLite, whose writes are
+    serialised anyway, it is counted inside the transaction.
     """
-    window = Window(client.ip, ctx.rate_limit_per_minute)
-    if window.per_minute <= 0 or ctx.db.dialect == "sqlite":
-        return window
-    with ctx.db.autocommit() as conn:
-        _hit(conn, window, now)
-    return Window(window.ip, window.per_minute, counted=True)
+    del now  # counted by ``reserve``, at the transaction's time
+    return Window(client.ip, ctx.rate_limit_per_minute)
 
 
 def password(username: str, ip: str, *, known_browser: bool) -> tuple[Counter, ...]:
@@ -138,7 +131,7 @@ def reserve(conn: Connection, *limits: Counter | Window, now: datetime) -> int:
     failures = 0
     for limit in limits:
         if isinstance(limit, Window):
-            if not limit.counted:
+            with ahead_of_transaction(conn):
                 _hit(conn, limit, now)
             failures = 0
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import select
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Dialect, Engine, Insert, Select, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from twostep.core.errors import Unavailable
@@ -49,7 +50,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=20, hide_parameters=True)
+    _configure_postgresql(engine)
+    return engine
 
 
 def _create_private(database: str | None) -> None:
@@ -94,6 +97,92 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take the write lock at the start: no deadlocked read-to-write upgrades between workers. On the
         # driver (``send``): through SQLAlchemy's execution it cost more than the statement.
         send(conn, "BEGIN IMMEDIATE", ())
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if not is_alive(dbapi_conn):
+            raise DisconnectionError("the server closed the connection")  # the pool takes another
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(conn: Connection, cursor: Any, *_: Any) -> None:
+        # A statement of SQLAlchemy's own in a transaction of Database.transaction: what is still unsent
+        # goes first, on its own round trip (``send`` puts it in the same round trip as its statement).
+        if cursor is not None:
+            unsent = conn.info.get(_UNSENT)
+            if unsent:
+                _flush(conn, unsent)
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Connection) -> None:
+        unsent = conn.info.get(_UNSENT)
+        if unsent is None:
+            return
+        if unsent == [_BEGIN]:
+            unsent.clear()  # nothing ran: nothing to send (and the driver's commit finds nothing to end)
+            return
+        _flush(conn, unsent, ("COMMIT", None))  # the driver's own commit then finds the transaction ended
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Connection) -> None:
+        unsent = conn.info.get(_UNSENT)
+        if unsent:
+            unsent.clear()  # never sent; what was sent the driver's rollback ends
+
+
+# PostgreSQL (issue 16, fewer round trips): in a transaction of ``Database.transaction`` the driver is in
+# autocommit and the transaction is begun by a ``BEGIN`` of twostep's, kept unsent, with the writes whose
+# result nobody reads (``defer``), in ``conn.info[_UNSENT]``: they go in one pipeline with the next statement
+# that needs an answer, or with the ``COMMIT``.
+_UNSENT = "twostep_unsent"
+_BEGIN = ("BEGIN", None)
+
+
+def _flush(conn: Connection, unsent: list[tuple[str, Any]], last: tuple[str, Any] | None = None) -> Any:
+    """``unsent`` and then ``last`` in one round trip (psycopg's pipeline mode); returns the driver's cursor
+    of ``last``. The listeners of ``before_cursor_execute`` see each deferred statement, as ``send``'s; a
+    driver error is raised as SQLAlchemy's, as ``send`` does."""
+    raw = conn.connection.driver_connection
+    listeners = conn.dispatch.before_cursor_execute if conn.engine.dispatch.before_cursor_execute else ()
+    batch = [*unsent, last] if last is not None else list(unsent)
+    unsent.clear()
+    cursor = None
+    try:
+        with raw.pipeline():  # type: ignore[union-attr]  # psycopg's
+            for sql, values in batch:
+                if values is not None:
+                    for listener in listeners:
+                        listener(conn, None, sql, values, None, False)
+                cursor = raw.execute(sql, values)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(conn, raw, exc, batch[-1][0], batch[-1][1]) from exc
+    return cursor
+
+
+def is_alive(dbapi_conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle pooled PostgreSQL connection can still be used, without a round trip (issue 16): the
+    pool used to send an empty query (its pre-ping) at every check-out, two round trips of the TOTP step's
+    thirteen. When PostgreSQL ends a connection (a restart, ``pg_terminate_backend``, a crash) its socket
+    becomes readable: the backend's last message and the end of the stream. An idle connection has nothing
+    else to read (twostep does not LISTEN; the server reports a changed setting that way only after a
+    reload, and a new connection costs no more than that), so a connection whose socket is readable is not
+    used again. A connection lost without the server closing it (a network cut) is found by its first
+    statement, as the pre-ping would have been: that request gets 503 (``Database.transaction``), and the
+    pool replaces the connection."""
+    from psycopg.pq import ConnStatus, TransactionStatus
+
+    if dbapi_conn.closed:
+        return False
+    pgconn = dbapi_conn.pgconn
+    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
+        return False
+    poll = select.poll()  # not select.select: a busy server's sockets may be numbered past 1023
+    try:
+        poll.register(pgconn.socket, select.POLLIN)
+        return not poll.poll(0)  # anything (data, the end, an error) on an idle connection: not used again
+    except (OSError, ValueError):  # a socket closed under it
+        return False
 
 
 # SQLSTATE classes of PostgreSQL that mean the server went away or refuses connections: 08 connection
@@ -255,7 +344,11 @@ def _run(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Prep
 
 
 def send(conn: Connection, sql: str, values: Any) -> Any:
-    """``sql`` with the driver's ``values``, on ``conn``'s driver connection (``run``)."""
+    """``sql`` with the driver's ``values``, on ``conn``'s driver connection (``run``); on PostgreSQL in the
+    same round trip as what ``defer`` kept unsent."""
+    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
+    if unsent:
+        return _flush(conn, unsent, (sql, values))
     raw = conn.connection.driver_connection
     # Only when someone listens (the tests' and the benchmark's statement capture, on the engine).
     if conn.engine.dispatch.before_cursor_execute:
@@ -264,18 +357,58 @@ def send(conn: Connection, sql: str, values: Any) -> Any:
     try:
         return raw.execute(sql, values)  # type: ignore[union-attr]  # sqlite3 or psycopg: both have execute
     except conn.dialect.loaded_dbapi.Error as exc:
-        invalidated = conn.dialect.is_disconnect(exc, raw, None)
-        if invalidated:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            sql,
-            values,
-            exc,
-            conn.dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            connection_invalidated=invalidated,
-            dialect=conn.dialect,
-        ) from exc
+        raise _driver_error(conn, raw, exc, sql, values) from exc
+
+
+def defer(conn: Connection, statement: Any, params: dict[str, Any]) -> None:
+    """``run``, for a write whose result nobody reads and whose failure no caller handles (an event, a new
+    session, a counter's reset): on PostgreSQL, in a transaction of ``Database.transaction``, it is sent with
+    the next statement or with the ``COMMIT``, in one round trip (issue 16); if it fails, that statement or
+    the commit raises, and the transaction is rolled back. Elsewhere it runs now."""
+    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
+    if unsent is None:
+        run(conn, statement, params)
+        return
+    prepared = prepared_for(conn, statement, params)
+    unsent.append((prepared.sql, prepared.parameters(params)))
+
+
+@contextmanager
+def ahead_of_transaction(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, the statements of the block commit on their own, ahead of the transaction of
+    ``Database.transaction`` that ``conn`` is in, whose ``BEGIN`` is not sent yet: for a row that every
+    request from one address updates, which must not stay locked for a whole ceremony (the per-address
+    request counter, ``regulator.reserve``). The block must come first in the transaction. On SQLite (its
+    writes are serialised anyway) they are the transaction's."""
+    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
+    if unsent is None:
+        yield
+        return
+    if unsent != [_BEGIN]:
+        raise RuntimeError("ahead_of_transaction: the transaction has begun")
+    unsent.clear()  # the driver is in autocommit: each statement commits on its own
+    try:
+        yield
+    finally:
+        unsent.append(_BEGIN)
+
+
+def _driver_error(conn: Connection, raw: Any, exc: Any, sql: str, values: Any) -> Exception:
+    """The driver's ``exc`` as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``), the
+    connection invalidated if it is lost."""
+    invalidated = conn.dialect.is_disconnect(exc, raw, None)
+    if invalidated:
+        conn.invalidate(exc)
+    error: Exception = DBAPIError.instance(
+        sql,
+        values,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=invalidated,
+        dialect=conn.dialect,
+    )
+    return error
 
 
 def first(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -377,6 +510,10 @@ class Database:
                 request): the caller answers 503 and the pool reconnects on a later request.
         """
         try:
+            if self.engine.dialect.name == "postgresql":
+                with self._pg_transaction() as conn, in_transaction():
+                    yield conn
+                return
             if self._writer is None:
                 with self.engine.begin() as conn, in_transaction():
                     yield conn
@@ -391,6 +528,32 @@ class Database:
             if is_unavailable(exc):
                 raise Unavailable() from exc
             raise
+
+    @contextmanager
+    def _pg_transaction(self) -> Iterator[Connection]:
+        """A transaction on PostgreSQL whose ``BEGIN`` is sent with its first statement (``_UNSENT``): the
+        driver is in autocommit for the block, so that it does not send a ``BEGIN`` of its own, one round
+        trip more. SQLAlchemy's commit and rollback end it (the listeners of ``_configure_postgresql``, then
+        the driver's, which ends whatever transaction the server has open)."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.autocommit = True  # type: ignore[union-attr]  # psycopg's: no round trip while idle
+            conn.info[_UNSENT] = [_BEGIN]
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(_UNSENT, None)
+                self._end_driver_autocommit(conn, raw)
+
+    @staticmethod
+    def _end_driver_autocommit(conn: Connection, raw: Any) -> None:
+        """Back to the driver's transactions (``read`` and the others rely on them), or, on a connection
+        that cannot (lost, or left in a transaction by a failure), not to the pool."""
+        try:
+            raw.autocommit = False
+        except Exception:
+            conn.invalidate()
 
     @contextmanager
     def _loop_transaction(self) -> Iterator[Connection]:
@@ -427,20 +590,6 @@ class Database:
             self._loop_writers.pop(thread, None)
             conn.invalidate()
             conn.close()
-
-    @contextmanager
-    def autocommit(self) -> Iterator[Connection]:
-        """A connection on which every statement commits on its own (``isolation_level`` AUTOCOMMIT): for one
-        statement that must not keep a row locked for a whole transaction (the per-address request counter
-        on PostgreSQL, ``regulator.edge``). Not for SQLite (its writer lock is taken by ``transaction``).
-        Raises Unavailable as ``transaction`` does."""
-        try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                yield conn
-        except DBAPIError as exc:
-            if is_unavailable(exc):
-                raise Unavailable() from exc
-            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
