@@ -86,9 +86,11 @@ def run_wrk(
     threads: int = 1,
     expect: str = "",
     server_cpu: Any = None,
+    addresses: int = 0,
 ) -> LoadResult:
     """Run wrk for ``duration`` seconds (or until every line was answered); ``server_cpu`` is a callable
-    returning the server's CPU seconds, read before and after."""
+    returning the server's CPU seconds, read before and after; ``addresses`` > 0 spreads the requests over
+    that many client addresses in X-Forwarded-For (the server must trust 127.0.0.1 as its proxy)."""
     n_lines = sum(1 for _ in lines_file.open())
     threads = max(1, min(threads, connections, n_lines))
     argv = [
@@ -109,6 +111,7 @@ def run_wrk(
         path,
         str(threads),
         expect,
+        str(addresses),
     ]
     cpu0 = server_cpu() if server_cpu else 0.0
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)

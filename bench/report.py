@@ -174,6 +174,30 @@ def figures(meas: dict[str, Any]) -> list[dict[str, Any]]:
             0.25,
         )
         ratio_row("P5·pg", "P1 with 2 workers vs 1 (PostgreSQL)", "p5_pg_2w", "p1_pg_1w", 1.7)
+        # Issue 16: against P1 (SQLite), from one address and from 100 behind a trusted proxy.
+        ratio_row(
+            "P1·pg÷P1",
+            "TOTP sign-in step (PostgreSQL, 1 worker) vs P1 (SQLite)",
+            "p1_pg_1w",
+            "p1_sqlite_1w",
+            0.60,
+            style="pct",
+        )
+        ratio_row(
+            "P1·pg·100",
+            "TOTP sign-in step (PostgreSQL, 1 worker, 100 addresses) vs P1 (SQLite)",
+            "p1_pg_1w_100",
+            "p1_sqlite_1w",
+            0.60,
+            style="pct",
+        )
+        ratio_row(
+            "P5·pg·100",
+            "P1·pg·100 with 2 workers vs 1 (PostgreSQL, 100 addresses)",
+            "p5_pg_2w_100",
+            "p1_pg_1w_100",
+            1.6,
+        )
     ratio_row(
         "P1·2w",
         "TOTP sign-in step (SQLite, 2 workers) vs bare app, 2 workers",

@@ -72,6 +72,9 @@ class Config:
         }
 
 
+# Issue 16: P1·pg and P5·pg are measured from one address and from this many (forwarded by a trusted proxy).
+ADDRESSES = 100
+
 # An experiment (not part of `make bench`): BENCH_AB_SRC=<another checkout>/src adds P1·pg served from that
 # code, measured in the same rounds as P1·pg (key p1_pg_1w_ab), to compare two versions on a noisy machine.
 AB_SRC = os.environ.get("BENCH_AB_SRC", "")
@@ -98,6 +101,7 @@ class Measurement:
     fixed_size: bool = False  # make_lines decides how many (P4's fixed set of accounts)
     group: str = "sqlite"  # measured before P2 in a round ("sqlite") or after it ("pg")
     count_signins: bool = False  # check that every ok answer made a session and a signed_in event
+    addresses: int = 0  # > 0: the load comes from that many addresses, forwarded by a trusted proxy
     floor_capture: statements.Capture | None = None  # a floor: twostep's statements to compare with
     setup_failures: list[str] = field(default_factory=list)
     results: list[LoadResult] = field(default_factory=list)
@@ -214,7 +218,9 @@ class Bench:
 
     # --------------------------------------------------------------------------------------- measurements
 
-    def totp_measurement(self, key: str, title: str, server: Server, url: str, *, rss: bool) -> Measurement:
+    def totp_measurement(
+        self, key: str, title: str, server: Server, url: str, *, rss: bool, addresses: int = 0
+    ) -> Measurement:
         engine = self.engine(url)
         box = seed.server_box(Path(server.env["TWOSTEP_DATA_DIR"]))
         prefix = key.replace("_", "") + "u"
@@ -230,6 +236,7 @@ class Bench:
             engine=engine,
             watch_rss=rss,
             count_signins=True,
+            addresses=addresses,
         )
 
     def build(self) -> None:
@@ -260,16 +267,24 @@ class Bench:
             url_p1 = self.pg_database("twostep_bench_p1")
             if cfg.floor:
                 url_floor = self.pg_database("twostep_bench_floor")
-            pg_servers = [("pg-1w", url_p1, 1)]
+            pg_servers = [("pg-1w", url_p1, 1), ("pg-1w-100", url_p1, 1)]
             if full:
                 url_1k = self.pg_database("twostep_bench_1k")
                 url_1m = self.pg_database("twostep_bench_1m")
-                pg_servers += [("pg-2w", url_p1, 2), ("pg-1k", url_1k, 1), ("pg-1m", url_1m, 1)]
+                pg_servers += [
+                    ("pg-2w", url_p1, 2),
+                    ("pg-2w-100", url_p1, 2),
+                    ("pg-1k", url_1k, 1),
+                    ("pg-1m", url_1m, 1),
+                ]
             self.setup_s["pg_create_migrate"] = round(time.monotonic() - t0, 2)
             for name, url, workers in pg_servers:
                 s = twostep_server(
                     name, data_dir=cfg.work_dir / name, workers=workers, log_dir=logs, database_url=url
                 )
+                if name.endswith("-100"):
+                    # Issue 16: the load of 100 clients behind a proxy (X-Forwarded-For from 127.0.0.1).
+                    s.env["TWOSTEP_TRUSTED_PROXIES"] = "127.0.0.1"
                 pg[name] = (s, url)
                 servers.append(s)
             if AB_SRC:
@@ -355,6 +370,16 @@ class Bench:
                     "p1_pg_1w", "P1 TOTP step, PostgreSQL, 1 worker", pg["pg-1w"][0], pg["pg-1w"][1], rss=True
                 )
             ]
+            pgm.append(
+                self.totp_measurement(
+                    "p1_pg_1w_100",
+                    f"P1 TOTP step, PostgreSQL, 1 worker, from {ADDRESSES} addresses",
+                    pg["pg-1w-100"][0],
+                    pg["pg-1w-100"][1],
+                    rss=False,
+                    addresses=ADDRESSES,
+                )
+            )
             if AB_SRC:
                 pgm.append(
                     self.totp_measurement(
@@ -375,6 +400,16 @@ class Bench:
                         pg["pg-2w"][0],
                         pg["pg-2w"][1],
                         rss=True,
+                    )
+                )
+                pgm.append(
+                    self.totp_measurement(
+                        "p5_pg_2w_100",
+                        f"P1 TOTP step, PostgreSQL, 2 workers, from {ADDRESSES} addresses",
+                        pg["pg-2w-100"][0],
+                        pg["pg-2w-100"][1],
+                        rss=False,
+                        addresses=ADDRESSES,
                     )
                 )
                 for name, key, count in (
@@ -723,6 +758,7 @@ class Bench:
             threads=self.cfg.wrk_threads,
             expect=m.expect,
             server_cpu=m.server.cpu_seconds,
+            addresses=m.addresses,
         )
         if m.watch_rss:
             peaks = self.sampler.collect()
@@ -749,6 +785,17 @@ class Bench:
                     f"{result.ok} ok answers ({unanswered} requests unanswered at wrk's deadline) made "
                     f"{made['sessions']} signed-in sessions and {made['events']} signed_in events"
                 )
+        if m.addresses and m.engine is not None and not warmup:
+            # The server took the forwarded addresses as the clients' (its sign-ins record them).
+            with m.engine.connect() as conn:
+                seen = conn.execute(
+                    select(func.count(func.distinct(security_events.c.ip))).where(
+                        security_events.c.type == "signed_in", security_events.c.ip.like("198.51.100.%")
+                    )
+                ).scalar_one()
+            result.extra["client_addresses"] = int(seen)
+            if seen != m.addresses:
+                failed.append(f"the sign-ins came from {seen} forwarded addresses, not {m.addresses}")
         if m.floor_capture is not None:
             st = self.floor_call(m, "GET", "/_floor/stats")
             same, why = statements.compare(m.floor_capture.normalised, st["lists"])

@@ -7,8 +7,9 @@ twostep's side: its own application, built by ``twostep.app.create_app(Settings(
 `make bench` serves with (production settings, the per-address limit on), answers a real sign-in through
 httpx's ASGI transport. On SQLite SQLAlchemy's ``before_cursor_execute`` event of its engine records every
 statement sent to the driver, its ``begin`` and ``commit`` events the transaction's bounds; on PostgreSQL a
-spy on psycopg's ``Cursor.execute`` records what the driver is given, in its order, ``BEGIN`` and ``COMMIT``
-included (storage/db.py sends them itself, the ``BEGIN`` with the transaction's first statement). Nothing of
+spy on psycopg's ``Cursor.execute`` records what the driver is given, in its order, with the ``BEGIN`` psycopg
+sends before the transaction's first statement (the per-address counter commits on its own ahead of it, on
+the same connection), and the ``COMMIT`` of SQLAlchemy's event. Nothing of
 twostep is changed. ``outside`` stays for round trips outside the statement list; since issue 16 there are
 none (the pool's pre-ping, an empty query per check-out, was replaced by ``storage.db.is_alive``).
 
@@ -173,15 +174,22 @@ def capture_twostep(
         per_request[-1].append("ROLLBACK")
         params[-1].append(None)
 
-    # On PostgreSQL what the driver is given, in the order it is given (storage/db.py sends the BEGIN with
-    # the transaction's first statement and keeps some writes for the COMMIT's round trip, so SQLAlchemy's
-    # events do not tell where they go): a spy on psycopg's cursor; nothing is changed.
+    # On PostgreSQL what the driver is given, in the order it is given: a spy on psycopg's cursor (nothing
+    # is changed). The per-address counter commits on its own before the transaction begins, on the same
+    # connection (storage.db.ahead_of_transaction), so SQLAlchemy's begin event, which comes before it, does
+    # not tell where the BEGIN goes: psycopg sends it before a statement when it is not in autocommit and no
+    # transaction is open; the COMMIT comes from SQLAlchemy's commit event.
     import psycopg
+    from psycopg.pq import TransactionStatus
 
     raw_execute = psycopg.Cursor.execute
 
     def driver_execute(cur: Any, query: Any, values: Any = None, **kw: Any) -> Any:
         if capturing:
+            conn = cur.connection
+            if not conn.autocommit and conn.pgconn.transaction_status == TransactionStatus.IDLE:
+                per_request[-1].append("BEGIN")
+                params[-1].append(None)
             per_request[-1].append(query if isinstance(query, str) else str(query))
             params[-1].append(values)
         return raw_execute(cur, query, values, **kw)
@@ -199,6 +207,8 @@ def capture_twostep(
             event.listen(engine, "rollback", on_rollback)
         else:
             psycopg.Cursor.execute = driver_execute  # type: ignore[method-assign, assignment]
+            event.listen(engine, "commit", on_commit)
+            event.listen(engine, "rollback", on_rollback)
             capturing = True
 
         async def sign_in() -> list[httpx.Response]:

@@ -1,12 +1,13 @@
 -- Replays a file of pre-built requests, each exactly once, spread over wrk's threads.
 --
---   wrk -t T -c C -d D --latency -s replay.lua URL -- FILE PATH T EXPECT
+--   wrk -t T -c C -d D --latency -s replay.lua URL -- FILE PATH T EXPECT [ADDRESSES]
 --
 -- FILE has one request per line: "<cookie value or ->\t<JSON body, or a form>". Thread k sends lines k, k+T, k+2T, ...
 -- When a thread has sent all of its lines it stops asking for more (its idle connections send nothing and
 -- record no latency), and it stops once every line it sent has been answered. A response counts as "ok"
 -- when it is a 200 whose body contains EXPECT; every other answer is counted, by status, as "bad".
--- done() prints one line "BENCHJSON {...}" for bench/loadgen.py.
+-- done() prints one line "BENCHJSON {...}" for bench/loadgen.py. With ADDRESSES > 0 line n carries
+-- "X-Forwarded-For: 198.51.100.<n mod ADDRESSES + 1>": the load of that many clients behind a trusted proxy.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -31,6 +32,7 @@ end
 function init(args)
   local file, path, nthreads = args[1], args[2], tonumber(args[3])
   expect = args[4] or ""
+  local addresses = tonumber(args[5] or "0") or 0
   reqs = {}
   local i = 0
   for line in io.lines(file) do
@@ -44,6 +46,9 @@ function init(args)
       end
       if cookie ~= "-" then
         headers["Cookie"] = "twostep_session=" .. cookie
+      end
+      if addresses > 0 then
+        headers["X-Forwarded-For"] = "198.51.100." .. (i % addresses + 1)
       end
       reqs[#reqs + 1] = wrk.format("POST", path, headers, body)
     end

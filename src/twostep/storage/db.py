@@ -105,60 +105,6 @@ def _configure_postgresql(engine: Engine) -> None:
         if not is_alive(dbapi_conn):
             raise DisconnectionError("the server closed the connection")  # the pool takes another
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _before_execute(conn: Connection, cursor: Any, *_: Any) -> None:
-        # A statement of SQLAlchemy's own in a transaction of Database.transaction: what is still unsent
-        # goes first, on its own round trip (``send`` puts it in the same round trip as its statement).
-        if cursor is not None:
-            unsent = conn.info.get(_UNSENT)
-            if unsent:
-                _flush(conn, unsent)
-
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Connection) -> None:
-        unsent = conn.info.get(_UNSENT)
-        if unsent is None:
-            return
-        if unsent == [_BEGIN]:
-            unsent.clear()  # nothing ran: nothing to send (and the driver's commit finds nothing to end)
-            return
-        _flush(conn, unsent, ("COMMIT", None))  # the driver's own commit then finds the transaction ended
-
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Connection) -> None:
-        unsent = conn.info.get(_UNSENT)
-        if unsent:
-            unsent.clear()  # never sent; what was sent the driver's rollback ends
-
-
-# PostgreSQL (issue 16, fewer round trips): in a transaction of ``Database.transaction`` the driver is in
-# autocommit and the transaction is begun by a ``BEGIN`` of twostep's, kept unsent, with the writes whose
-# result nobody reads (``defer``), in ``conn.info[_UNSENT]``: they go in one pipeline with the next statement
-# that needs an answer, or with the ``COMMIT``.
-_UNSENT = "twostep_unsent"
-_BEGIN = ("BEGIN", None)
-
-
-def _flush(conn: Connection, unsent: list[tuple[str, Any]], last: tuple[str, Any] | None = None) -> Any:
-    """``unsent`` and then ``last`` in one round trip (psycopg's pipeline mode); returns the driver's cursor
-    of ``last``. The listeners of ``before_cursor_execute`` see each deferred statement, as ``send``'s; a
-    driver error is raised as SQLAlchemy's, as ``send`` does."""
-    raw = conn.connection.driver_connection
-    listeners = conn.dispatch.before_cursor_execute if conn.engine.dispatch.before_cursor_execute else ()
-    batch = [*unsent, last] if last is not None else list(unsent)
-    unsent.clear()
-    cursor = None
-    try:
-        with raw.pipeline():  # type: ignore[union-attr]  # psycopg's
-            for sql, values in batch:
-                if values is not None:
-                    for listener in listeners:
-                        listener(conn, None, sql, values, None, False)
-                cursor = raw.execute(sql, values)  # type: ignore[union-attr]
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _driver_error(conn, raw, exc, batch[-1][0], batch[-1][1]) from exc
-    return cursor
-
 
 def is_alive(dbapi_conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle pooled PostgreSQL connection can still be used, without a round trip (issue 16): the
@@ -344,11 +290,7 @@ def _run(conn: Connection, statement: Any, params: dict[str, Any]) -> tuple[Prep
 
 
 def send(conn: Connection, sql: str, values: Any) -> Any:
-    """``sql`` with the driver's ``values``, on ``conn``'s driver connection (``run``); on PostgreSQL in the
-    same round trip as what ``defer`` kept unsent."""
-    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
-    if unsent:
-        return _flush(conn, unsent, (sql, values))
+    """``sql`` with the driver's ``values``, on ``conn``'s driver connection (``run``)."""
     raw = conn.connection.driver_connection
     # Only when someone listens (the tests' and the benchmark's statement capture, on the engine).
     if conn.engine.dispatch.before_cursor_execute:
@@ -360,37 +302,30 @@ def send(conn: Connection, sql: str, values: Any) -> Any:
         raise _driver_error(conn, raw, exc, sql, values) from exc
 
 
-def defer(conn: Connection, statement: Any, params: dict[str, Any]) -> None:
-    """``run``, for a write whose result nobody reads and whose failure no caller handles (an event, a new
-    session, a counter's reset): on PostgreSQL, in a transaction of ``Database.transaction``, it is sent with
-    the next statement or with the ``COMMIT``, in one round trip (issue 16); if it fails, that statement or
-    the commit raises, and the transaction is rolled back. Elsewhere it runs now."""
-    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
-    if unsent is None:
-        run(conn, statement, params)
-        return
-    prepared = prepared_for(conn, statement, params)
-    unsent.append((prepared.sql, prepared.parameters(params)))
-
-
 @contextmanager
 def ahead_of_transaction(conn: Connection) -> Iterator[None]:
     """On PostgreSQL, the statements of the block commit on their own, ahead of the transaction of
-    ``Database.transaction`` that ``conn`` is in, whose ``BEGIN`` is not sent yet: for a row that every
+    ``Database.transaction`` that ``conn`` is in, which has not begun on the server yet: for a row that every
     request from one address updates, which must not stay locked for a whole ceremony (the per-address
-    request counter, ``regulator.reserve``). The block must come first in the transaction. On SQLite (its
-    writes are serialised anyway) they are the transaction's."""
-    unsent = conn.info.get(_UNSENT) if conn.dialect.name == "postgresql" else None
-    if unsent is None:
+    request counter, ``regulator.reserve``), on the ceremony's own connection (one pool check-out). The
+    block must come first in the transaction. On SQLite (its writes are serialised anyway) they are the
+    transaction's."""
+    if conn.dialect.name != "postgresql":
         yield
         return
-    if unsent != [_BEGIN]:
+    from psycopg.pq import TransactionStatus
+
+    raw = conn.connection.driver_connection
+    if raw.pgconn.transaction_status != TransactionStatus.IDLE:  # type: ignore[union-attr]
         raise RuntimeError("ahead_of_transaction: the transaction has begun")
-    unsent.clear()  # the driver is in autocommit: each statement commits on its own
+    raw.autocommit = True  # type: ignore[union-attr]  # psycopg's: no round trip while idle
     try:
         yield
     finally:
-        unsent.append(_BEGIN)
+        try:
+            raw.autocommit = False  # type: ignore[union-attr]  # the next statement begins the transaction
+        except Exception:  # a connection lost in the block: the block's own error is raised
+            conn.invalidate()
 
 
 def _driver_error(conn: Connection, raw: Any, exc: Any, sql: str, values: Any) -> Exception:
@@ -510,10 +445,6 @@ class Database:
                 request): the caller answers 503 and the pool reconnects on a later request.
         """
         try:
-            if self.engine.dialect.name == "postgresql":
-                with self._pg_transaction() as conn, in_transaction():
-                    yield conn
-                return
             if self._writer is None:
                 with self.engine.begin() as conn, in_transaction():
                     yield conn
@@ -528,32 +459,6 @@ class Database:
             if is_unavailable(exc):
                 raise Unavailable() from exc
             raise
-
-    @contextmanager
-    def _pg_transaction(self) -> Iterator[Connection]:
-        """A transaction on PostgreSQL whose ``BEGIN`` is sent with its first statement (``_UNSENT``): the
-        driver is in autocommit for the block, so that it does not send a ``BEGIN`` of its own, one round
-        trip more. SQLAlchemy's commit and rollback end it (the listeners of ``_configure_postgresql``, then
-        the driver's, which ends whatever transaction the server has open)."""
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            raw.autocommit = True  # type: ignore[union-attr]  # psycopg's: no round trip while idle
-            conn.info[_UNSENT] = [_BEGIN]
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                conn.info.pop(_UNSENT, None)
-                self._end_driver_autocommit(conn, raw)
-
-    @staticmethod
-    def _end_driver_autocommit(conn: Connection, raw: Any) -> None:
-        """Back to the driver's transactions (``read`` and the others rely on them), or, on a connection
-        that cannot (lost, or left in a transaction by a failure), not to the pool."""
-        try:
-            raw.autocommit = False
-        except Exception:
-            conn.invalidate()
 
     @contextmanager
     def _loop_transaction(self) -> Iterator[Connection]:

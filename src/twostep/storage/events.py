@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from twostep.storage.db import defer
+from twostep.storage.db import run
 from twostep.storage.tables import security_events
 
 _INSERT = security_events.insert()
@@ -34,7 +34,7 @@ def insert(
     user_agent: str,
     detail: dict[str, Any],
 ) -> None:
-    defer(
+    run(
         conn,
         _INSERT,
         {

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, select, up
 
 from twostep.core.kinds import SessionKind
 from twostep.storage import groups
-from twostep.storage.db import Database, defer, first
+from twostep.storage.db import Database, first, run
 from twostep.storage.tables import accounts, factors, sessions
 
 
@@ -150,7 +150,7 @@ _DEAD = delete(sessions).where(
 
 
 def insert(conn: Connection, row: SessionRow) -> None:
-    defer(conn, _INSERT, row.__dict__)
+    run(conn, _INSERT, row.__dict__)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, case, delete, null, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from twostep.core.throttle import Backoff
-from twostep.storage.db import defer, first
+from twostep.storage.db import first, run
 from twostep.storage.tables import throttles
 
 
@@ -102,7 +102,7 @@ _RESET = delete(throttles).where(throttles.c.key == bindparam("b_key"))
 
 def reset(conn: Connection, *, key: str) -> None:
     """Success: forget the consecutive failures of ``key``."""
-    defer(conn, _RESET, {"b_key": key})
+    run(conn, _RESET, {"b_key": key})
 
 
 def failures(conn: Connection, *, key: str) -> int:
