@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, func, insert, select, text
+from sqlalchemy.pool import NullPool
 
 from twostep.core.secretbox import SecretBox, aad_for
 from twostep.core.totp import hotp, time_step
@@ -34,7 +35,9 @@ def now_utc() -> datetime:
 def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         return create_engine(url, connect_args={"timeout": 60})
-    return create_engine(url)
+    # No idle connections kept: the run holds an engine per load, and with the servers' pools and the floors'
+    # a kept pool per engine went past PostgreSQL's max_connections (100), which the servers then met.
+    return create_engine(url, poolclass=NullPool)
 
 
 def copy_sqlite(src: Path, dst: Path) -> None:
@@ -84,6 +87,12 @@ def add_accounts(conn: Connection, n: int, *, prefix: str, password_hash: str, n
             for i in ids
         ],
     )
+    if conn.dialect.name == "postgresql":
+        # The ids were given, not drawn: move the sequence past them, so that the application's own inserts
+        # (sign-ups on the same database, as in the tests) do not draw one of them.
+        conn.execute(
+            text("SELECT setval(pg_get_serial_sequence('accounts', 'id'), (SELECT max(id) FROM accounts))")
+        )
     return ids
 
 

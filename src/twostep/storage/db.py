@@ -258,19 +258,25 @@ class Prepared:
         return tuple(converted)
 
 
-# The statements run on the driver (``run``), compiled once per statement, dialect and set of parameter names.
+# The statements run on the driver (``run``, ``Database.read_row``), compiled once per statement, dialect and
+# set of parameter names.
 _COMPILED: dict[tuple[int, str, tuple[str, ...]], Prepared] = {}
 
 
-def prepared_for(conn: Connection, statement: Any, params: dict[str, Any]) -> Prepared:
-    """``statement`` compiled for ``conn``'s database, once. An INSERT without values takes its columns from
-    the names of ``params``, as ``Connection.execute`` would."""
-    key = (id(statement), conn.dialect.name, tuple(params))
+def compiled(statement: Any, dialect: Dialect, names: tuple[str, ...] = ()) -> Prepared:
+    """``statement`` compiled for ``dialect``, once (the statements are module constants). An INSERT without
+    values takes its columns from ``names``, the names of its parameters, as ``Connection.execute`` would."""
+    key = (id(statement), dialect.name, names)
     found = _COMPILED.get(key)
     if found is None:
-        column_keys = list(params) if isinstance(statement, Insert) else None
-        found = _COMPILED[key] = Prepared.of(statement, conn.dialect, column_keys=column_keys)
+        column_keys = list(names) if isinstance(statement, Insert) else None
+        found = _COMPILED[key] = Prepared.of(statement, dialect, column_keys=column_keys)
     return found
+
+
+def prepared_for(conn: Connection, statement: Any, params: dict[str, Any]) -> Prepared:
+    """``statement`` compiled for ``conn``'s database, once, for ``params``' names (``compiled``)."""
+    return compiled(statement, conn.dialect, tuple(params))
 
 
 def run(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:
@@ -420,7 +426,6 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer: _WriterLock | None = None
-        self._prepared: dict[int, Prepared] = {}
         self._loop_conns: dict[int, sqlite3.Connection] = {}  # read_row's on SQLite, by event loop thread
         self._loop_writers: dict[int, Connection] = {}  # transaction's on SQLite, by event loop thread
         self._async: _AsyncReaders | None = None
@@ -514,11 +519,8 @@ class Database:
             raise
 
     def prepared(self, statement: Select[Any]) -> Prepared:
-        """``statement`` compiled for this database, once (the statements are module constants)."""
-        found = self._prepared.get(id(statement))
-        if found is None:
-            found = self._prepared[id(statement)] = Prepared.of(statement, self.engine)
-        return found
+        """``statement`` compiled for this database, once (``compiled``)."""
+        return compiled(statement, self.engine.dialect)
 
     def read_row(self, statement: Select[Any], params: dict[str, Any]) -> dict[str, Any] | None:
         """The first row of one SELECT that only reads, by column name, None when there is none: the read of
