@@ -37,11 +37,12 @@ from twostep.i18n import N_
 from twostep.services import sign_in
 from twostep.services.context import Client
 from twostep.services.sign_in import LoginResult
+from twostep.web.api.fast import FastPath
 from twostep.web.deps import WebState
 from twostep.web.errors import error_body, error_response
 from twostep.web.inputs import has_control, json_without_controls
 from twostep.web.language import choose
-from twostep.web.observe import log_access, request_id_of, request_id_var
+from twostep.web.observe import request_id_of, request_id_var
 from twostep.web.security import MAX_BODY, Receive, Scope, Send, client_address, is_cross_site, replay
 
 log = logging.getLogger("twostep.web")
@@ -49,7 +50,7 @@ log = logging.getLogger("twostep.web")
 LOGIN_TOTP_PATH: Final = "/api/v1/login/totp"
 LOGIN_PASSKEY_PATH: Final = "/api/v1/login/passkey"
 # The body of the route's answer (LoginOut with only its status set, no ``next``).
-_SIGNED_IN: Final = JSONResponse({"status": "signed_in"}).body
+_SIGNED_IN: Final = bytes(JSONResponse({"status": "signed_in"}).body)
 # Its headers, as Starlette's Response makes them (the session cookie follows).
 _SIGNED_IN_HEADERS: Final = tuple(Response(_SIGNED_IN, media_type="application/json").raw_headers)
 # schemas.Short
@@ -116,7 +117,7 @@ TOTP: Final = Step(LOGIN_TOTP_PATH, _code_of, _totp)
 PASSKEY: Final = Step(LOGIN_PASSKEY_PATH, _credential_of, _passkey)
 
 
-class SignInStepFastPath:
+class SignInStepFastPath(FastPath):
     """A sign-in step (``TOTP``, ``PASSKEY``) before the middleware stack (see the module's text). Called
     with the request; returns None when it answered, else the ``receive`` the application must read the body
     from."""
@@ -130,11 +131,8 @@ class SignInStepFastPath:
         record: Callable[[str, str, int, float], None],
         default_language: str,
     ) -> None:
-        self.web = web
+        super().__init__(web, security=security, record=record, default_language=default_language)
         self.step = step
-        self.static = [*security, (b"cache-control", b"no-store")]
-        self.record = record
-        self.default_language = default_language
         self.in_loop = web.ctx.db.dialect == "sqlite"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -205,22 +203,9 @@ class SignInStepFastPath:
             else:
                 status, body = refused.status_code, bytes(refused.body)
                 raw = list(refused.raw_headers)
-            raw += [
-                (b"content-language", chosen.language.encode()),
-                (b"x-request-id", rid.encode()),
-                *self.static,
-            ]
-            await send({"type": "http.response.start", "status": status, "headers": raw})
-            await send({"type": "http.response.body", "body": body})
-            seconds = time.perf_counter() - started
-            self.record(self.step.path, "POST", status, seconds)
-            log_access(
-                scope,
-                self.step.path,
-                "POST",
-                status,
-                seconds,
-                lambda: client_address(Request(scope), web.trusted_proxies),
+            raw += [(b"content-language", chosen.language.encode()), (b"x-request-id", rid.encode())]
+            await self.send_answer(
+                scope, send, path=self.step.path, status=status, headers=raw, body=body, started=started
             )
         finally:
             request_id_var.reset(rid_token)

@@ -22,12 +22,13 @@ from starlette.concurrency import run_in_threadpool
 from twostep.core.access import Decision, Subject
 from twostep.core.errors import AccessDenied, NotSignedIn, TwoFactorRequired, TwostepError
 from twostep.services.sessions import Caller, caller_of, look_up_async, settle
+from twostep.web.api.fast import FastPath
 from twostep.web.api.schemas import Error
 from twostep.web.deps import WebState, state, token_of
 from twostep.web.errors import error_response
 from twostep.web.language import choose
-from twostep.web.observe import log_access, request_id_of
-from twostep.web.security import Scope, Send, client_address
+from twostep.web.observe import request_id_of
+from twostep.web.security import Scope, Send
 
 router = APIRouter()
 
@@ -205,7 +206,7 @@ async def answer(request: Request) -> Response:
 FORWARD_AUTH_PATH: Final = "/api/v1/forward-auth"
 
 
-class AllowedFastPath:
+class AllowedFastPath(FastPath):
     """The common answer of forward authentication, given before FastAPI (issue 13, F1): the route is called
     for every request to every protected application, so a signed-in session that a rule allows, with no
     write owed, is answered here, in the event loop, from one read on the driver itself (no thread
@@ -224,10 +225,13 @@ class AllowedFastPath:
         record: Callable[[str, str, int, float], None],
         default_language: str,
     ) -> None:
-        self.web = web
-        self.static = [*security, (b"cache-control", b"no-store"), (b"content-length", b"0")]
-        self.record = record
-        self.default_language = default_language
+        super().__init__(
+            web,
+            security=security,
+            record=record,
+            default_language=default_language,
+            extra=[(b"content-length", b"0")],
+        )
 
     async def __call__(self, scope: Scope, send: Send) -> bool:
         started = time.perf_counter()
@@ -260,17 +264,8 @@ class AllowedFastPath:
         )
         rid = request_id_of(scope, web.trusted_proxies)
         raw = [(name.encode(), value.encode("latin-1")) for name, value in remote_headers(caller).items()]
-        raw += [(b"content-language", language.encode()), (b"x-request-id", rid.encode()), *self.static]
-        await send({"type": "http.response.start", "status": 200, "headers": raw})
-        await send({"type": "http.response.body", "body": b""})
-        seconds = time.perf_counter() - started
-        self.record(FORWARD_AUTH_PATH, method, 200, seconds)
-        log_access(
-            scope,
-            FORWARD_AUTH_PATH,
-            method,
-            200,
-            seconds,
-            lambda: client_address(Request(scope), web.trusted_proxies),
+        raw += [(b"content-language", language.encode()), (b"x-request-id", rid.encode())]
+        await self.send_answer(
+            scope, send, path=FORWARD_AUTH_PATH, status=200, headers=raw, body=b"", started=started
         )
         return True
