@@ -23,28 +23,16 @@ from typing import Any
 from sqlalchemy import event, text
 
 from bench import seed
+from bench.servers import cpu_seconds
 
 PG_URL = os.environ.get("TWOSTEP_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _backend_cpu(engine: Any, database: str) -> float:
-    """CPU seconds of every server backend of ``database`` (utime + stime, /proc)."""
+    """CPU seconds of every server backend of ``database`` (``servers.cpu_seconds``: /proc)."""
     with engine.connect() as conn:
-        pids = [
-            r[0]
-            for r in conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}
-            )
-        ]
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+        rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database})
+        return cpu_seconds([int(r[0]) for r in rows])
 
 
 def measure(db: str, n: int, rounds: int) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from twostep.web.security import Scope, Send, client_address
 
 
 class FastPath:
-    """A path answered before FastAPI: ``static`` are the guard's security headers and ``no-store`` (and
-    ``extra``), ``record`` counts the answer in the metrics."""
+    """A path answered before FastAPI: ``static`` are the guard's security headers and ``no-store`` (and a
+    subclass's ``extra_headers``), ``record`` counts the answer in the metrics."""
+
+    extra_headers: Sequence[tuple[bytes, bytes]] = ()
 
     def __init__(
         self,
@@ -26,10 +28,9 @@ class FastPath:
         security: list[tuple[bytes, bytes]],
         record: Callable[[str, str, int, float], None],
         default_language: str,
-        extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.web = web
-        self.static = [*security, (b"cache-control", b"no-store"), *extra]
+        self.static = [*security, (b"cache-control", b"no-store"), *self.extra_headers]
         self.record = record
         self.default_language = default_language
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import string
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlsplit
@@ -24,7 +24,7 @@ from twostep.core.errors import AccessDenied, NotSignedIn, TwoFactorRequired, Tw
 from twostep.services.sessions import Caller, caller_of, look_up_async, settle
 from twostep.web.api.fast import FastPath
 from twostep.web.api.schemas import Error
-from twostep.web.deps import WebState, state, token_of
+from twostep.web.deps import state, token_of
 from twostep.web.errors import error_response
 from twostep.web.language import choose
 from twostep.web.observe import request_id_of
@@ -217,21 +217,7 @@ class AllowedFastPath(FastPath):
     declines (``False``) and goes through the whole application to the route, which answers it.
     """
 
-    def __init__(
-        self,
-        web: WebState,
-        *,
-        security: list[tuple[bytes, bytes]],
-        record: Callable[[str, str, int, float], None],
-        default_language: str,
-    ) -> None:
-        super().__init__(
-            web,
-            security=security,
-            record=record,
-            default_language=default_language,
-            extra=[(b"content-length", b"0")],
-        )
+    extra_headers = ((b"content-length", b"0"),)  # the answer has no body
 
     async def __call__(self, scope: Scope, send: Send) -> bool:
         started = time.perf_counter()
