@@ -10,8 +10,8 @@ statement sent to the driver, its ``begin`` and ``commit`` events the transactio
 spy on psycopg's ``Cursor.execute`` records what the driver is given, in its order, with the ``BEGIN`` psycopg
 sends before the transaction's first statement (the per-address counter commits on its own ahead of it, on
 the same connection), and the ``COMMIT`` of SQLAlchemy's event. Nothing of
-twostep is changed. ``outside`` stays for round trips outside the statement list; since issue 16 there are
-none (the pool's pre-ping, an empty query per check-out, was replaced by ``storage.db.is_alive``).
+twostep is changed. No round trip falls outside that list: the pool's pre-ping, an empty query per check-out,
+was replaced by ``storage.db.is_alive`` (issue 16).
 
 The floor's side: SQLite's own trace callback (``sqlite3.Connection.set_trace_callback``), which sees the
 statements as SQLite runs them, with the bound values written in; on PostgreSQL the text the floor sends to
@@ -53,7 +53,6 @@ class Capture:
     dialect: str
     statements: list[str]
     parameters: list[Any]
-    outside: list[str]  # round trips outside the statement list (the pool's pre-ping)
     status: int
     body: str
     set_cookie: str  # the token replaced by <token>
@@ -73,7 +72,6 @@ class Capture:
             "statements": self.statements,
             "normalised": self.normalised,
             "parameters": [repr(p) for p in self.parameters],
-            "outside_statement_list": self.outside,
             "status": self.status,
             "body": self.body,
             "set_cookie": self.set_cookie,
@@ -154,7 +152,6 @@ def capture_twostep(
     dialect = engine.dialect.name
     per_request: list[list[str]] = []
     params: list[list[Any]] = []
-    outside: list[list[str]] = []
 
     def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         per_request[-1].append(statement)
@@ -218,7 +215,6 @@ def capture_twostep(
                 for token, body in lines:
                     per_request.append([])
                     params.append([])
-                    outside.append([])
                     # The request as bench/wrk/replay.lua sends it.
                     out.append(
                         await client.post(
@@ -249,7 +245,6 @@ def capture_twostep(
         dialect=dialect,
         statements=per_request[-1],
         parameters=params[-1],
-        outside=outside[-1],
         status=last.status_code,
         body=last.text,
         set_cookie=cookie_shape(last.headers.get("set-cookie", ""), token),
@@ -399,8 +394,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for i, (s, prm) in enumerate(zip(cap.statements, cap.parameters, strict=True), 1):
         print(f"{i:2}. {s}\n    {prm!r}")
-    for s in cap.outside:
-        print(f"outside: {s}")
     print(f"answer: {cap.status} {cap.body}; set-cookie: {cap.set_cookie}")
     print(f"headers: {', '.join(cap.header_names)}")
     return 0

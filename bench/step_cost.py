@@ -4,7 +4,7 @@ time: the service (`sign_in.totp_step`) called directly in one thread, N times, 
 Per step it reports the wall time (on PostgreSQL mostly round trips: each statement waits for the server),
 the process's CPU, and on PostgreSQL the CPU of the server's backends of that database (from /proc: the
 bench runs on the database's machine), and the statements and round trips the driver made (SQLAlchemy's
-``before_cursor_execute`` event, the pool's pre-pings and the transactions' bounds). Unlike the loads of
+``before_cursor_execute`` event and the transactions' bounds). Unlike the loads of
 ``bench.run`` nothing else competes for the cores, so a change of a few round trips or of 0.1 ms of CPU per
 step shows above the noise of a shared two-core machine; ``bench.run`` remains the measure of the goals.
 """
@@ -71,7 +71,7 @@ def measure(db: str, n: int, rounds: int) -> dict[str, Any]:
         engine = ctx.db.engine
         seed_engine = seed.engine_for(settings.resolved_database_url)
         box = seed.server_box(data_dir)
-        counts = {"statements": 0, "pings": 0, "begins": 0, "commits": 0}
+        counts = {"statements": 0, "begins": 0, "commits": 0}
 
         def on_execute(*_: Any) -> None:
             counts["statements"] += 1
@@ -79,13 +79,6 @@ def measure(db: str, n: int, rounds: int) -> dict[str, Any]:
         event.listen(engine, "before_cursor_execute", on_execute)
         event.listen(engine, "begin", lambda *_: counts.__setitem__("begins", counts["begins"] + 1))
         event.listen(engine, "commit", lambda *_: counts.__setitem__("commits", counts["commits"] + 1))
-        original_ping = engine.dialect.do_ping
-
-        def ping(dbapi_connection: Any) -> bool:
-            counts["pings"] += 1
-            return bool(original_ping(dbapi_connection))
-
-        engine.dialect.do_ping = ping
         client = Client(ip="127.0.0.1", user_agent="bench")
         results = []
         try:
@@ -111,7 +104,6 @@ def measure(db: str, n: int, rounds: int) -> dict[str, Any]:
                     }
                 )
         finally:
-            engine.dialect.do_ping = original_ping
             ctx.db.dispose()
             seed_engine.dispose()
             if admin is not None:

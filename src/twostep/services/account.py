@@ -68,7 +68,7 @@ def sign_up(
     now = ctx.now()
     refused: TwostepError | None = None
     invitation: InvitationRow | None = None
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         # Counted first, whatever happens next: the same per-address limit on every sign-up path (H02).
         regulator.reserve(conn, edge, now=now)

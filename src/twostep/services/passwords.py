@@ -82,7 +82,7 @@ def _reserve(
             raised once this request is counted at the edge, SEC-62).
     """
     refused: TooManyAttempts | None = None
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         normalized = normalize_username(username)

@@ -74,7 +74,7 @@ class Window:
     per_minute: int
 
 
-def edge(ctx: Context, client: Client, now: datetime) -> Window:
+def edge(ctx: Context, client: Client) -> Window:
     """The request limit of the client's address, to be given to ``reserve`` first in the ceremony's
     transaction, which counts the request.
 
@@ -85,7 +85,6 @@ def edge(ctx: Context, client: Client, now: datetime) -> Window:
     the hot row). The count stays shared by every worker and machine, and exact. On SQLite, whose writes are
     serialised anyway, it is counted inside the transaction.
     """
-    del now  # counted by ``reserve``, at the transaction's time
     return Window(client.ip, ctx.rate_limit_per_minute)
 
 

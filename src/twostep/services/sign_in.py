@@ -240,7 +240,7 @@ def totp_step(
     now = ctx.now()
     # One transaction: the attempt is counted (and, on PostgreSQL, the account's counter row locked)
     # before the code is evaluated; a failure is recorded and committed before the error is raised.
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         pend = pending(conn, token=token, now=now)
@@ -279,7 +279,7 @@ def recovery_step(
         NoPendingLogin, TooManyAttempts, InvalidCode.
     """
     now = ctx.now()
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         pend = pending(conn, token=token, now=now)
@@ -317,7 +317,7 @@ class LoginOptions:
 def passkey_options(ctx: Context, *, token: str | None, ceremony_key: str, client: Client) -> LoginOptions:
     """POST /login/passkey/options: the pending user's passkeys, or a discoverable request (UV required)."""
     now = ctx.now()
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None
@@ -412,7 +412,7 @@ def _take_challenge(
     """
     refused: TooManyAttempts | None = None
     prepared: sf.PreparedAssertion | None = None
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         pend = session_store.get_pending(conn, token_hash=hash_token(token), now=now) if token else None

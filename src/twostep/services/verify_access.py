@@ -129,7 +129,7 @@ def with_totp(ctx: Context, session: CurrentSession, *, code: str, client: Clien
     now = ctx.now()
     _require_password_step(session, now)
     audit = Audit(ctx, session.account_id, client, now)
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         failures = regulator.reserve(conn, edge, regulator.second_factor(session.account_id), now=now)
         rows = factors.totp_for(conn, session.account_id)
@@ -152,7 +152,7 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
     now = ctx.now()
     _require_password_step(session, now)
     audit = Audit(ctx, session.account_id, client, now)
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         counter = regulator.second_factor(session.account_id, recovery_code=True)
         failures = regulator.reserve(conn, edge, counter, now=now)
@@ -174,7 +174,7 @@ def with_recovery_code(ctx: Context, session: CurrentSession, *, code: str, clie
 def passkey_options(ctx: Context, session: CurrentSession, *, client: Client) -> dict[str, object]:
     """POST /verify-access/passkey/options: user verification required unless the password was just given."""
     now = ctx.now()
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         allow = sf.allow_list(conn, session.account_id)
@@ -203,7 +203,7 @@ def with_passkey(
     now = ctx.now()
     audit = Audit(ctx, session.account_id, client, now)
     prepared: sf.PreparedAssertion | None = None
-    edge = regulator.edge(ctx, client, now)
+    edge = regulator.edge(ctx, client)
     with ctx.db.transaction() as conn:
         regulator.reserve(conn, edge, now=now)
         taken = challenges.take(
