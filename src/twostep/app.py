@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -251,7 +252,13 @@ async def _maintenance(ctx: Context, settings: Settings, stopping: Stopping | No
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: `twostep serve` migrated before starting them, so they only check."""
     os.umask(0o077)  # H12, also when uvicorn is started without `twostep serve`
-    return create_app(Settings(), migrate_sqlite=False)
+    app = create_app(Settings(), migrate_sqlite=False)
+    # What the worker has made so far (modules, the application, compiled statements: some 130,000 objects)
+    # lives as long as the worker: out of the collector's sight, a full collection under load no longer walks
+    # it (about 70 ms, a pause every request in flight waits for).
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 __all__ = ["create_app", "create_app_from_env"]
