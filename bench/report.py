@@ -275,6 +275,22 @@ def floor_figures(meas: dict[str, Any], ratio_row: Any) -> None:
             None,
             style="pct",
         )
+    if "floor_pg_async_2w" in meas:
+        # What a second worker adds on this machine to the same statements with nothing around them: the
+        # reference for P5·pg where the cores, shared with PostgreSQL's backends, are the bound.
+        ratio_row(
+            "FL·2w·pg",
+            "the floor, psycopg async: 2 workers vs 1 (PostgreSQL), requests/s",
+            "floor_pg_async_2w",
+            "floor_pg_async",
+            None,
+            style="times",
+        )
+
+
+def _cores(value: float | None) -> str:
+    """Cores busy, or a dash for a run recorded before the figure existed."""
+    return DASH if value is None else f"{value:.2f}"
 
 
 def _goal_text(goal: float, at_least: bool, fig: str, style: str | None = None) -> str:
@@ -336,8 +352,8 @@ def markdown(data: dict[str, Any]) -> str:
         "Rows marked · are context for the figures above (no goal of their own).",
         "",
         "| load | workers | req/s (median) | p50 ms | p99 ms | server CPU ms/req | server cores busy "
-        "| wrk cores busy | ok share (min) | requests | worker RSS max MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| wrk cores busy | machine cores busy | ok share (min) | requests | worker RSS max MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, m in data["measurements"].items():
         med = m["median"]
@@ -348,14 +364,15 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| argon2_ref: {m['title']} (t={p.get('time_cost')}, m={p.get('memory_cost')} KiB, "
                 f"p={p.get('parallelism')}) | {r0['processes']} proc | {med['ok_rps']:.2f} |"
                 + f" {DASH} |"
-                * 8
+                * 9
             )
             continue
         lines.append(
             f"| {key}: {m['title']} | {m['server_workers']} | {med['ok_rps']:,.1f} | {med['p50_ms']:.2f} | "
             f"{med['p99_ms']:.2f} | {med['server_cpu_ms_per_request']:.2f} | "
             f"{med['server_cores_busy']:.2f} | "
-            f"{med['wrk_cores_busy']:.2f} | {m['ok_share_min']:.2%} | {m['requests']:,} | "
+            f"{med['wrk_cores_busy']:.2f} | {_cores(med.get('machine_cores_busy'))} | "
+            f"{m['ok_share_min']:.2%} | {m['requests']:,} | "
             f"{m.get('rss_max_mib', DASH)} |"
         )
     lines += floor_markdown(data)
@@ -376,6 +393,7 @@ _FLOOR_ROWS = [
     ("p1_pg_1w", "twostep serve, 1 worker (P1·pg)"),
     ("floor_pg_async", "floor, psycopg async in the event loop"),
     ("floor_pg_thread", "floor, psycopg sync in the thread pool"),
+    ("floor_pg_async_2w", "floor, psycopg async in the event loop, 2 workers"),
 ]
 
 
@@ -450,8 +468,6 @@ def floor_markdown(data: dict[str, Any]) -> list[str]:
         tw = info["twostep"]
         summary = " · ".join(statement_summary(x) for x in tw["statements"])
         lines += ["", f"twostep's statements per TOTP step ({dialect}): {summary}."]
-        if tw.get("outside_statement_list"):
-            lines.append(f"Outside them, per request: {', '.join(tw['outside_statement_list'])}.")
         if "in_process" in info:
             ok = "passed" if info["in_process"]["ok"] else "FAILED"
             lines.append(f"In-process check {ok}: {info['in_process']['message']}.")

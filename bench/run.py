@@ -582,26 +582,39 @@ class Bench:
         return out
 
     def build_floor_pg(self, pg1: Server, url: str, logs: Path) -> list[Measurement]:
-        """The floor on PostgreSQL: psycopg's AsyncConnection in the event loop, and its sync Connection in
-        the thread pool, on a database of its own migrated by `twostep migrate`, with P1·pg's key."""
+        """The floor on PostgreSQL: psycopg's AsyncConnection in the event loop (one worker, and two: what a
+        second worker adds to the same statements with nothing around them, beside P5·pg), and its sync
+        Connection in the thread pool, on a database of its own migrated by `twostep migrate`, with P1·pg's
+        key."""
         cfg = self.cfg
         t0 = time.monotonic()
         capture = statements.capture_twostep(cfg.work_dir / "floor-capture-pg", database_url=url)
         self.floor_checks["postgresql"] = {"twostep": capture.to_json()}
         log(f"floor, PostgreSQL: twostep runs {len(capture.statements)} statements per TOTP step")
         servers: list[Server] = []
-        for mode in ("pg-async", "pg-thread"):
-            data_dir = cfg.work_dir / f"floor-{mode}"
+        for name, mode, workers in (
+            ("floor-pg-async", "pg-async", 1),
+            ("floor-pg-thread", "pg-thread", 1),
+            ("floor-pg-async-2w", "pg-async", 2),
+        ):
+            data_dir = cfg.work_dir / name
             data_dir.mkdir(parents=True)
             shutil.copy2(Path(pg1.env["TWOSTEP_DATA_DIR"]) / "secret.key", data_dir / "secret.key")
             servers.append(
-                floor_server(f"floor-{mode}", mode=mode, data_dir=data_dir, log_dir=logs, database_url=url)
+                floor_server(
+                    name, mode=mode, data_dir=data_dir, log_dir=logs, database_url=url, workers=workers
+                )
             )
         self.start_all(servers)
         out: list[Measurement] = []
         for server, key, title in (
             (servers[0], "floor_pg_async", "floor: Starlette + psycopg async, in the event loop"),
             (servers[1], "floor_pg_thread", "floor: Starlette + psycopg sync, in the thread pool"),
+            (
+                servers[2],
+                "floor_pg_async_2w",
+                "floor: Starlette + psycopg async, in the event loop, 2 workers",
+            ),
         ):
             fm = self.floor_measurement(key, title, server, url)
             fm.floor_capture = capture
@@ -884,7 +897,8 @@ class Bench:
         log(
             f"  {m.key}: {result.ok_rps:.0f}/s  p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  "
             f"({result.ok}/{result.ok + result.bad} ok in {result.active_s:.1f} s, "
-            f"server {result.server_cpu_s / max(result.active_s, 1e-9):.2f} cores){flag}"
+            f"server {result.server_cpu_s / max(result.active_s, 1e-9):.2f} cores, "
+            f"machine {result.machine_busy_s / max(result.wall_s, 1e-9):.2f}){flag}"
         )
 
     def _argon2_round(self) -> None:
@@ -949,6 +963,7 @@ def summarize(m: Measurement) -> dict[str, Any]:
             "server_cpu_ms_per_request": median([1000 * r.server_cpu_s / max(1, r.ok + r.bad) for r in rs]),
             "server_cores_busy": median([r.server_cpu_s / r.active_s for r in rs if r.active_s]),
             "wrk_cores_busy": median([r.wrk_cpu_s / r.active_s for r in rs if r.active_s]),
+            "machine_cores_busy": median([r.machine_busy_s / r.wall_s for r in rs if r.wall_s]),
         },
         "valid": bool(rs) and all(r.valid and not r.extra.get("failed_checks") for r in rs),
         "failed_checks": sorted({why for r in rs for why in r.extra.get("failed_checks", [])}),

@@ -289,10 +289,17 @@ class RssSampler:
 
 
 def floor_server(
-    name: str, *, mode: str, data_dir: Path, log_dir: Path, database_url: str | None = None
+    name: str,
+    *,
+    mode: str,
+    data_dir: Path,
+    log_dir: Path,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> Server:
-    """bench/floor_app.py in ``mode`` under uvicorn, one worker, with the options ``twostep serve`` passes
-    (no proxy headers, no server header, no access log)."""
+    """bench/floor_app.py in ``mode`` under uvicorn, with the options ``twostep serve`` passes (no proxy
+    headers, no server header, no access log); one worker unless told (PostgreSQL's modes only: each worker
+    keeps ``16 / workers`` connections, the load's 16 in all)."""
     port = free_port()
     argv = [
         sys.executable,
@@ -304,7 +311,7 @@ def floor_server(
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--log-level",
         "warning",
         "--no-access-log",
@@ -313,14 +320,19 @@ def floor_server(
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWOSTEP_", "FLOOR_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(FLOOR_MODE=mode, FLOOR_DATA_DIR=str(data_dir), FLOOR_RATE_LIMIT=str(10**9))
+    env.update(
+        FLOOR_MODE=mode,
+        FLOOR_DATA_DIR=str(data_dir),
+        FLOOR_RATE_LIMIT=str(10**9),
+        FLOOR_PG_POOL=str(16 // workers),
+    )
     if database_url:
         env["FLOOR_DATABASE_URL"] = database_url
     return Server(
         name,
         argv,
         port=port,
-        workers=1,
+        workers=workers,
         env=env,
         log_path=log_dir / f"{name}.log",
         ready_method="GET",
