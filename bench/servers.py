@@ -296,10 +296,11 @@ def floor_server(
     log_dir: Path,
     database_url: str | None = None,
     workers: int = 1,
+    connections: int = 16,
 ) -> Server:
     """bench/floor_app.py in ``mode`` under uvicorn, with the options ``twostep serve`` passes (no proxy
-    headers, no server header, no access log); one worker unless told (PostgreSQL's modes only: each worker
-    keeps ``16 / workers`` connections, the load's 16 in all)."""
+    headers, no server header, no access log); one worker unless told. On PostgreSQL the workers keep
+    ``connections`` in all, opened at start."""
     port = free_port()
     argv = [
         sys.executable,
@@ -324,7 +325,7 @@ def floor_server(
         FLOOR_MODE=mode,
         FLOOR_DATA_DIR=str(data_dir),
         FLOOR_RATE_LIMIT=str(10**9),
-        FLOOR_PG_POOL=str(16 // workers),
+        FLOOR_PG_POOL=str(connections // workers),
     )
     if database_url:
         env["FLOOR_DATABASE_URL"] = database_url
