@@ -55,9 +55,8 @@ class LoadResult:
     server_cpu_s: float = 0.0
     wrk_cpu_s: float = 0.0
     # The whole machine while wrk ran (/proc/stat): every process's CPU, PostgreSQL's backends included,
-    # over wrk's wall time, and the time the hypervisor gave this machine's cores to others.
+    # over wrk's wall time.
     machine_busy_s: float = 0.0
-    machine_stolen_s: float = 0.0
     wall_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -84,17 +83,15 @@ class LoadResult:
         return out
 
 
-def machine_cpu() -> tuple[float, float]:
-    """CPU seconds this machine's cores have spent working (user, nice, system, interrupts) and stolen by
-    the hypervisor, since boot (the ``cpu`` line of /proc/stat); (0, 0) where there is none."""
+def machine_cpu() -> float:
+    """CPU seconds this machine's cores have spent working (user, nice, system, interrupts) since boot (the
+    ``cpu`` line of /proc/stat); 0 where there is none."""
     try:
         with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
+            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
     except (OSError, ValueError):
-        return 0.0, 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / tick, steal / tick
+        return 0.0
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(
@@ -137,11 +134,11 @@ def run_wrk(
     ]
     cpu0 = server_cpu() if server_cpu else 0.0
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy0, stolen0 = machine_cpu()
+    busy0 = machine_cpu()
     wall0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120, check=False)
     wall = time.monotonic() - wall0
-    busy1, stolen1 = machine_cpu()
+    busy1 = machine_cpu()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu1 = server_cpu() if server_cpu else 0.0
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCHJSON ")]
@@ -173,6 +170,5 @@ def run_wrk(
             3,
         ),
         machine_busy_s=round(busy1 - busy0, 3),
-        machine_stolen_s=round(stolen1 - stolen0, 3),
         wall_s=round(wall, 3),
     )

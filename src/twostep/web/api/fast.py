@@ -43,12 +43,20 @@ class FastPath:
         status: int,
         headers: list[Any],
         body: bytes,
+        language: str,
+        request_id: str,
         started: float,
     ) -> None:
-        """The answer (``headers`` then ``static``), counted in the metrics and written to the access log
-        as the application's own answers are."""
+        """The answer (``headers``, its ``Content-Language`` and ``X-Request-Id``, then ``static``), counted
+        in the metrics and written to the access log as the application's own answers are."""
         method: str = scope["method"]
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, *self.static]})
+        headers = [
+            *headers,
+            (b"content-language", language.encode()),
+            (b"x-request-id", request_id.encode()),
+            *self.static,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - started
         self.record(path, method, status, seconds)

@@ -203,9 +203,16 @@ class SignInStepFastPath(FastPath):
             else:
                 status, body = refused.status_code, bytes(refused.body)
                 raw = list(refused.raw_headers)
-            raw += [(b"content-language", chosen.language.encode()), (b"x-request-id", rid.encode())]
             await self.send_answer(
-                scope, send, path=self.step.path, status=status, headers=raw, body=body, started=started
+                scope,
+                send,
+                path=self.step.path,
+                status=status,
+                headers=raw,
+                body=body,
+                language=chosen.language,
+                request_id=rid,
+                started=started,
             )
         finally:
             request_id_var.reset(rid_token)

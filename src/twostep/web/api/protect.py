@@ -250,8 +250,15 @@ class AllowedFastPath(FastPath):
         )
         rid = request_id_of(scope, web.trusted_proxies)
         raw = [(name.encode(), value.encode("latin-1")) for name, value in remote_headers(caller).items()]
-        raw += [(b"content-language", language.encode()), (b"x-request-id", rid.encode())]
         await self.send_answer(
-            scope, send, path=FORWARD_AUTH_PATH, status=200, headers=raw, body=b"", started=started
+            scope,
+            send,
+            path=FORWARD_AUTH_PATH,
+            status=200,
+            headers=raw,
+            body=b"",
+            language=language,
+            request_id=rid,
+            started=started,
         )
         return True
